@@ -1,0 +1,165 @@
+"""The channel interface, the channel registry and the values a channel trades.
+
+A channel is one way out (Slack, email, a webhook...). It receives a :class:`RenderedMessage`
+(already rendered from a delivery's payload by :mod:`crawler.alerts.render`) and an idempotency
+key, and either returns a :class:`DeliveryResult` or raises
+:class:`~crawler.errors.TemporaryDeliveryError` (retry later, ``retry_after`` when the receiver
+said) or :class:`~crawler.errors.PermanentDeliveryError` (never retried).
+
+Channel types register themselves with :func:`register_channel`; :func:`build_channel` picks the
+class by ``ChannelConfig.type``: a table, not a chain of ifs.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+from crawler.config import ChannelConfig
+from crawler.errors import (
+    ConfigError,
+    PermanentDeliveryError,
+    StorywatchError,
+    TemporaryDeliveryError,
+)
+
+MAX_RETRY_AFTER = 6 * 3600.0  # absurd Retry-After values are clamped to this
+
+
+class TemplateError(ConfigError):
+    """A message template is invalid, unsafe (sandbox violation) or produced bad output."""
+
+
+class ChannelUnavailable(ConfigError):
+    """A channel cannot be built (unknown type, optional dependency missing)."""
+
+
+class AlertNotFound(StorywatchError):
+    """No alert, delivery or silence with that id."""
+
+
+@dataclass(frozen=True)
+class RenderedMessage:
+    """What a channel sends: one subject line, a plain-text body and format-specific parts.
+
+    ``data`` is the structured body for JSON channels (Slack blocks, webhook JSON); ``html`` the
+    HTML alternative for email; ``thread`` a stable key (the alert's group) for threading.
+    """
+
+    kind: str  # alert | update | digest | notice | test
+    subject: str
+    text: str
+    html: str | None = None
+    data: Mapping[str, Any] | None = None
+    thread: str | None = None
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    """A successful (possibly partial) delivery. ``detail`` is stored on the delivery row."""
+
+    channel: str
+    status: int | None = None  # HTTP status or SMTP reply code
+    detail: Mapping[str, Any] = field(default_factory=dict)
+    warning: str | None = None  # e.g. "1 of 2 recipients refused"
+
+    @property
+    def partial(self) -> bool:
+        return self.warning is not None
+
+
+@runtime_checkable
+class Channel(Protocol):
+    """One configured alert channel."""
+
+    name: str
+    config: ChannelConfig
+
+    async def send(self, message: RenderedMessage, *, idempotency_key: str) -> DeliveryResult: ...
+
+    async def aclose(self) -> None: ...
+
+
+ChannelFactory = Callable[[str, ChannelConfig], Channel]
+_REGISTRY: dict[str, ChannelFactory] = {}
+_F = TypeVar("_F", bound=ChannelFactory)
+
+
+def register_channel(type_name: str) -> Callable[[_F], _F]:
+    """Class decorator: make ``type_name`` (a ``ChannelConfig.type``) build this channel."""
+
+    def deco(factory: _F) -> _F:
+        _REGISTRY[type_name] = factory
+        return factory
+
+    return deco
+
+
+def channel_types() -> tuple[str, ...]:
+    _load_builtin()
+    return tuple(sorted(_REGISTRY))
+
+
+def build_channel(name: str, cfg: ChannelConfig) -> Channel:
+    """The channel object for ``channels.<name>``; ChannelUnavailable names what is wrong."""
+    _load_builtin()
+    factory = _REGISTRY.get(cfg.type)
+    if factory is None:
+        raise ChannelUnavailable(f"unknown channel type {cfg.type!r}", key=f"alerts.channels.{name}.type")
+    return factory(name, cfg)
+
+
+def _load_builtin() -> None:
+    # Importing the modules runs their @register_channel decorators.
+    from . import apprise_channel, console, email, slack, webhook  # noqa: F401
+
+
+# ------------------------------------------------------------------ shared helpers for channels
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or HTTP date), clamped; None if absent/garbage."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        secs = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        secs = (when - (now or datetime.now(UTC))).total_seconds()
+    if math.isnan(secs):
+        return None
+    return min(max(secs, 0.0), MAX_RETRY_AFTER)
+
+
+def http_status_error(channel: str, status: int, body: str, retry_after: str | None) -> Exception:
+    """The typed error for a non-2xx HTTP answer: 429/408/5xx temporary, other 4xx permanent."""
+    snippet = " ".join(body.split())[:200]
+    msg = f"HTTP {status}" + (f": {snippet}" if snippet else "")
+    if status == 429 or status == 408 or status >= 500:
+        return TemporaryDeliveryError(msg, channel=channel, retry_after=parse_retry_after(retry_after))
+    return PermanentDeliveryError(msg, channel=channel)
+
+
+__all__ = [
+    "AlertNotFound",
+    "Channel",
+    "ChannelUnavailable",
+    "DeliveryResult",
+    "RenderedMessage",
+    "TemplateError",
+    "build_channel",
+    "channel_types",
+    "http_status_error",
+    "parse_retry_after",
+    "register_channel",
+]

@@ -1,0 +1,154 @@
+"""Frozen values the alerts capability hands out: to the ingest transaction, the relay, the CLI.
+
+Everything here is plain data; :func:`to_jsonable` turns any of it into JSON-ready values for
+``storywatch alerts ... --json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+DeliveryState = Literal["pending", "sending", "sent", "failed", "dead", "held", "silenced", "digested"]
+
+
+@dataclass(frozen=True)
+class AlertOutcome:
+    """What record_alert did with one match.
+
+    ``new``: a new alert (and its deliveries); ``corroborated``: an existing alert got another
+    source; ``duplicate``: this document already recorded this match (nothing changed).
+    """
+
+    status: Literal["new", "corroborated", "duplicate"]
+    alert_id: int
+    match_id: int | None
+    source_count: int
+    channels: tuple[str, ...] = ()  # channels that got a delivery row (new or coalesced)
+    silenced_by: int | None = None
+
+    @property
+    def created(self) -> bool:
+        return self.status == "new"
+
+
+@dataclass(frozen=True)
+class ClaimedDelivery:
+    """An outbox row leased to one relay worker."""
+
+    id: int
+    channel: str
+    kind: str
+    alert_id: int | None
+    idempotency_key: str
+    payload: Mapping[str, Any]
+    tries: int
+
+
+@dataclass(frozen=True)
+class DeliveryInfo:
+    id: int
+    channel: str
+    kind: str
+    state: str
+    tries: int
+    idempotency_key: str
+    next_attempt_at: datetime
+    created_at: datetime
+    sent_at: datetime | None
+    last_error: str | None
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AlertSummary:
+    id: int
+    created_at: datetime
+    rule_id: str
+    title: str
+    severity: str
+    story_id: int
+    source_count: int
+    corroborations: int
+    evidence: str
+    origin: str
+    deliveries: Mapping[str, str] = field(default_factory=dict)  # channel -> state of its newest row
+
+
+@dataclass(frozen=True)
+class AlertDetail:
+    alert: AlertSummary
+    group_key: str
+    document_id: int
+    updated_at: datetime
+    details: Mapping[str, Any]
+    deliveries: tuple[DeliveryInfo, ...]
+
+
+@dataclass(frozen=True)
+class SilenceInfo:
+    id: int
+    matcher: Mapping[str, Any]
+    starts_at: datetime
+    ends_at: datetime
+    comment: str
+    created_by: str
+    active: bool
+
+
+@dataclass(frozen=True)
+class RetryOutcome:
+    delivery_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class OutboxDepth:
+    """Outbox rows by state, and by channel then state; the oldest row still waiting to be sent."""
+
+    by_state: Mapping[str, int]
+    by_channel: Mapping[str, Mapping[str, int]]
+    oldest_pending_at: datetime | None
+
+    @property
+    def pending(self) -> int:
+        return sum(self.by_state.get(s, 0) for s in ("pending", "sending", "held"))
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One send attempt made by the relay."""
+
+    delivery_id: int
+    channel: str
+    outcome: Literal["sent", "partial", "retry", "failed", "dead", "released"]
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class RelayReport:
+    attempts: tuple[Attempt, ...] = ()
+    digests: int = 0
+    paused: Mapping[str, datetime] = field(default_factory=dict)  # channel -> paused until
+
+    def count(self, outcome: str) -> int:
+        return sum(1 for a in self.attempts if a.outcome == outcome)
+
+    @property
+    def sent(self) -> int:
+        return self.count("sent") + self.count("partial")
+
+
+def to_jsonable(value: Any) -> Any:
+    """Dataclasses, mappings, tuples and datetimes -> JSON-ready values."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value

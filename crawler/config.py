@@ -1,0 +1,450 @@
+"""Configuration: loaded once from a YAML file, validated, frozen, passed explicitly.
+
+The file is found by ``--config FILE``, else ``$STORYWATCH_CONFIG``, else ``storywatch.yaml`` in
+the user config directory; when none exists the packaged default (the LongCat watchlist) is used.
+Secrets are written as ``${ENV_VAR}`` references and resolved from the environment at load time;
+they are held as ``SecretStr`` so they never appear in reprs or logs.
+
+Validation errors name the file, the key path (``sources[3].url``), its line, and what is wrong.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import platformdirs
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from .errors import BlockedURLError, ConfigError
+from .types import SourceSpec
+
+ENV_CONFIG = "STORYWATCH_CONFIG"
+ENV_DATA_DIR = "STORYWATCH_DATA_DIR"
+APP = "storywatch"
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def parse_duration(value: Any) -> float:
+    """``90``, ``"90s"``, ``"15m"``, ``"2h"``, ``"1d"`` -> seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 30s, 15m, 2h")
+    if isinstance(value, int | float):
+        return float(value)
+    m = _DURATION.match(str(value))
+    if not m:
+        raise ValueError(f"{value!r} is not a duration (use e.g. 30s, 15m, 2h, 1d)")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FetchConfig(_Model):
+    user_agent: str = "storywatch/0.1 (+https://github.com/storywatch/storywatch)"
+    connect_timeout: Duration = 10.0
+    read_timeout: Duration = 20.0
+    deadline: Duration = 60.0
+    max_body_mb: float = Field(10.0, gt=0)
+    max_redirects: int = Field(5, ge=0, le=20)
+    concurrency: int = Field(32, ge=1)
+    per_host_concurrency: int = Field(2, ge=1)
+    per_host_min_gap: Duration = 1.0
+    respect_robots: bool = True
+    allow_private_networks: tuple[str, ...] = ()
+    article_concurrency: int = Field(16, ge=1)
+
+
+class SourceConfig(_Model):
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$")
+    kind: Literal["feed", "page"]
+    url: str
+    interval: Duration = 900.0
+    min_interval: Duration | None = None
+    max_interval: Duration | None = None
+    selector: str | None = None
+    tags: tuple[str, ...] = ()
+    ignore: tuple[str, ...] = ()
+    fetch_articles: bool = True
+    backfill_query: str | None = None
+    enabled: bool = True
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, v: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", v, re.I):
+            raise ValueError(f"{v!r}: only http:// and https:// URLs can be watched")
+        return v
+
+    @field_validator("ignore")
+    @classmethod
+    def _regexes(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for pat in v:
+            try:
+                re.compile(pat)
+            except re.error as exc:
+                raise ValueError(f"ignore pattern {pat!r} is not a valid regular expression: {exc}") from exc
+        return v
+
+    @model_validator(mode="after")
+    def _page_needs_selector(self) -> SourceConfig:
+        if self.kind == "page" and not self.selector:
+            raise ValueError("a page source needs a CSS `selector` for the region to watch")
+        return self
+
+    def spec(self) -> SourceSpec:
+        return SourceSpec(
+            id=self.id,
+            kind=self.kind,
+            url=self.url,
+            interval=self.interval,
+            min_interval=self.min_interval if self.min_interval is not None else min(60.0, self.interval),
+            max_interval=self.max_interval if self.max_interval is not None else max(6 * 3600.0, self.interval),
+            selector=self.selector,
+            tags=self.tags,
+            ignore_patterns=self.ignore,
+            fetch_articles=self.fetch_articles,
+            backfill_query=self.backfill_query,
+            enabled=self.enabled,
+        )
+
+
+class RulesConfig(_Model):
+    paths: tuple[str, ...] = ("builtin:",)  # "builtin:" = the packaged rule pack
+
+
+class DedupConfig(_Model):
+    num_perm: int = Field(128, ge=16, le=512)
+    bands: int = Field(32, ge=2)
+    shingle_words: int = Field(5, ge=1, le=12)
+    shingle_chars: int = Field(4, ge=1, le=12)  # for Chinese and other unspaced scripts
+    threshold: float = Field(0.5, gt=0, le=1)  # estimated Jaccard needed to join a story
+    tracking_params: tuple[str, ...] = ()  # added to the built-in list
+
+
+class ChannelConfig(_Model):
+    """One alert channel. Which keys apply depends on ``type``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: Literal["slack", "email", "webhook", "console", "apprise"]
+    enabled: bool = True
+    mode: Literal["immediate", "digest"] = "immediate"
+    digest: Literal["hourly", "daily"] = "daily"
+    digest_at: str = "08:00"  # local time for daily digests
+    timezone: str = "UTC"
+    quiet_hours: str | None = None  # e.g. "22:00-07:00", local time
+    rate_per_second: float = Field(1.0, gt=0)
+    max_tries: int = Field(8, ge=1)
+    timeout: Duration = 15.0
+    template: str | None = None  # path to a Jinja2 template overriding the default
+    # slack / webhook
+    url: SecretStr | None = None
+    secret: SecretStr | None = None  # webhook HMAC key
+    # email
+    host: str | None = None
+    port: int | None = None
+    security: Literal["ssl", "starttls", "none"] = "starttls"
+    username: str | None = None
+    password: SecretStr | None = None
+    sender: str | None = None
+    recipients: tuple[str, ...] = ()
+    # apprise
+    urls: tuple[SecretStr, ...] = ()
+
+    @model_validator(mode="after")
+    def _required(self) -> ChannelConfig:
+        need = {"slack": ("url",), "webhook": ("url",), "email": ("host", "sender", "recipients"),
+                "apprise": ("urls",), "console": ()}[self.type]
+        missing = [k for k in need if not getattr(self, k)]
+        if missing and self.enabled:
+            raise ValueError(f"a {self.type} channel needs: {', '.join(missing)}")
+        return self
+
+
+class RouteConfig(_Model):
+    rules: tuple[str, ...] = ("*",)  # rule id globs
+    severity: tuple[str, ...] = ()  # empty = any
+    labels: Mapping[str, str] = Field(default_factory=dict)
+    channels: tuple[str, ...]
+
+
+class AlertsConfig(_Model):
+    channels: Mapping[str, ChannelConfig] = Field(default_factory=lambda: {"console": ChannelConfig(type="console")})
+    routes: tuple[RouteConfig, ...] = ()  # empty = every rule to every enabled channel
+    group_by: tuple[Literal["rule", "story", "severity"], ...] = ("rule", "story")
+    repeat_interval: Duration = 0.0  # 0 = never re-send an unchanged alert
+    notify_updates: bool = True  # "now reported by N sources" updates
+    relay_interval: Duration = 5.0
+    lease: Duration = 120.0
+    health_channel: str | None = None  # channel receiving source health notices
+
+    @model_validator(mode="after")
+    def _routes_known(self) -> AlertsConfig:
+        for i, route in enumerate(self.routes):
+            for ch in route.channels:
+                if ch not in self.channels:
+                    raise ValueError(f"routes[{i}] names unknown channel {ch!r}")
+        if self.health_channel and self.health_channel not in self.channels:
+            raise ValueError(f"health_channel names unknown channel {self.health_channel!r}")
+        return self
+
+
+class DaemonConfig(_Model):
+    metrics: str | None = None  # "127.0.0.1:9465" serves /healthz and /metrics
+    log_format: Literal["human", "json"] = "human"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    shutdown_deadline: Duration = 20.0
+    watch_files: bool = True
+    misfire_grace: Duration = 300.0
+
+
+class BackfillConfig(_Model):
+    cdx_url: str = "https://web.archive.org/cdx/search/cdx"
+    snapshot_url: str = "https://web.archive.org/web/{timestamp}id_/{url}"
+    rate: float = Field(2.0, gt=0)  # requests per second, overall
+    max_pages: int = Field(50, ge=1)  # archive/paged-feed pages per source
+    slice: Duration = 86400.0  # date-slice width for search feeds
+
+
+class Settings(_Model):
+    version: Literal[1] = 1
+    database: str | None = None
+    data_dir: str | None = None
+    fetch: FetchConfig = Field(default_factory=FetchConfig)
+    rules: RulesConfig = Field(default_factory=RulesConfig)
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    daemon: DaemonConfig = Field(default_factory=DaemonConfig)
+    backfill: BackfillConfig = Field(default_factory=BackfillConfig)
+    sources: tuple[SourceConfig, ...] = ()
+    # not from the file: where it was loaded from
+    path: str | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> Settings:
+        seen: set[str] = set()
+        for i, src in enumerate(self.sources):
+            if src.id in seen:
+                raise ValueError(f"sources[{i}].id {src.id!r} is used twice")
+            seen.add(src.id)
+        return self
+
+    @property
+    def database_url(self) -> str:
+        if self.database:
+            return self.database
+        return f"sqlite:///{Path(self.data_path) / 'storywatch.db'}"
+
+    @property
+    def data_path(self) -> str:
+        return self.data_dir or os.environ.get(ENV_DATA_DIR) or platformdirs.user_data_dir(APP)
+
+    def source_specs(self) -> tuple[SourceSpec, ...]:
+        return tuple(s.spec() for s in self.sources if s.enabled)
+
+    def rule_paths(self) -> tuple[Path, ...]:
+        from rules import PACK_DIR
+
+        base = Path(self.path).parent if self.path else Path.cwd()
+        out = []
+        for p in self.rules.paths:
+            out.append(PACK_DIR if p.startswith("builtin:") else (base / Path(p).expanduser()))
+        return tuple(out)
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+def default_config_text() -> str:
+    return resources.files("crawler.data").joinpath("default_config.yaml").read_text("utf-8")
+
+
+def default_config_path() -> Path:
+    return Path(platformdirs.user_config_dir(APP)) / "storywatch.yaml"
+
+
+def find_config(explicit: str | os.PathLike[str] | None = None) -> Path | None:
+    """The config file to use, or None for the packaged default."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get(ENV_CONFIG)
+    if env:
+        return Path(env)
+    path = default_config_path()
+    return path if path.exists() else None
+
+
+def load_settings(path: str | os.PathLike[str] | None = None, *, env: Mapping[str, str] | None = None) -> Settings:
+    """Load and validate; raises ConfigError naming file, key, line and problem."""
+    found = find_config(path)
+    name = str(found) if found else "<default config>"
+    if found is not None:
+        try:
+            text = found.read_text("utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file: {exc.strerror or exc}", file=name) from exc
+    else:
+        text = default_config_text()
+    return parse_settings(text, name=name, env=os.environ if env is None else env, path=found)
+
+
+def parse_settings(
+    text: str, *, name: str = "<config>", env: Mapping[str, str] | None = None, path: Path | None = None
+) -> Settings:
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(f"{where}invalid YAML: {getattr(exc, 'problem', exc)}", file=name) from exc
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError("the top level must be a mapping of settings", file=name)
+    try:
+        raw = _expand_env(raw, env or {}, ())
+    except _MissingEnv as exc:
+        line = _line_of(node, exc.loc)
+        raise ConfigError(
+            f"{_fmt_line(line)}environment variable {exc.var} is not set (export it, or disable this entry)",
+            file=name, key=_fmt_loc(exc.loc),
+        ) from None
+    if path is not None:
+        raw["path"] = str(path)
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = tuple(err["loc"])
+        loc = tuple(p for p in loc if not (isinstance(p, str) and p.startswith(("function-", "literal["))))
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown setting (check the spelling; see `storywatch init` for every key)"
+        more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
+        raise ConfigError(f"{_fmt_line(_line_of(node, loc))}{msg}{more}", file=name, key=_fmt_loc(loc)) from None
+
+
+class _MissingEnv(Exception):
+    def __init__(self, var: str, loc: tuple[Any, ...]) -> None:
+        self.var = var
+        self.loc = loc
+
+
+def _enabled(obj: Any) -> bool:
+    return not (isinstance(obj, dict) and obj.get("enabled") is False)
+
+
+def _expand_env(obj: Any, env: Mapping[str, str], loc: tuple[Any, ...]) -> Any:
+    if isinstance(obj, dict):
+        if not _enabled(obj):
+            return obj
+        return {k: _expand_env(v, env, (*loc, k)) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_expand_env(v, env, (*loc, i)) for i, v in enumerate(obj)]
+    if isinstance(obj, str) and "${" in obj:
+
+        def sub(m: re.Match[str]) -> str:
+            val = env.get(m.group(1), m.group(2))
+            if val is None:
+                raise _MissingEnv(m.group(1), loc)
+            return val
+
+        return _ENV_REF.sub(sub, obj)
+    return obj
+
+
+def _fmt_loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for p in loc:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "(top level)"
+
+
+def _fmt_line(line: int | None) -> str:
+    return f"line {line}: " if line else ""
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """The 1-based line of the YAML node at ``loc`` (or of its nearest existing parent)."""
+    best = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            nxt = next((v for k, v in node.value if k.value == part), None)
+            key = next((k for k, _ in node.value if k.value == part), None)
+            if key is not None:
+                best = key.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            nxt = node.value[part]
+            best = nxt.start_mark.line + 1
+        else:
+            break
+        node = nxt
+    return best
+
+
+def fetch_settings(settings: Settings) -> Any:
+    """The crawler.fetch.FetchSettings for these settings."""
+    from .fetch import FetchSettings
+
+    f = settings.fetch
+    return FetchSettings(
+        user_agent=f.user_agent,
+        connect_timeout=f.connect_timeout,
+        read_timeout=f.read_timeout,
+        deadline=f.deadline,
+        max_body_bytes=int(f.max_body_mb * 1024 * 1024),
+        max_redirects=f.max_redirects,
+        allow_private_networks=f.allow_private_networks,
+        per_host_concurrency=f.per_host_concurrency,
+        per_host_min_gap=f.per_host_min_gap,
+        global_concurrency=f.concurrency,
+        respect_robots=f.respect_robots,
+    )
+
+
+def write_default_config(directory: Path, *, force: bool = False) -> Path:
+    """`storywatch init`: write the commented default config into ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / "storywatch.yaml"
+    if target.exists() and not force:
+        raise ConfigError("already exists (use --force to overwrite)", file=str(target))
+    target.write_text(default_config_text(), "utf-8")
+    return target
+
+
+__all__ = [
+    "AlertsConfig",
+    "BlockedURLError",
+    "ChannelConfig",
+    "ConfigError",
+    "Settings",
+    "SourceConfig",
+    "default_config_text",
+    "fetch_settings",
+    "find_config",
+    "load_settings",
+    "parse_duration",
+    "parse_settings",
+    "write_default_config",
+]

@@ -1,0 +1,94 @@
+"""Opening and closing the live resources of a run (database, rules, HTTP client, relay).
+
+The CLI and the daemon call these; the stage order itself lives in ``pipeline``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from storage.db import Database, open_database
+
+from .config import Settings, fetch_settings
+from .fetch import Fetcher
+from .pipeline import Runtime, SourceOutcome, load_ruleset, run_pass, utcnow
+from .types import SourceSpec
+
+
+@dataclass(frozen=True)
+class PassReport:
+    outcomes: tuple[SourceOutcome, ...]
+    delivery: Any = None  # the relay's report, when alerts were delivered
+
+    @property
+    def failed(self) -> list[SourceOutcome]:
+        return [o for o in self.outcomes if o.result.status == "error"]
+
+    @property
+    def new_documents(self) -> int:
+        return sum(o.result.new_documents for o in self.outcomes)
+
+    @property
+    def new_alerts(self) -> int:
+        return sum(o.result.new_alerts for o in self.outcomes)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "sources": [
+                {**o.result.__dict__, "warnings": list(o.result.warnings), "http_status": o.http_status}
+                for o in self.outcomes
+            ],
+            "new_documents": self.new_documents,
+            "new_alerts": self.new_alerts,
+            "failed": [o.result.source_id for o in self.failed],
+            "delivery": _jsonable(self.delivery),
+        }
+
+
+def _jsonable(obj: Any) -> Any:
+    if obj is None:
+        return None
+    if hasattr(obj, "as_json"):
+        return obj.as_json()
+    if hasattr(obj, "__dataclass_fields__"):
+        return {k: _jsonable(getattr(obj, k)) for k in obj.__dataclass_fields__}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(x) for x in obj]
+    return obj if isinstance(obj, str | int | float | bool | dict) else str(obj)
+
+
+@asynccontextmanager
+async def open_runtime(settings: Settings, *, db: Database | None = None, origin: str = "live") -> AsyncIterator[Runtime]:
+    database = db or open_database(settings.database_url)
+    rules = load_ruleset(settings)
+    try:
+        async with Fetcher(fetch_settings(settings)) as fetcher:
+            yield Runtime(settings, database, fetcher, rules, utcnow, origin)
+    finally:
+        if db is None:
+            database.dispose()
+
+
+async def run_once(
+    settings: Settings,
+    specs: Sequence[SourceSpec],
+    *,
+    on_done: Callable[[SourceOutcome], None] | None = None,
+    deliver: bool = True,
+) -> PassReport:
+    """`storywatch once`: one pass over ``specs``, then deliver what the outbox holds."""
+    async with open_runtime(settings) as rt:
+        outcomes = await run_pass(rt, specs, on_done=on_done)
+        delivery = await deliver_outbox(settings, rt.db) if deliver else None
+    return PassReport(tuple(outcomes), delivery)
+
+
+async def deliver_outbox(settings: Settings, db: Database) -> Any:
+    """Run the relay once over every due delivery."""
+    from .alerts.relay import Relay
+
+    relay = Relay(db, settings.alerts)
+    return await relay.run_once(utcnow())

@@ -1,0 +1,147 @@
+"""Engines, sessions and migrations. The only module that opens database sessions.
+
+SQLite runs in WAL mode with a busy timeout, foreign keys on and ``synchronous=NORMAL``;
+write transactions begin with ``BEGIN IMMEDIATE`` so two writers never deadlock on a
+lock upgrade. Reads use a second engine whose transactions begin deferred, so readers
+never wait for writers. PostgreSQL uses one engine for both.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql.dml import Insert
+
+from crawler.errors import StorageError
+
+from .models import Base
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+BUSY_TIMEOUT_MS = 30_000
+
+
+def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
+    engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: sqlite3.Connection, _rec: Any) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    begin_sql = "BEGIN IMMEDIATE" if immediate else "BEGIN"
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql(begin_sql)
+
+    return engine
+
+
+class Database:
+    """A handle on one database (any SQLAlchemy URL); create once, pass explicitly."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        parsed = make_url(url)
+        self.dialect = parsed.get_backend_name()
+        if self.dialect == "sqlite":
+            db = parsed.database
+            if db and db != ":memory:":
+                Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            self.engine = _sqlite_engine(url, immediate=True)
+            self.read_engine = _sqlite_engine(url, immediate=False)
+        else:
+            self.engine = create_engine(url, pool_pre_ping=True)
+            self.read_engine = self.engine
+        self._write = sessionmaker(self.engine, expire_on_commit=False)
+        self._read = sessionmaker(self.read_engine, expire_on_commit=False)
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        if self.dialect != "sqlite":
+            return None
+        db = make_url(self.url).database
+        return Path(db).expanduser().resolve() if db and db != ":memory:" else None
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """A write transaction: committed on success, rolled back on any error."""
+        with self._write() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        with self._read() as session, session.begin():
+            yield session
+
+    def insert(self, table: Any) -> Insert:
+        """A dialect-specific INSERT that supports ``on_conflict_do_nothing/update``."""
+        if self.dialect == "sqlite":
+            return sqlite.insert(table)
+        if self.dialect == "postgresql":
+            return postgresql.insert(table)
+        raise StorageError(f"unsupported database dialect {self.dialect!r}: use SQLite or PostgreSQL")
+
+    def upgrade(self) -> None:
+        """Apply Alembic migrations up to head (safe to call on every start)."""
+        from alembic import command
+
+        with self.engine.begin() as conn:
+            cfg = alembic_config(self.url)
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+
+    def current_revision(self) -> str | None:
+        from alembic.runtime.migration import MigrationContext
+
+        with self.read_engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    def table_names(self) -> list[str]:
+        return inspect(self.read_engine).get_table_names()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+        if self.read_engine is not self.engine:
+            self.read_engine.dispose()
+
+
+def alembic_config(url: str) -> Any:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def open_database(url: str, *, migrate: bool = True) -> Database:
+    """Open ``url`` and bring its schema to head. Raises StorageError with the URL on failure."""
+    db = Database(url)
+    if migrate:
+        try:
+            db.upgrade()
+        except Exception as exc:  # boundary: any driver error becomes one typed error
+            db.dispose()
+            raise StorageError(f"cannot open database {_masked(url)}: {exc}") from exc
+    return db
+
+
+def _masked(url: str) -> str:
+    return make_url(url).render_as_string(hide_password=True)
+
+
+__all__ = ["Base", "Database", "alembic_config", "open_database"]

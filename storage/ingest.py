@@ -1,0 +1,214 @@
+"""The ingest transaction: document + aliases + sighting + story + matches + outbox, atomically.
+
+Race-safe by construction: the document insert is ``INSERT ... ON CONFLICT DO NOTHING`` on its
+unique keys (canonical URL, normalised-text hash). A writer that loses the race sees the
+winner's row and records only an alias and a sighting, so two processes ingesting the same
+article end with one document and one alert.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from crawler.config import AlertsConfig
+from crawler.dedup import Fingerprint
+from crawler.types import Document, Match
+
+from . import dedup_store, outbox
+from .db import Database
+from .models import AliasRow, AlertRow, DocumentRow, SightingRow
+
+
+@dataclass(frozen=True)
+class Known:
+    document_id: int
+    canonical_url: str
+    content_hash: str
+    sentence_keys: frozenset[str]
+    story_id: int | None
+
+
+@dataclass(frozen=True)
+class IngestItem:
+    document: Document
+    fingerprint: Fingerprint | None
+    matches: tuple[Match, ...] = ()
+    sentence_keys: tuple[str, ...] = ()
+    update_of: int | None = None  # an existing document updated in place
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    status: Literal["new", "updated", "duplicate"]
+    document_id: int
+    story_id: int | None
+    alerts: int = 0
+    corroborations: int = 0
+    alert_ids: tuple[int, ...] = field(default=())
+
+
+def lookup(db: Database, canonical_url: str, content_hash: str, aliases: Sequence[str] = ()) -> Known | None:
+    """The stored document with this canonical URL, alias or text, if any (a read-only hint)."""
+    with db.read() as s:
+        return _lookup(s, canonical_url, content_hash, aliases)
+
+
+def _lookup(s: Session, canonical_url: str, content_hash: str, aliases: Sequence[str] = ()) -> Known | None:
+    row = s.scalars(
+        select(DocumentRow).where(
+            or_(DocumentRow.canonical_url == canonical_url, DocumentRow.content_hash == content_hash)
+        )
+    ).first()
+    if row is None and aliases:
+        doc_id = s.scalars(select(AliasRow.document_id).where(AliasRow.url.in_(list(aliases)))).first()
+        row = s.get(DocumentRow, doc_id) if doc_id is not None else None
+    if row is None:
+        return None
+    keys = frozenset((row.sentence_hashes or {}).get("keys", ()))
+    return Known(row.id, row.canonical_url, row.content_hash, keys, row.story_id)
+
+
+def ingest(
+    db: Database,
+    items: Sequence[IngestItem],
+    *,
+    alerts_cfg: AlertsConfig,
+    threshold: float,
+    now: datetime,
+    origin: str = "live",
+) -> list[IngestResult]:
+    """Store a batch in ONE write transaction; each item in its own savepoint."""
+    results: list[IngestResult] = []
+    with db.write() as s:
+        for item in items:
+            with s.begin_nested():
+                results.append(_ingest_one(s, db, item, alerts_cfg, threshold, now, origin))
+    return results
+
+
+def _ingest_one(
+    s: Session, db: Database, item: IngestItem, cfg: AlertsConfig, threshold: float, now: datetime, origin: str
+) -> IngestResult:
+    doc = item.document
+    if item.update_of is not None:
+        return _update_in_place(s, db, item, cfg, now, origin)
+    inserted = s.execute(
+        db.insert(DocumentRow)
+        .values(
+            canonical_url=doc.canonical_url, url=doc.url, source_id=doc.source_id, title=doc.title,
+            text=doc.text, content_hash=doc.content_hash, published=doc.published,
+            discovered=doc.discovered, author=doc.author, language=doc.language, origin=doc.origin,
+            sentence_hashes={"keys": list(item.sentence_keys)},
+        )
+        .on_conflict_do_nothing()
+        .returning(DocumentRow.id)
+    ).scalar()
+    if inserted is None:  # someone stored it first: an alias and a sighting only
+        known = _lookup(s, doc.canonical_url, doc.content_hash)
+        if known is None:  # pragma: no cover - conflicting row vanished (deleted concurrently)
+            raise RuntimeError(f"document {doc.canonical_url} conflicted but cannot be found")
+        _record_sighting(s, db, known.document_id, doc)
+        _refresh_source_counts(s, known.story_id)
+        return IngestResult("duplicate", known.document_id, known.story_id)
+    doc_id = int(inserted)
+    _record_sighting(s, db, doc_id, doc)
+    story_id = _assign_story(s, db, doc_id, item, threshold, now)
+    alert_ids, corr = _record_matches(s, db, item.matches, doc_id, story_id, cfg, now, origin)
+    return IngestResult("new", doc_id, story_id, len(alert_ids), corr, tuple(alert_ids))
+
+
+def _update_in_place(
+    s: Session, db: Database, item: IngestItem, cfg: AlertsConfig, now: datetime, origin: str
+) -> IngestResult:
+    doc, doc_id = item.document, item.update_of
+    assert doc_id is not None
+    clash = s.scalars(
+        select(DocumentRow.id).where(DocumentRow.content_hash == doc.content_hash, DocumentRow.id != doc_id)
+    ).first()
+    values: dict[str, object] = {"title": doc.title, "text": doc.text, "sentence_hashes": {"keys": list(item.sentence_keys)}}
+    if clash is None:
+        values["content_hash"] = doc.content_hash
+    s.execute(update(DocumentRow).where(DocumentRow.id == doc_id).values(**values))
+    _record_sighting(s, db, doc_id, doc)
+    story_id = s.scalar(select(DocumentRow.story_id).where(DocumentRow.id == doc_id))
+    if story_id is None:
+        story_id = dedup_store.assign_story(
+            s, db, doc_id, near_document_id=None, title=doc.title, source_id=doc.source_id, seen_at=now
+        )
+    alert_ids, corr = _record_matches(s, db, item.matches, doc_id, story_id, cfg, now, origin)
+    return IngestResult("updated", doc_id, story_id, len(alert_ids), corr, tuple(alert_ids))
+
+
+def _assign_story(s: Session, db: Database, doc_id: int, item: IngestItem, threshold: float, now: datetime) -> int:
+    doc, fp = item.document, item.fingerprint
+    near = None
+    if fp is not None:
+        hit = dedup_store.find_near_duplicate(s, fp, threshold=threshold, exclude_document_id=doc_id)
+        near = hit[0] if hit else None
+        dedup_store.index_document(s, db, doc_id, fp)
+    return dedup_store.assign_story(
+        s, db, doc_id, near_document_id=near, title=doc.title, source_id=doc.source_id, seen_at=now
+    )
+
+
+def _record_sighting(s: Session, db: Database, doc_id: int, doc: Document) -> None:
+    for url in dict.fromkeys((doc.canonical_url, doc.url, *doc.aliases)):
+        if url:
+            s.execute(db.insert(AliasRow).values(url=url, document_id=doc_id).on_conflict_do_nothing())
+    entry = doc.entry_id or doc.canonical_url
+    s.execute(
+        db.insert(SightingRow)
+        .values(source_id=doc.source_id, entry_id=entry, document_id=doc_id, url=doc.url, seen_at=doc.discovered)
+        .on_conflict_do_nothing()
+    )
+
+
+def record_seen(db: Database, source_id: str, entry_ids: Sequence[str], now: datetime) -> None:
+    """Mark feed entries as seen without a document (e.g. filtered or failed permanently)."""
+    with db.write() as s:
+        for eid in entry_ids:
+            s.execute(
+                db.insert(SightingRow)
+                .values(source_id=source_id, entry_id=eid, document_id=None, seen_at=now)
+                .on_conflict_do_nothing()
+            )
+
+
+def _record_matches(
+    s: Session, db: Database, matches: Sequence[Match], doc_id: int, story_id: int,
+    cfg: AlertsConfig, now: datetime, origin: str,
+) -> tuple[list[int], int]:
+    if not matches:
+        _refresh_source_counts(s, story_id)
+        return [], 0
+    sources = dedup_store.story_sources(s, story_id)
+    new_ids: list[int] = []
+    corroborations = 0
+    for m in matches:
+        out = outbox.record_alert(
+            s, db, match=m, story_id=story_id, document_id=doc_id, source_count=len(sources),
+            sources=sources, alerts_cfg=cfg, origin=origin, now=now,
+        )
+        if out.created:
+            new_ids.append(out.alert_id)
+        else:
+            corroborations += 1
+    _refresh_source_counts(s, story_id, len(sources))
+    return new_ids, corroborations
+
+
+def _refresh_source_counts(s: Session, story_id: int | None, count: int | None = None) -> None:
+    """Keep every alert of the story showing how many sources now report it."""
+    if story_id is None:
+        return
+    if count is None:
+        count = len(dedup_store.story_sources(s, story_id))
+    s.execute(
+        update(AlertRow).where(AlertRow.story_id == story_id, AlertRow.source_count < count).values(source_count=count)
+    )
