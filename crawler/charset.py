@@ -16,6 +16,9 @@ import re
 __all__ = ["decode_html", "detect_charset"]
 
 PRESCAN_BYTES = 2048
+# Undeclared, not valid UTF-8: still UTF-8 if valid multi-byte sequences are at least 1/UTF8_EVIDENCE
+# as many as the damaged bytes (legacy single-byte text almost never forms valid sequences).
+UTF8_EVIDENCE = 4
 
 _BOMS: tuple[tuple[bytes, str], ...] = (
     (codecs.BOM_UTF8, "utf-8"),
@@ -92,8 +95,7 @@ def _sniff(body: bytes) -> str:
     try:
         body.decode("utf-8")
     except UnicodeDecodeError:
-        # Damaged UTF-8 keeps mostly valid multi-byte sequences; legacy single-byte text has (almost) none.
         valid = len(_UTF8_MULTIBYTE_RE.findall(body))
         damaged = body.decode("utf-8", errors="replace").count("\ufffd")
-        return "utf-8" if valid > damaged else "cp1252"
+        return "utf-8" if valid * UTF8_EVIDENCE >= damaged else "cp1252"
     return "utf-8"

@@ -110,6 +110,13 @@ class SourceConfig(_Model):
     def _page_needs_selector(self) -> SourceConfig:
         if self.kind == "page" and not self.selector:
             raise ValueError("a page source needs a CSS `selector` for the region to watch")
+        if self.selector:
+            from .extract import validate_selector
+
+            try:
+                validate_selector(self.selector)
+            except ConfigError as exc:
+                raise ValueError(f"selector {self.selector!r} is not a valid CSS selector: {exc}") from exc
         return self
 
     def spec(self) -> SourceSpec:

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import re
 
-from crawler.extract_dom import PARAGRAPH_TAGS, PageBlocks
+from crawler.extract_dom import PARAGRAPH_TAGS, TAG_SCORE, PageBlocks
 
 __all__ = ["choose_blocks", "is_boilerplate_line"]
 
 MIN_PARAGRAPH = 25
 _DIVIDERS = (1.0, 2.0, 6.0, 9.0, 12.0)
-_CONTAINERS_TO_CLEAN = frozenset("div section ul ol table form fieldset dl article".split())
+_CONTAINERS_TO_CLEAN = frozenset(("div", "section", "ul", "ol", "table", "form", "fieldset", "dl", "article"))
 _LISTS = frozenset(("ul", "ol", "dl"))
 _PUNCT = " .:;,!?|-–—()[]{}<>«»\"'“”‘’•·*#"
 _UI_WORDS = re.compile(
@@ -36,8 +36,15 @@ _DATE_WORDS = re.compile(
 )
 _DATE_SHAPE = re.compile(
     r"\b\d{1,4}[/.-]\d{1,2}[/.-]\d{1,4}\b|\b\d{1,2}:\d{2}\b|"
-    r"\b(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.? \d{1,2}\b|\b\d{1,2}\.? (?:jan|feb|mar|apr|may|"
-    r"jun|jul|aug|sep|oct|nov|dec)",
+    r"\b(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.? \d{1,2}\b|"
+    r"\b\d{1,2}\.? (?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)",
+    re.IGNORECASE,
+)
+# Captions with a credit, newsletter pitches, "this needs JavaScript" notices.
+_CALL_TO_ACTION = re.compile(
+    r"\((?:image|photo|picture|pic|credit|foto|bild)s?(?: credit)?: [^)]*\)$|"
+    r"\b(?:sign up|subscribe)\b.{0,80}\bnewsletters?\b|\bnewsletters?\b.{0,80}\b(?:sign up|subscribe)\b|"
+    r"\b(?:requires|enable|enabled) javascript\b|\bjavascript (?:is )?(?:required|disabled)\b",
     re.IGNORECASE,
 )
 _WORD = re.compile(r"[^\W\d_]{2,}")
@@ -143,7 +150,7 @@ def _good_paragraph(page: PageBlocks, node: int) -> bool:
     chars, density = page.chars[node], _link_density(page, node)
     if chars > 80:
         return density < 0.25
-    return 0 < chars and density == 0 and _ends_sentence(page, node)
+    return chars > 0 and density == 0 and _ends_sentence(page, node)
 
 
 def _ends_sentence(page: PageBlocks, node: int) -> bool:
@@ -152,62 +159,89 @@ def _ends_sentence(page: PageBlocks, node: int) -> bool:
 
 
 def _clean(page: PageBlocks, roots: list[int], protected: set[int]) -> list[int]:
+    counts = _Counts(page)
     keep: list[int] = []
     for root in roots:
-        dropped = _dropped_ranges(page, root, protected)
-        for i in range(page.first[root], page.end[root]):
-            if dropped and any(a <= i < b for a, b in dropped):
-                continue
-            if _bad_block(page, i):
-                continue
-            keep.append(i)
+        dropped = bytearray(page.end[root] - page.first[root])
+        offset = page.first[root]
+        for first, end in _dropped_ranges(page, root, protected, counts):
+            dropped[first - offset : end - offset] = b"\x01" * (end - first)
+        keep.extend(
+            i for i in range(offset, page.end[root]) if not dropped[i - offset] and not _bad_block(page, i)
+        )
     return keep
 
 
-def _dropped_ranges(page: PageBlocks, root: int, protected: set[int]) -> list[tuple[int, int]]:
+class _Counts:
+    """Prefix sums over the blocks, so any node's comma / <p> / <li> count is O(1)."""
+
+    def __init__(self, page: PageBlocks) -> None:
+        self.commas, self.paragraphs, self.items = [0], [0], [0]
+        for text, owner in zip(page.texts, page.owner, strict=True):
+            tag = page.tag[owner]
+            self.commas.append(self.commas[-1] + text.count(","))
+            self.paragraphs.append(self.paragraphs[-1] + (tag == "p"))
+            self.items.append(self.items[-1] + (tag == "li"))
+
+    def between(self, prefix: list[int], first: int, end: int) -> int:
+        return prefix[end] - prefix[first]
+
+
+def _dropped_ranges(
+    page: PageBlocks, root: int, protected: set[int], counts: _Counts
+) -> list[tuple[int, int]]:
     ranges: list[tuple[int, int]] = []
     stack = list(page.children[root])
     while stack:
         node = stack.pop()
-        if node not in protected and page.tag[node] in _CONTAINERS_TO_CLEAN and _should_drop(page, node):
+        if (
+            node not in protected
+            and page.tag[node] in _CONTAINERS_TO_CLEAN
+            and _should_drop(page, node, counts)
+        ):
             ranges.append((page.first[node], page.end[node]))
         else:
             stack.extend(page.children[node])
     return ranges
 
 
-def _should_drop(page: PageBlocks, node: int) -> bool:
+def _should_drop(page: PageBlocks, node: int, counts: _Counts) -> bool:
     weight = page.weight[node] - _base(page.tag[node])
     if weight < 0:
         return True
     first, end = page.first[node], page.end[node]
-    if sum(page.texts[i].count(",") for i in range(first, end)) >= 10:
+    if counts.between(counts.commas, first, end) >= 10:
         return False
-    owners = [page.tag[page.owner[i]] for i in range(first, end)]
-    paragraphs = sum(1 for t in owners if t == "p")
-    items = sum(1 for t in owners if t == "li")
+    paragraphs = counts.between(counts.paragraphs, first, end)
+    items = counts.between(counts.items, first, end)
     density = _link_density(page, node)
-    is_list = page.tag[node] in _LISTS or (page.chars[node] and items / max(1, end - first) > 0.9)
+    is_list = page.tag[node] in _LISTS or items > 0.9 * max(1, end - first)
     if not is_list and items - 100 > paragraphs:
         return True
     if not is_list and weight < 25 and density > 0.2:
         return True
     if weight >= 25 and density > 0.5:
         return True
-    return bool(is_list and density > 0.5)
+    return is_list and density > 0.5
 
 
 def _base(tag: str) -> int:
-    from crawler.extract_dom import _TAG_SCORE
-
-    return _TAG_SCORE.get(tag, 0)
+    return TAG_SCORE.get(tag, 0)
 
 
 def _bad_block(page: PageBlocks, i: int) -> bool:
     chars = page.block_chars[i]
-    if page.block_links[i] > 0.5 * chars and chars < 200:
+    text = page.texts[i]
+    if page.block_links[i] > 0.5 * chars and chars < 200 and not text.startswith(("http", "www.")):
+        return True  # a link line; a pasted bare URL is content, though
+    if chars < 100 and is_boilerplate_line(text):
         return True
-    return chars < 100 and is_boilerplate_line(page.texts[i])
+    if chars >= 250:
+        return False
+    lower = text.lower()  # cheap pre-test: the regex below is slow on every short block
+    if not (text.endswith(")") or "newsletter" in lower or "javascript" in lower):
+        return False
+    return _CALL_TO_ACTION.search(text) is not None
 
 
 def is_boilerplate_line(text: str) -> bool:

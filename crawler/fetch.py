@@ -7,7 +7,8 @@ subclass naming the source id and URL. What happens next (back-off, retry) is th
 One ``fetch()``, step by step:
 
 1. the scheme must be http/https (``check_url_scheme``); with ``check_robots=True`` the origin's
-   robots.txt (cached per origin) must allow the URL for our user agent;
+   robots.txt (cached per origin, fetched through steps 2-6 with its own deadline) must allow the
+   requested URL for our user agent (redirect targets are not checked against their robots.txt);
 2. each hop waits for its host's turn: at most ``per_host_concurrency`` requests in flight per host,
    ``per_host_min_gap`` seconds between request starts, ``global_concurrency`` overall; a host
    paused by a 429/503 Retry-After raises ``HostPaused`` at once instead of being asked again;
@@ -226,7 +227,8 @@ class Fetcher:
         check_url_scheme(url, source_id=source_id)
         if check_robots and self.settings.respect_robots:
             await self._require_robots_allow(url, source_id)
-        request_headers = {**(headers or {}), "Accept": accept or "*/*"}
+        request_headers = httpx.Headers(headers or {})
+        request_headers["Accept"] = accept or request_headers.get("Accept", "*/*")
         if validators is not None and validators.etag:
             request_headers["If-None-Match"] = validators.etag
         if validators is not None and validators.last_modified:
@@ -234,7 +236,7 @@ class Fetcher:
         call = _Call(url, source_id, self.settings.max_body_bytes, truncate=False)
         return await self._get(call, request_headers, validators or Validators())
 
-    async def _get(self, call: _Call, headers: dict[str, str], old: Validators) -> Fetched:
+    async def _get(self, call: _Call, headers: httpx.Headers, old: Validators) -> Fetched:
         started, fetched_at = time.monotonic(), datetime.now(UTC)
         budget = _Budget(self.settings.deadline)
         current = call.url
@@ -245,7 +247,9 @@ class Fetcher:
                 return _fetched(call.url, hop, tuple(hops), fetched_at, time.monotonic() - started, old)
             target = self._redirect_target(call, current, hop.location, hops)
             if _origin(target) != _origin(current):
-                headers = {k: v for k, v in headers.items() if k.lower() not in CREDENTIAL_HEADERS}
+                headers = httpx.Headers(
+                    [(k, v) for k, v in headers.multi_items() if k not in CREDENTIAL_HEADERS]
+                )
             hops.append(target)
             current = target
 
@@ -404,7 +408,7 @@ class Fetcher:
     async def _load_robots(self, robots_url: str, source_id: str | None) -> RobotsRules:
         call = _Call(robots_url, source_id, self.settings.robots_max_bytes, truncate=True)
         try:
-            fetched = await self._get(call, {"Accept": "text/plain, */*;q=0.5"}, Validators())
+            fetched = await self._get(call, httpx.Headers({"Accept": "text/plain, */*;q=0.5"}), Validators())
         except HTTPStatusError as exc:
             if 400 <= exc.status < 500 and exc.status != 429:
                 return RobotsRules.allow_all()

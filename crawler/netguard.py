@@ -193,7 +193,7 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
                 addresses = await self._resolver(host, port)
         except TimeoutError as exc:
             raise httpcore.ConnectTimeout(f"resolving {host} took longer than {timeout} s") from exc
-        except OSError as exc:
+        except (OSError, UnicodeError) as exc:
             raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
         if not addresses:
             raise httpcore.ConnectError(f"{host} resolves to no address")

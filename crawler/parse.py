@@ -5,20 +5,17 @@ may make it open a URL or a file). Safety rules applied before feedparser sees t
 
 1. Bodies over ``max_bytes`` are refused (ParseError).
 2. The body is transcoded to UTF-8 first (feedparser's own RFC 3023 rules: BOM, Content-Type charset,
-   XML declaration), so the rules below see the bytes the XML parser will see.
-3. Every ``<!DOCTYPE ...>`` (its end found quote- and bracket-aware; an unterminated one runs to the
-   first start tag) is replaced by a rebuilt DOCTYPE holding only *safe* entity declarations, or removed
-   when there are none. Safe: a general, internal entity (``<!ENTITY name "value">``) whose value is one
-   character reference or at most 256 bytes with no ``& % < > " '``, and all safe entities together
-   can add at most 1 MiB of text (references counted in the body). External (SYSTEM/PUBLIC) and
-   parameter entities, nested references (billion laughs), oversized values (quadratic blow-up),
-   ATTLIST/ELEMENT declarations and the external DTD id are dropped, with a warning.
-4. ``<!ENTITY`` markup outside a DOCTYPE is never valid; it is removed (up to its ``>``).
-Behind these, expat runs with external general entities off and its own amplification limit.
+   XML declaration), so the screen sees the bytes the XML parser will see.
+3. crawler.xml_screen rebuilds the prolog's DOCTYPE with safe internal entities only (no external or
+   parameter entities, no nesting, bounded size and total expansion): XXE and entity bombs never reach
+   the parser. Behind it, expat runs with external general entities off and its own amplification limit.
+4. feedparser crashing on a hostile body (it does, on some: found by fuzzing) is a ParseError.
 
 Titles, summaries and authors come out as plain text: feedparser sanitizes HTML, then tags are
 stripped (script/style content dropped), entities unescaped and whitespace collapsed. Plain-text
 values that contain tag-like markup are treated as HTML too (feeds mislabel their content types).
+Identity: the guid/id verbatim (feedparser gets no base URI, so it cannot rewrite a permalink guid
+against the feed's address), else "h:" + sha1(link + "\n" + title); duplicates keep the first.
 """
 
 from __future__ import annotations
@@ -29,7 +26,8 @@ import io
 import json
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -41,6 +39,7 @@ from selectolax.lexbor import LexborHTMLParser
 
 from crawler.errors import ParseError
 from crawler.types import FeedEntry, FeedHints, ParsedFeed
+from crawler.xml_screen import screen_declarations
 
 __all__ = ["ARCHIVE_RELS", "DEFAULT_MAX_BYTES", "parse_feed"]
 
@@ -51,9 +50,18 @@ ARCHIVE_RELS = frozenset(
 MIN_DATE = datetime(1990, 1, 1, tzinfo=UTC)
 FUTURE_SLACK = timedelta(days=2)
 MAX_WARNINGS = 50
-MAX_ENTITY_VALUE = 256
-MAX_ENTITY_EXPANSION = 1024 * 1024
 
+# What feedparser raises on some hostile bodies (found by fuzzing: chr() of an out-of-range character
+# reference in the loose parser, a malformed gml:posList...). OSError/MemoryError are not caught.
+_FEEDPARSER_BUGS = (
+    ArithmeticError,
+    AssertionError,
+    AttributeError,
+    LookupError,
+    RecursionError,
+    TypeError,
+    ValueError,
+)
 _SY_PERIODS = {
     "hourly": 3600.0,
     "daily": 86400.0,
@@ -68,16 +76,8 @@ _BLOCK_CSS = (
     "section,article,header,footer,aside,figure,figcaption,address"
 )
 _TAG_LIKE = re.compile(r"<\s*/?\s*[A-Za-z][^<>]*>")
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-_DECL = re.compile(rb"<!(?:DOCTYPE|ENTITY)", re.IGNORECASE)
-_DOCTYPE = re.compile(rb"<!DOCTYPE", re.IGNORECASE)
-_STRAY_ENTITY = re.compile(rb"<!ENTITY[^>]*>?", re.IGNORECASE)
-_DOCTYPE_TOKEN = re.compile(rb"\"[^\"]*\"|'[^']*'|<!--.*?-->|[\[\]>]", re.DOTALL)
-_START_TAG = re.compile(rb"<[A-Za-z_]")
-_ENTITY_OPEN = re.compile(rb"<!ENTITY", re.IGNORECASE)
-_SAFE_ENTITY = re.compile(
-    rb"<!ENTITY\s+([A-Za-z_]\w*)\s+(?:\"(&#\d+;|&#x[0-9A-Fa-f]+;|[^&%<>\"']*)\"|'(&#\d+;|&#x[0-9A-Fa-f]+;|[^&%<>\"']*)')\s*>"
-)
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")  # and lone surrogates
+_ABSOLUTE_HTTP = re.compile(r"\s*https?://", re.IGNORECASE)
 _HTML_SNIFF = re.compile(rb"<!doctype\s+html|<html[\s>]|<head[\s>]|<body[\s>]", re.IGNORECASE)
 
 
@@ -112,6 +112,7 @@ def parse_feed(
         raise ParseError("not a feed: empty body", url=url, source_id=source_id)
     base = urljoin(url, hdrs["content-location"]) if hdrs.get("content-location") else url
     moment = now or datetime.now(UTC)
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
     if body.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] == b"{":
         return _parse_json_feed(body, base=base, url=url, source_id=source_id, now=moment)
     return _parse_xml_feed(body, base=base, url=url, hdrs=hdrs, source_id=source_id, now=moment)
@@ -124,31 +125,56 @@ def _parse_xml_feed(
     body: bytes, *, base: str, url: str, hdrs: Mapping[str, str], source_id: str | None, now: datetime
 ) -> ParsedFeed:
     warnings: list[str] = []
-    data = _to_utf8(body, hdrs.get("content-type"), warnings)
-    data = _screen_declarations(data, warnings)
-    result = feedparser.parse(
-        io.BytesIO(data),
-        response_headers={"content-type": "application/xml; charset=utf-8", "content-location": base},
-        resolve_relative_uris=True,
-        sanitize_html=True,
-    )
+    result, data = _run_feedparser(body, hdrs.get("content-type"), warnings, url=url, source_id=source_id)
     bozo = result.get("bozo_exception") if result.get("bozo") else None
     if bozo is not None:
         warnings.append(f"ill-formed feed: {bozo}")
     feed = result.get("feed", {})
     title = _text(feed.get("title", ""), _detail_type(feed, "title"))
     raws = [_raw_from_feedparser(e) for e in result.get("entries", [])]
-    if not raws and (not title or not result.get("version")):
+    if not raws and (not title or (not result.get("version") and _looks_like_html(data))):
         raise ParseError(_not_a_feed_reason(data, bozo), url=url, source_id=source_id)
+    hints = _hints(feed, warnings)
     entries, entry_warnings = _build_entries(raws, base=base, now=now)
     return ParsedFeed(
         title=title,
         link=_http_url(feed.get("link"), base),
         entries=entries,
         warnings=_cap_warnings(warnings + entry_warnings),
-        hints=_hints(feed, warnings),
+        hints=hints,
         archive_links=_archive_links(feed.get("links", []), base),
     )
+
+
+def _run_feedparser(
+    body: bytes, content_type: str | None, warnings: list[str], *, url: str, source_id: str | None
+) -> tuple[Any, bytes]:
+    """Transcode, screen, then feedparser on a BytesIO. Returns feedparser's result and the bytes it read."""
+    with _feedparser_boundary(url, source_id):
+        data = _to_utf8(body, content_type, warnings)
+    data, screen_warnings = screen_declarations(data)
+    warnings.extend(screen_warnings)
+    # No base URI for feedparser: it would rewrite permalink guids into URLs relative to the feed's
+    # address (ids must not depend on it); links are resolved later. Content URIs are not needed for
+    # plain text, so feedparser does not resolve them.
+    with _feedparser_boundary(url, source_id):
+        result = feedparser.parse(
+            io.BytesIO(data),
+            response_headers={"content-type": "application/xml; charset=utf-8"},
+            resolve_relative_uris=False,
+            sanitize_html=True,
+        )
+    return result, data
+
+
+@contextmanager
+def _feedparser_boundary(url: str, source_id: str | None) -> Iterator[None]:
+    """Third-party boundary: feedparser crashing on a hostile body becomes a ParseError for that source."""
+    try:
+        yield
+    except _FEEDPARSER_BUGS as exc:
+        message = f"feedparser failed on this body: {type(exc).__name__}: {str(exc)[:200]}"
+        raise ParseError(message, url=url, source_id=source_id) from exc
 
 
 def _to_utf8(body: bytes, content_type: str | None, warnings: list[str]) -> bytes:
@@ -160,96 +186,20 @@ def _to_utf8(body: bytes, content_type: str | None, warnings: list[str]) -> byte
     return data
 
 
-def _screen_declarations(data: bytes, warnings: list[str]) -> bytes:
-    """Rebuild the DOCTYPE with safe entities only and drop every other declaration (module rules 3-4)."""
-    if not _DECL.search(data):
-        return data
-    spans = _doctype_spans(data)
-    kept: dict[bytes, bytes] = {}
-    dropped = 0
-    for start, end in spans:
-        safe, unsafe = _safe_entities(data[start:end])
-        dropped += unsafe
-        for name, value in safe.items():
-            kept.setdefault(name, value)
-    if _expansion(kept, data) > MAX_ENTITY_EXPANSION:
-        warnings.append(
-            f"DOCTYPE: entity declarations could expand past {MAX_ENTITY_EXPANSION} bytes: removed"
-        )
-        kept = {}
-    parts: list[bytes] = []
-    pos = 0
-    for i, (start, end) in enumerate(spans):
-        gap, stray = _STRAY_ENTITY.subn(b" ", data[pos:start])
-        parts += [gap, _rebuild_doctype(kept) if i == 0 else b""]
-        dropped, pos = dropped + stray, end
-    tail, stray = _STRAY_ENTITY.subn(b" ", data[pos:])
-    if dropped + stray:
-        warnings.append(
-            f"DOCTYPE: removed {dropped + stray} unsafe entity declaration(s) "
-            "(external, parameter, nested, oversized or misplaced)"
-        )
-    return b"".join([*parts, tail])
-
-
-def _doctype_spans(data: bytes) -> list[tuple[int, int]]:
-    """(start, end) of each DOCTYPE; the end is found skipping quoted strings, comments and [subset]."""
-    spans: list[tuple[int, int]] = []
-    pos = 0
-    while (m := _DOCTYPE.search(data, pos)) is not None:
-        end = _doctype_end(data, m.end())
-        if end is None:
-            tag = _START_TAG.search(data, m.end())
-            end = tag.start() if tag else len(data)
-        spans.append((m.start(), end))
-        pos = max(end, m.end())
-    return spans
-
-
-def _doctype_end(data: bytes, pos: int) -> int | None:
-    depth = 0
-    for tok in _DOCTYPE_TOKEN.finditer(data, pos):
-        ch = tok.group()
-        if ch == b"[":
-            depth += 1
-        elif ch == b"]":
-            depth = max(depth - 1, 0)
-        elif ch == b">" and depth == 0:
-            return tok.end()
-    return None
-
-
-def _safe_entities(doctype: bytes) -> tuple[dict[bytes, bytes], int]:
-    """Safe entity declarations in one DOCTYPE, and how many declarations were not safe."""
-    safe: dict[bytes, bytes] = {}
-    for m in _SAFE_ENTITY.finditer(doctype):
-        value = m.group(2) if m.group(2) is not None else m.group(3)
-        if len(value) <= MAX_ENTITY_VALUE:
-            safe.setdefault(m.group(1), value)
-    return safe, len(_ENTITY_OPEN.findall(doctype)) - len(safe)
-
-
-def _expansion(entities: Mapping[bytes, bytes], data: bytes) -> int:
-    return sum(data.count(b"&" + name + b";") * max(len(value), 1) for name, value in entities.items())
-
-
-def _rebuild_doctype(entities: Mapping[bytes, bytes]) -> bytes:
-    if not entities:
-        return b""
-    decls = b"".join(b'<!ENTITY %s "%s">\n' % (name, value) for name, value in entities.items())
-    return b"\n<!DOCTYPE feed [\n" + decls + b"]>"
-
-
-def _raw_from_feedparser(entry: Mapping[str, Any]) -> _RawEntry:
+def _raw_from_feedparser(entry: dict[str, Any]) -> _RawEntry:
     summary = entry.get("summary", "")
     summary_type = _detail_type(entry, "summary")
     contents = entry.get("content") or []
     if not summary and contents:
         summary, summary_type = contents[0].get("value", ""), contents[0].get("type", "text/plain")
-    stamp = entry.get("published_parsed") or entry.get("updated_parsed")
+    # dict.get: FeedParserDict.get("updated_parsed") emits a DeprecationWarning when the key is absent
+    stamp = dict.get(entry, "published_parsed") or dict.get(entry, "updated_parsed")
+    link = entry.get("link")
+    if link and link == entry.get("id") and not _ABSOLUTE_HTTP.match(link):
+        link = None  # feedparser used the guid as the link, but a guid that is not a URL is no permalink
     return _RawEntry(
         guid=(entry.get("id") or "").strip() or None,
-        link=entry.get("link"),
+        link=link,
         title=_text(entry.get("title", ""), _detail_type(entry, "title")),
         summary=_text(summary, summary_type),
         date=_from_struct_time(stamp),
@@ -306,9 +256,12 @@ def _archive_links(links: Sequence[Mapping[str, Any]], base: str) -> dict[str, s
     return found
 
 
+def _looks_like_html(data: bytes) -> bool:
+    return _HTML_SNIFF.search(data, 0, 4096) is not None
+
+
 def _not_a_feed_reason(data: bytes, bozo: object) -> str:
-    head = data[:4096]
-    if _HTML_SNIFF.search(head):
+    if _looks_like_html(data):
         return "not a feed: looks like HTML (a web page, not RSS/Atom/RDF)"
     detail = f" ({bozo})" if bozo is not None else ""
     return f"not a feed: no RSS, Atom or RDF channel, title or entries found{detail}"

@@ -11,21 +11,24 @@ The policy, in four rules:
    *trend* rate (an exponentially forgetting Poisson estimate over ``memory``, with one
    pseudo-item per ``nominal`` interval as prior). The larger one wins, so a breaking story speeds
    polling up at once and quiet slows it down gradually. The interval is
-   ``nominal * (expected gap / nominal) ** exponent``: with the default exponent 0.5 this is the
-   square-root rule, which minimises the mean detection delay for a fixed number of requests.
-   Clamped to ``[min_interval, max_interval]``, then up to ``jitter`` earlier so sources that
-   started together drift apart.
+   ``nominal * (expected gap / nominal) ** exponent``. Exponent 0.5 is the square-root rule, which
+   minimises the mean detection delay for a given number of requests; the default 0.45 gives up a
+   little of that for a shorter tail (bench/schedule.py prints both). Jittered up to ``jitter``
+   earlier so sources that started together drift apart, then clamped to the bounds.
 2. Honour the server. Never sooner than Cache-Control max-age / Expires, RSS ``ttl`` or
    ``sy:updatePeriod`` (each clamped to ``max_interval`` so a silly hint cannot silence a source),
    nor sooner than Retry-After (clamped to the back-off cap).
-3. Back off on errors, never give up. Delay ``d = base * 2 ** (streak - 1)`` capped at ``cap``,
-   drawn uniformly from ``[d/2, d]`` ("equal jitter": retries spread out but still back off);
+3. Back off on errors, never give up. Delay ``d = base * 2 ** (streak - 1)`` capped at ``cap``
+   (``base``: the healthy interval before the errors, at most ``nominal``), drawn uniformly from
+   ``[d/2, d]`` ("equal jitter": retries spread out, yet every retry really backs off);
    Retry-After wins when larger. There is no disabled state: after 1,000 errors the source is
    still polled every ``cap/2 .. cap``.
 4. Say so once. Health is ``new -> ok | degraded (1-2 errors) | failing (>= 3 errors, or errors
    for longer than ``failing_after``) | stale (no new item for ``stale_factor`` times the usual
-   silence and at least ``stale_floor``)``. :func:`next_timing` returns a :class:`HealthChange` only
-   when the state changes; :attr:`HealthChange.notify` says whether a human should hear about it.
+   silence and at least ``stale_floor``; only once the source has a history)``, in that order of
+   precedence (failing > stale > degraded > ok). :func:`next_timing` returns a
+   :class:`HealthChange` only when the state changes; :attr:`HealthChange.notify` says whether a
+   human should hear about it (into failing or stale, and out of them back to ok).
 
 Selector misses (``error_kind="selector"``: a watched page loads but its CSS selector matches
 nothing) count as errors for health (so they become ``failing`` after 3 polls, with the reason
@@ -40,7 +43,7 @@ import random
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple, get_args
 
 from crawler.errors import ConfigError, StorageError
 from crawler.types import Health, SourceSpec
@@ -59,6 +62,7 @@ RECENT_LIMIT = 20  # arrival times remembered per source
 SILENCE_MEMORY = 14 * 86400.0  # time constant of the usual-silence statistics (bursts don't wash it out)
 HISTORY_GAPS = 3  # gaps needed before a source can be called stale...
 HISTORY_SPAN = 2 * 86400.0  # ...and the time they must cover (one burst is not a history)
+QUIET_ITEMS = 2.0  # a source silent for s seconds posts at most about this many items per s
 MAX_DOUBLINGS = 60  # 2**60 times anything is past every cap; keeps the arithmetic finite
 
 OutcomeStatus = Literal["ok", "not_modified", "error"]
@@ -82,7 +86,7 @@ class Bounds:
     failing_after: float = 3600.0  # or errors for this long
     burst_window: float = 3600.0  # time constant of the burst rate
     memory: float = 3 * 86400.0  # time constant of the trend rate
-    exponent: float = 0.5  # interval ~ expected gap ** exponent (0.5: square-root rule)
+    exponent: float = 0.45  # interval ~ expected gap ** exponent (0.5: square-root rule; see bench)
     jitter: float = 0.1  # each healthy interval is shortened by up to this fraction
 
     def __post_init__(self) -> None:
@@ -125,6 +129,14 @@ class PollOutcome:
     error: str | None = None
     error_kind: str | None = None  # "selector": see the module docstring; anything else backs off
 
+    def __post_init__(self) -> None:
+        if self.status not in get_args(OutcomeStatus):
+            raise ValueError(
+                f"PollOutcome.status must be one of {get_args(OutcomeStatus)}, got {self.status!r}"
+            )
+        if self.new_items < 0:
+            raise ValueError(f"PollOutcome.new_items must be >= 0, got {self.new_items}")
+
     @property
     def selector_miss(self) -> bool:
         return self.status == "error" and self.error_kind == "selector"
@@ -156,6 +168,7 @@ class SourceTiming:
     health: Health = "new"
     last_poll: datetime | None = None
     last_success: datetime | None = None
+    first_success: datetime | None = None  # when we started seeing the feed (for the silence)
     recent_items: tuple[datetime, ...] = ()  # last RECENT_LIMIT arrival times, ascending
     error_streak: int = 0
     error_since: datetime | None = None
@@ -168,7 +181,9 @@ class SourceTiming:
     gaps_seen: int = 0
 
     @classmethod
-    def initial(cls, source_id: str, bounds: Bounds, now: datetime, due: datetime | None = None) -> SourceTiming:
+    def initial(
+        cls, source_id: str, bounds: Bounds, now: datetime, due: datetime | None = None
+    ) -> SourceTiming:
         """A never-polled source, due at ``due`` (see :func:`spread_start`) or now."""
         return cls(source_id=source_id, next_due=due or now, interval=bounds.nominal)
 
@@ -197,13 +212,18 @@ class SourceTiming:
         """Inverse of :meth:`to_dict`; unknown keys are ignored, bad values raise ScheduleStateError."""
         known = {f.name for f in fields(cls)}
         try:
-            values = {k: _decode(k, v) for k, v in data.items() if k in known}
-            return cls(**values)
+            timing = cls(**{k: _decode(k, v) for k, v in data.items() if k in known})
+            if timing.health not in get_args(Health) or not math.isfinite(timing.interval):
+                raise ValueError(f"health {timing.health!r}, interval {timing.interval!r}")
         except (TypeError, ValueError) as exc:
             raise ScheduleStateError(f"source {data.get('source_id')!r}: bad stored timing: {exc}") from exc
+        return timing
 
 
-_DATETIME_KEYS = ("next_due", "last_poll", "last_success", "error_since")
+_DATETIME_KEYS = ("next_due", "last_poll", "last_success", "first_success", "error_since")
+
+
+_FLOAT_KEYS = ("interval", "base_interval", "trend_count", "trend_exposure", "gap_sum", "gap_sq_sum")
 
 
 def _decode(key: str, value: Any) -> Any:
@@ -213,12 +233,20 @@ def _decode(key: str, value: Any) -> Any:
         return _parse_time(value)
     if key == "recent_items":
         return tuple(_parse_time(v) for v in value)
+    if key in _FLOAT_KEYS:
+        return float(value)
+    if key in ("error_streak", "gaps_seen"):
+        return int(value)
     return value
 
 
 def _parse_time(value: str) -> datetime:
-    parsed = datetime.fromisoformat(value)
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return _aware(datetime.fromisoformat(value))
+
+
+def _aware(moment: datetime) -> datetime:
+    """Naive datetimes are taken as UTC (storage and feeds sometimes drop the zone)."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 # --- the decision --------------------------------------------------------------------------------
@@ -227,14 +255,19 @@ def _parse_time(value: str) -> datetime:
 def next_timing(
     timing: SourceTiming, outcome: PollOutcome, bounds: Bounds, now: datetime, rng: random.Random
 ) -> tuple[SourceTiming, HealthChange | None]:
-    """Fold one poll's outcome into the timing; return it and the health change, if any."""
+    """Fold one poll's outcome into the timing; return it and the health change, if any.
+
+    ``now`` must be timezone-aware (naive datetimes cannot be compared with stored aware ones).
+    """
+    if now.tzinfo is None:
+        raise ValueError(f"next_timing needs an aware datetime for now, got {now!r}")
     if outcome.status == "error":
         updated = _after_error(timing, outcome, bounds, now, rng)
     else:
         updated = _after_success(timing, outcome, bounds, now, rng)
     health, reason = _classify(timing, updated, outcome, bounds, now)
     if health == timing.health:
-        return replace(updated, health=health), None
+        return updated, None
     change = HealthChange(timing.source_id, timing.health, health, now, reason)
     return replace(updated, health=health), change
 
@@ -242,14 +275,17 @@ def next_timing(
 def _after_success(
     timing: SourceTiming, outcome: PollOutcome, bounds: Bounds, now: datetime, rng: random.Random
 ) -> SourceTiming:
-    observed = _observe(timing, outcome, bounds, now)
-    delay = max(_healthy_interval(observed, bounds, now, rng), _hint_floor(outcome, bounds))
+    stats = _observe(timing, outcome, bounds, now)
+    rate = _rate(stats, 0.0, _silence(stats, timing.first_success, now), bounds, now)
+    delay = max(_healthy_interval(rate, bounds, rng), _hint_floor(outcome, bounds))
     return replace(
-        observed,
+        timing,
+        **stats._asdict(),
         next_due=now + timedelta(seconds=delay),
         interval=delay,
         last_poll=now,
         last_success=now,
+        first_success=timing.first_success or now,
         error_streak=0,
         error_since=None,
         last_error=None,
@@ -262,8 +298,11 @@ def _after_error(
 ) -> SourceTiming:
     streak = timing.error_streak + 1
     base = timing.base_interval if timing.error_streak else timing.interval
-    if outcome.selector_miss:
-        delay = _healthy_interval(timing, bounds, now, rng)  # the server is fine: no back-off
+    if outcome.selector_miss:  # the server is fine: keep the normal cadence, no back-off
+        since = (now - timing.last_success).total_seconds() if timing.last_success else 0.0
+        stats = _Stats.of(timing)
+        rate = _rate(stats, since, _silence(stats, timing.first_success, now), bounds, now)
+        delay = _healthy_interval(rate, bounds, rng)
     else:
         delay = _backoff(base, streak, bounds, rng)
     delay = max(delay, _hint_floor(outcome, bounds))
@@ -288,40 +327,79 @@ def _backoff(base: float, streak: int, bounds: Bounds, rng: random.Random) -> fl
 
 def _hint_floor(outcome: PollOutcome, bounds: Bounds) -> float:
     """The server's "not before": cache hints clamped to max_interval, Retry-After to the cap."""
-    cache = [h for h in (outcome.max_age, outcome.feed_ttl, outcome.update_period) if _usable(h)]
-    floor = min(max(cache), bounds.max_interval) if cache else 0.0
-    if _usable(outcome.retry_after):
-        floor = max(floor, min(float(outcome.retry_after or 0.0), bounds.cap))
-    return floor
+    cache = max(_usable(outcome.max_age), _usable(outcome.feed_ttl), _usable(outcome.update_period))
+    return max(min(cache, bounds.max_interval), min(_usable(outcome.retry_after), bounds.cap))
 
 
-def _usable(hint: float | None) -> bool:
-    return hint is not None and math.isfinite(hint) and hint > 0
+def _usable(hint: float | None) -> float:
+    """A hint in seconds, or 0.0 when absent, negative, NaN or infinite."""
+    return hint if hint is not None and math.isfinite(hint) and hint > 0 else 0.0
 
 
 # --- the posting rate ------------------------------------------------------------------------------
 
 
-def _healthy_interval(timing: SourceTiming, bounds: Bounds, now: datetime, rng: random.Random) -> float:
-    """The interval the posting rate asks for, jittered and clamped to the bounds."""
-    rate = max(_burst_rate(timing, bounds, now), _trend_rate(timing, bounds, now))
+class _Stats(NamedTuple):
+    """The posting statistics of a SourceTiming (field names match it)."""
+
+    recent_items: tuple[datetime, ...]
+    trend_count: float
+    trend_exposure: float
+    gap_sum: float
+    gap_sq_sum: float
+    gaps_seen: int
+
+    @classmethod
+    def of(cls, timing: SourceTiming) -> _Stats:
+        return cls(*(getattr(timing, name) for name in cls._fields))
+
+
+def _healthy_interval(rate: float, bounds: Bounds, rng: random.Random) -> float:
+    """The interval a posting rate (items/s) asks for, jittered and clamped to the bounds."""
     raw = bounds.nominal * (1.0 / (rate * bounds.nominal)) ** bounds.exponent
     jittered = raw * (1.0 - bounds.jitter * rng.random())
     return min(max(jittered, bounds.min_interval), bounds.max_interval)
 
 
-def _burst_rate(timing: SourceTiming, bounds: Bounds, now: datetime) -> float:
-    """Items per second over the last burst_window or so (each item weighs exp(-age/window))."""
-    window = bounds.burst_window
-    weight = sum(math.exp(-max((now - t).total_seconds(), 0.0) / window) for t in timing.recent_items)
-    return weight / window
+def _silence(stats: _Stats, first_success: datetime | None, now: datetime) -> float:
+    """Seconds since the last new item (or since we started watching, if there never was one)."""
+    last = stats.recent_items[-1] if stats.recent_items else first_success
+    return max((now - last).total_seconds(), 0.0) if last is not None else 0.0
 
 
-def _trend_rate(timing: SourceTiming, bounds: Bounds, now: datetime) -> float:
-    """Items per second with forgetting over ``memory``, assuming nothing new since last_success."""
-    since = (now - timing.last_success).total_seconds() if timing.last_success else 0.0
-    count, exposure = _decay(timing.trend_count, timing.trend_exposure, max(since, 0.0), bounds.memory)
-    return (count + 1.0) / (exposure + bounds.nominal)  # prior: one item per nominal interval
+def _rate(stats: _Stats, since_success: float, silence: float, bounds: Bounds, now: datetime) -> float:
+    """Items per second: the larger of the burst rate and the trend rate.
+
+    Burst: items of the last burst_window or so, each weighing exp(-age / burst_window).
+    Trend: exponentially forgetting count / observed time (time constant ``memory``), with one
+    pseudo-item per nominal interval as prior, assuming nothing new in the last ``since_success``;
+    and at most QUIET_ITEMS per ``silence`` (forgetting alone cannot go below one item per memory,
+    so without this a dead feed would never reach max_interval).
+    """
+    burst = _burst_weight(stats.recent_items, bounds.burst_window, now) / bounds.burst_window
+    count, exposure = _decay(stats.trend_count, stats.trend_exposure, max(since_success, 0.0), bounds.memory)
+    trend = (count + 1.0) / (exposure + bounds.nominal)
+    if silence > 0:
+        trend = min(trend, QUIET_ITEMS / silence)
+    return max(burst, trend)
+
+
+def _burst_weight(recent: tuple[datetime, ...], window: float, now: datetime) -> float:
+    """Sum of exp(-age / window) over recent items, plus the items the bounded tuple dropped.
+
+    When the tuple is full, older items are assumed to have arrived at the density of the retained
+    ones; without that, a feed posting 500 items an hour would look like 20 an hour.
+    """
+    weight = 0.0
+    for t in reversed(recent):
+        age = max((now - t).total_seconds(), 0.0)
+        if age > 12 * window:  # older items weigh < 1e-5 each
+            return weight
+        weight += math.exp(-age / window)
+    if len(recent) == RECENT_LIMIT:
+        density = (len(recent) - 1) / max((recent[-1] - recent[0]).total_seconds(), 1.0)
+        weight += density * window * math.exp(-max((now - recent[0]).total_seconds(), 0.0) / window)
+    return weight
 
 
 def _decay(count: float, exposure: float, elapsed: float, memory: float) -> tuple[float, float]:
@@ -329,7 +407,7 @@ def _decay(count: float, exposure: float, elapsed: float, memory: float) -> tupl
     return count * keep, exposure * keep + memory * (1.0 - keep)
 
 
-def _observe(timing: SourceTiming, outcome: PollOutcome, bounds: Bounds, now: datetime) -> SourceTiming:
+def _observe(timing: SourceTiming, outcome: PollOutcome, bounds: Bounds, now: datetime) -> _Stats:
     """Fold the new items of a successful poll into the rate and silence statistics."""
     times = _arrival_times(timing, outcome, now)
     if timing.last_success is not None:
@@ -346,21 +424,13 @@ def _observe(timing: SourceTiming, outcome: PollOutcome, bounds: Bounds, now: da
             keep = math.exp(-gap / SILENCE_MEMORY)
             gap_sum, gap_sq_sum, gaps = gap_sum * keep + gap, gap_sq_sum * keep + gap * gap, gaps + 1
         previous = t if previous is None else max(previous, t)
-    recent = tuple(sorted(timing.recent_items + times))[-RECENT_LIMIT:]
-    return replace(
-        timing,
-        recent_items=recent,
-        trend_count=count,
-        trend_exposure=exposure,
-        gap_sum=gap_sum,
-        gap_sq_sum=gap_sq_sum,
-        gaps_seen=gaps,
-    )
+    recent = tuple(sorted(timing.recent_items + times))[-RECENT_LIMIT:] if times else timing.recent_items
+    return _Stats(recent, count, exposure, gap_sum, gap_sq_sum, gaps)
 
 
 def _arrival_times(timing: SourceTiming, outcome: PollOutcome, now: datetime) -> tuple[datetime, ...]:
     """Publication times clamped to now; undated items count as published mid-way since last poll."""
-    dated = [min(t, now) for t in outcome.item_times]
+    dated = [min(_aware(t), now) for t in outcome.item_times]
     undated = max(outcome.new_items - len(dated), 0)
     if undated:
         since = timing.last_success or timing.last_poll or now
@@ -431,4 +501,3 @@ def spread_start(
     rng.shuffle(ids)
     n = len(ids)
     return {sid: now + timedelta(seconds=interval * (k + rng.random()) / n) for k, sid in enumerate(ids)}
-

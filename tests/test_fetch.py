@@ -219,7 +219,9 @@ def test_literal_internal_addresses_are_refused(url: str) -> None:
 
 def test_allow_list_by_host_name(server: HTTPServer) -> None:
     server.expect_request("/intranet").respond_with_data("ok")
-    result = fetch(f"http://localhost:{server.port}/intranet", replace(LOCAL, allow_private_networks=("localhost",)))
+    result = fetch(
+        f"http://localhost:{server.port}/intranet", replace(LOCAL, allow_private_networks=("localhost",))
+    )
     assert result.status == 200 and result.body == b"ok"
 
 
@@ -227,7 +229,9 @@ def test_allow_list_by_host_name(server: HTTPServer) -> None:
     ("target", "label"),
     [("http://169.254.169.254/latest/meta-data/", "link-local"), ("http://10.0.0.1/admin", "private")],
 )
-def test_redirect_to_internal_address_is_refused_at_the_hop(server: HTTPServer, target: str, label: str) -> None:
+def test_redirect_to_internal_address_is_refused_at_the_hop(
+    server: HTTPServer, target: str, label: str
+) -> None:
     server.expect_request("/start").respond_with_data("", status=302, headers={"Location": target})
     with pytest.raises(BlockedURLError) as info:
         fetch(server.url_for("/start"))
@@ -306,12 +310,16 @@ def test_credentials_are_dropped_when_a_redirect_changes_origin(
     fetch(server.url_for("/cross"), headers=secrets)
     sent = {request.path: request.headers for request, _ in server.log + other_server.log}
     for path in ("/same", "/same-land", "/cross"):
-        assert sent[path].get("Authorization") == "Bearer s3cret" and sent[path].get("Cookie") == "session=abc"
+        assert (
+            sent[path].get("Authorization") == "Bearer s3cret" and sent[path].get("Cookie") == "session=abc"
+        )
     assert "Authorization" not in sent["/land"] and "Cookie" not in sent["/land"]
 
 
 def test_cookies_set_by_a_server_are_not_kept(server: HTTPServer) -> None:
-    server.expect_request("/set").respond_with_data("", status=302, headers={"Location": "/check", "Set-Cookie": "t=1"})
+    server.expect_request("/set").respond_with_data(
+        "", status=302, headers={"Location": "/check", "Set-Cookie": "t=1"}
+    )
     server.expect_request("/check").respond_with_data("ok")
     fetch(server.url_for("/set"))
     assert "Cookie" not in server.log[-1][0].headers
@@ -477,3 +485,21 @@ def test_streamed_body_is_returned_whole(server: HTTPServer) -> None:
     server.expect_request("/stream").respond_with_handler(chunked)
     result = fetch(server.url_for("/stream"))
     assert result.body == b"".join(b"line %d\n" % i for i in range(20_000))
+
+
+def test_unresolvable_host_is_a_fetch_error() -> None:
+    async def no_dns(host: str, port: int) -> Sequence[str]:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    with pytest.raises(FetchError, match=r"cannot resolve nowhere\.test") as info:
+        fetch("http://nowhere.test/feed", resolver=no_dns)
+    assert not isinstance(info.value, BlockedURLError | FetchTimeout)
+
+
+def test_user_agent_and_accept_headers_are_sent(server: HTTPServer) -> None:
+    server.expect_request("/feed").respond_with_data("<rss/>")
+    fetch(server.url_for("/feed"), accept="application/rss+xml")
+    fetch(server.url_for("/feed"), headers={"accept": "text/html"})
+    first, second = (request.headers for request, _ in server.log)
+    assert first["User-Agent"] == FetchSettings().user_agent
+    assert first["Accept"] == "application/rss+xml" and second["Accept"] == "text/html"

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
+import httpx
+
 from crawler.config import ChannelConfig
 from crawler.errors import (
     ConfigError,
@@ -141,6 +143,26 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     return min(max(secs, 0.0), MAX_RETRY_AFTER)
 
 
+async def post(
+    client: httpx.AsyncClient, channel: str, url: str, content: bytes, headers: Mapping[str, str]
+) -> httpx.Response:
+    """POST and classify: 2xx returned; timeouts/transport errors/5xx/429 temporary; other 4xx permanent."""
+    try:
+        resp = await client.post(url, content=content, headers=dict(headers))
+    except httpx.TimeoutException as exc:
+        raise TemporaryDeliveryError(f"timed out ({type(exc).__name__})", channel=channel) from exc
+    except httpx.HTTPError as exc:
+        raise TemporaryDeliveryError(f"{type(exc).__name__}: {exc}", channel=channel) from exc
+    if 200 <= resp.status_code < 300:
+        return resp
+    raise http_status_error(channel, resp.status_code, resp.text, resp.headers.get("retry-after"))
+
+
+def http_client(cfg: ChannelConfig) -> httpx.AsyncClient:
+    """A client for one channel: its timeout, no proxies from the environment, no redirects."""
+    return httpx.AsyncClient(timeout=cfg.timeout, trust_env=False, follow_redirects=False)
+
+
 def http_status_error(channel: str, status: int, body: str, retry_after: str | None) -> Exception:
     """The typed error for a non-2xx HTTP answer: 429/408/5xx temporary, other 4xx permanent."""
     snippet = " ".join(body.split())[:200]
@@ -159,7 +181,9 @@ __all__ = [
     "TemplateError",
     "build_channel",
     "channel_types",
+    "http_client",
     "http_status_error",
     "parse_retry_after",
+    "post",
     "register_channel",
 ]

@@ -60,7 +60,9 @@ def distinct_sources(sources: Sequence[Mapping[str, Any]]) -> int:
     return len({s.get("source_id") for s in sources})
 
 
-def match_details(match: Match, *, sources: Sequence[Mapping[str, Any]], headline: str, link: str | None) -> dict[str, Any]:
+def match_details(
+    match: Match, *, sources: Sequence[Mapping[str, Any]], headline: str, link: str | None
+) -> dict[str, Any]:
     """What alerts.details keeps about a match (everything a message needs besides the row)."""
     return {
         "status": match.status,
@@ -115,12 +117,14 @@ def alert_payload(
     }
 
 
-def digest_payload(items: Sequence[Mapping[str, Any]], *, start: datetime | None, end: datetime, label: str) -> dict[str, Any]:
+def digest_payload(
+    items: Sequence[Mapping[str, Any]], *, start: datetime | None, end: datetime, label: str
+) -> dict[str, Any]:
     """One digest: the alerts (and updates) of a period, newest snapshot of each alert, in order."""
     latest: dict[Any, dict[str, Any]] = {}
     for item in items:
         alert = dict(item.get("alert", {}))
-        alert["update"] = item.get("kind") == "update"
+        alert["is_update"] = item.get("kind") == "update"
         latest[alert.get("id")] = alert
     return {
         "kind": "digest",
@@ -142,8 +146,17 @@ def sample_payload(now: datetime) -> dict[str, Any]:
         "sources": [{"source_id": "example", "url": "https://example.com/storywatch-test"}],
     }
     alert = alert_payload(
-        alert_id=0, rule_id="storywatch.test", title="Test alert (storywatch alerts test)", severity="info",
-        evidence=evidence, story_id=0, group_key="rule=storywatch.test|story=0", source_count=1,
-        corroborations=0, origin="live", created_at=now, details=details,
+        alert_id=0,
+        rule_id="storywatch.test",
+        title="Test alert (storywatch alerts test)",
+        severity="info",
+        evidence=evidence,
+        story_id=0,
+        group_key="rule=storywatch.test|story=0",
+        source_count=1,
+        corroborations=0,
+        origin="live",
+        created_at=now,
+        details=details,
     )
     return {"kind": "test", "alert": alert}

@@ -19,7 +19,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from crawler.config import AlertsConfig, ChannelConfig
 from crawler.errors import ConfigError
 
-
 HELD_UNTIL_RELEASED = datetime(9999, 1, 1, tzinfo=UTC)  # backfill digests wait for release_held()
 
 
@@ -31,7 +30,9 @@ class Schedule:
     at: datetime
 
 
-def routed_channels(cfg: AlertsConfig, *, rule_id: str, severity: str, labels: Mapping[str, str]) -> tuple[str, ...]:
+def routed_channels(
+    cfg: AlertsConfig, *, rule_id: str, severity: str, labels: Mapping[str, str]
+) -> tuple[str, ...]:
     """The enabled channels that should receive an alert of this rule, in config order."""
     enabled = [name for name, ch in cfg.channels.items() if ch.enabled]
     if not cfg.routes:
@@ -52,7 +53,9 @@ def zone(name: str, cfg: ChannelConfig) -> ZoneInfo:
     try:
         return ZoneInfo(cfg.timezone)
     except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ConfigError(f"unknown time zone {cfg.timezone!r}", key=f"alerts.channels.{name}.timezone") from exc
+        raise ConfigError(
+            f"unknown time zone {cfg.timezone!r}", key=f"alerts.channels.{name}.timezone"
+        ) from exc
 
 
 def _clock(value: str, key: str) -> time:

@@ -132,6 +132,7 @@ class RelayReport:
     attempts: tuple[Attempt, ...] = ()
     digests: int = 0
     paused: Mapping[str, datetime] = field(default_factory=dict)  # channel -> paused until
+    unavailable: Mapping[str, str] = field(default_factory=dict)  # channel -> why it could not be built
 
     def count(self, outcome: str) -> int:
         return sum(1 for a in self.attempts if a.outcome == outcome)

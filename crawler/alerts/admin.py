@@ -1,0 +1,76 @@
+"""The library behind ``storywatch alerts [list|show ID|retry ID|silence ...|test CHANNEL] [--json]``.
+
+The CLI is a thin wrapper: call one function, print the frozen value it returns (or
+``to_jsonable(value)`` for ``--json``). Queries live in :mod:`storage.outbox_admin`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from crawler.config import ConfigError, Settings
+from storage.outbox_admin import (
+    add_silence,
+    expire_silence,
+    list_alerts,
+    list_silences,
+    outbox_depth,
+    retry_delivery,
+    show_alert,
+)
+
+from . import routing
+from .base import DeliveryResult, build_channel
+from .payload import sample_payload
+from .render import Renderer
+from .views import to_jsonable
+
+
+def check_alerts(settings: Settings) -> None:
+    """Validate what the config schema cannot (time zones, quiet hours, templates) -> ConfigError."""
+    routing.validate(settings.alerts)
+    renderer = Renderer(_base_dir(settings))
+    for name, cfg in settings.alerts.channels.items():
+        if cfg.enabled:
+            renderer.check(name, cfg)
+
+
+async def test_channel(settings: Settings, name: str, *, now: datetime | None = None) -> DeliveryResult:
+    """Send a sample alert through channel ``name`` right now (no outbox, no quiet hours).
+
+    Raises ConfigError for an unknown channel or a bad template, a DeliveryError if sending fails.
+    """
+    cfg = settings.alerts.channels.get(name)
+    if cfg is None:
+        known = ", ".join(settings.alerts.channels) or "none"
+        raise ConfigError(f"no channel named {name!r} (configured: {known})", key="alerts.channels")
+    now = now or datetime.now(UTC)
+    key = f"test-{name}-{now:%Y%m%dT%H%M%S%fZ}"
+    message = Renderer(_base_dir(settings)).render(name, cfg, sample_payload(now), idempotency_key=key)
+    channel = build_channel(name, cfg)
+    try:
+        return await channel.send(message, idempotency_key=key)
+    finally:
+        await channel.aclose()
+
+
+test_channel.__test__ = False  # type: ignore[attr-defined]  # not a pytest test when imported by one
+
+
+def _base_dir(settings: Settings) -> Path:
+    return Path(settings.path).parent if settings.path else Path.cwd()
+
+
+__all__ = [
+    "add_silence",
+    "check_alerts",
+    "expire_silence",
+    "list_alerts",
+    "list_silences",
+    "outbox_depth",
+    "retry_delivery",
+    "show_alert",
+    "test_channel",
+    "to_jsonable",
+]

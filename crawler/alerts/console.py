@@ -1,0 +1,34 @@
+"""The console channel: writes each message to a stream (stdout by default) and the log.
+
+For dry runs and ``storywatch once`` without any real channel configured.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import TextIO
+
+from crawler.config import ChannelConfig
+
+from .base import DeliveryResult, RenderedMessage, register_channel
+
+log = logging.getLogger("storywatch.alerts")
+
+
+@register_channel("console")
+class ConsoleChannel:
+    def __init__(self, name: str, config: ChannelConfig, *, stream: TextIO | None = None) -> None:
+        self.name = name
+        self.config = config
+        self._stream = stream
+
+    async def send(self, message: RenderedMessage, *, idempotency_key: str) -> DeliveryResult:
+        stream = self._stream or sys.stdout
+        stream.write(f"--- {message.subject}  [{idempotency_key}]\n{message.text.rstrip()}\n\n")
+        stream.flush()
+        log.info("alert %s: %s", idempotency_key, message.subject)
+        return DeliveryResult(self.name, None, {"written": len(message.text)})
+
+    async def aclose(self) -> None:
+        return None

@@ -1,0 +1,267 @@
+"""The outbox relay: claim due deliveries, render, send, then mark. Nothing is lost to a crash.
+
+One pass (:meth:`Relay.run_once`), numbered:
+
+1. held digest rows whose period is over become ONE digest delivery per channel and period;
+2. every enabled channel, concurrently and independently: skip it while it is paused (429) or in
+   its quiet hours; lease up to a batch of its due rows; for each, wait for the channel's rate
+   limit, render the payload (sandboxed templates), send with the delivery's idempotency key;
+3. success -> ``sent`` (with per-recipient detail); a permanent error or a template error ->
+   ``failed`` (never retried, shown by ``alerts show``); a temporary error -> ``pending`` again
+   after exponential back-off with jitter, or exactly ``Retry-After`` when the receiver gave one
+   (which also pauses the whole channel that long), and ``dead`` once ``max_tries`` is used up.
+   A temporary error ends that channel's batch (the rest is given back untouched); other
+   channels never wait for it and are never re-sent because of it.
+
+Kill -9 at any point: before the send the lease expires and the row is sent by the next relay;
+between send and mark the row is sent again once (same idempotency key, so receivers can drop
+it); after the mark nothing is repeated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import random
+import secrets
+import socket
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import suppress
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from crawler.config import AlertsConfig, ChannelConfig, Settings
+from crawler.errors import DeliveryError, PermanentDeliveryError, StorywatchError, TemporaryDeliveryError
+from storage import outbox_relay
+from storage.db import Database
+
+from . import routing
+from .base import Channel, TemplateError, build_channel
+from .render import Renderer
+from .views import Attempt, ClaimedDelivery, RelayReport
+
+log = logging.getLogger("storywatch.alerts")
+MAX_BATCH = 50
+ClaimHook = Callable[[str, Sequence[ClaimedDelivery]], None]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Relay:
+    """Delivers the outbox. One per process; several may share a PostgreSQL database.
+
+    ``channels`` overrides the channel objects built from the config (e.g. a console channel
+    writing to a buffer); ``on_claim`` is called after each lease with the claimed rows.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        cfg: AlertsConfig,
+        *,
+        channels: Mapping[str, Channel] | None = None,
+        renderer: Renderer | None = None,
+        template_dir: Path | None = None,
+        worker_id: str | None = None,
+        backoff_base: float = 30.0,
+        backoff_cap: float = 3600.0,
+        rng: random.Random | None = None,
+        on_claim: ClaimHook | None = None,
+    ) -> None:
+        self.db = db
+        self.cfg = cfg
+        self.renderer = renderer or Renderer(template_dir)
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self._rng = rng or random.Random()
+        self._given = dict(channels or {})
+        self._on_claim = on_claim
+        self._paused: dict[str, datetime] = {}
+        self._last_send: dict[str, float] = {}
+        self._unavailable: dict[str, str] = {}
+
+    # ------------------------------------------------------------------ public API
+
+    @classmethod
+    def from_settings(cls, db: Database, settings: Settings, **kw: Any) -> Relay:
+        """A relay for ``settings``: relative template paths resolve next to the config file."""
+        base = Path(settings.path).parent if settings.path else None
+        return cls(db, settings.alerts, template_dir=base, **kw)
+
+    async def run_once(self, now: datetime | None = None) -> RelayReport:
+        """One pass over the outbox at ``now`` (default: the clock)."""
+        now = now or _utcnow()
+        channels = self._open()
+        try:
+            digests = await asyncio.to_thread(outbox_relay.compose_digests, self.db, self.cfg.channels, now)
+            passes = [self._channel_pass(name, ch, now) for name, ch in channels.items()]
+            results = await asyncio.gather(*passes)
+        finally:
+            await self._close(channels)
+        attempts = tuple(a for r in results for a in r)
+        return self._report(attempts, digests, now)
+
+    async def run_forever(self, stop: asyncio.Event) -> None:
+        """Until ``stop`` is set: one loop per channel (a slow channel delays only itself)."""
+        channels = self._open()
+        try:
+            loops = [
+                self._loop(stop, functools.partial(self._pass_at, n, c, stop)) for n, c in channels.items()
+            ]
+            loops.append(self._loop(stop, self._digest_pass))
+            await asyncio.gather(*loops)
+        finally:
+            await self._close(channels)
+
+    # ------------------------------------------------------------------ passes
+
+    async def _loop(self, stop: asyncio.Event, step: Callable[[datetime], Awaitable[object]]) -> None:
+        while not stop.is_set():
+            try:
+                await step(_utcnow())
+            except (StorywatchError, SQLAlchemyError) as exc:  # boundary: log, keep the loop alive
+                log.error("alert relay pass failed: %s", exc)
+            with suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self.cfg.relay_interval)
+
+    async def _pass_at(
+        self, name: str, channel: Channel, stop: asyncio.Event, now: datetime
+    ) -> list[Attempt]:
+        return await self._channel_pass(name, channel, now, stop)
+
+    async def _digest_pass(self, now: datetime) -> list[Attempt]:
+        await asyncio.to_thread(outbox_relay.compose_digests, self.db, self.cfg.channels, now)
+        return []
+
+    async def _channel_pass(
+        self, name: str, channel: Channel, now: datetime, stop: asyncio.Event | None = None
+    ) -> list[Attempt]:
+        cfg = self.cfg.channels[name]
+        if self._paused.get(name, now) > now or routing.quiet_until(name, cfg, now):
+            return []
+        rows = await asyncio.to_thread(
+            outbox_relay.claim,
+            self.db,
+            channel=name,
+            now=now,
+            lease=self.cfg.lease,
+            worker=self.worker_id,
+            limit=self._batch(cfg),
+        )
+        if self._on_claim is not None:
+            self._on_claim(name, rows)
+        attempts: list[Attempt] = []
+        for i, row in enumerate(rows):
+            if stop is not None and stop.is_set():
+                return attempts + await self._give_back(name, rows[i:], None)
+            await self._pace(name, cfg)
+            attempt, halt, until = await self._deliver(name, channel, cfg, row, now)
+            attempts.append(attempt)
+            if halt:
+                return attempts + await self._give_back(name, rows[i + 1 :], until)
+        return attempts
+
+    async def _give_back(
+        self, name: str, rows: Sequence[ClaimedDelivery], until: datetime | None
+    ) -> list[Attempt]:
+        await asyncio.to_thread(outbox_relay.release, self.db, [r.id for r in rows], until=until)
+        return [Attempt(r.id, name, "released") for r in rows]
+
+    async def _deliver(
+        self, name: str, channel: Channel, cfg: ChannelConfig, row: ClaimedDelivery, now: datetime
+    ) -> tuple[Attempt, bool, datetime | None]:
+        """Send one row; returns (attempt, stop this channel's batch?, paused until)."""
+        try:
+            msg = self.renderer.render(name, cfg, row.payload, idempotency_key=row.idempotency_key)
+            result = await channel.send(msg, idempotency_key=row.idempotency_key)
+        except (TemplateError, PermanentDeliveryError) as exc:
+            await self._failed(row, str(exc), permanent=True, retry_at=now, cfg=cfg)
+            log.warning("delivery %s to %s failed permanently: %s", row.id, name, exc)
+            return Attempt(row.id, name, "failed", str(exc)), False, None
+        except TemporaryDeliveryError as exc:
+            return await self._temporary(name, cfg, row, exc, now)
+        except DeliveryError as exc:  # a DeliveryError of another kind: treat as temporary
+            return await self._temporary(name, cfg, row, TemporaryDeliveryError(str(exc), channel=name), now)
+        await asyncio.to_thread(
+            outbox_relay.mark_sent, self.db, row.id, now=now, detail=result.detail, warning=result.warning
+        )
+        if result.warning:
+            log.warning("delivery %s to %s partly failed: %s", row.id, name, result.warning)
+        return Attempt(row.id, name, "partial" if result.partial else "sent", result.warning), False, None
+
+    async def _temporary(
+        self, name: str, cfg: ChannelConfig, row: ClaimedDelivery, exc: TemporaryDeliveryError, now: datetime
+    ) -> tuple[Attempt, bool, datetime | None]:
+        delay = self.backoff(row.tries, exc.retry_after)
+        retry_at = now + timedelta(seconds=delay)
+        state = await self._failed(row, str(exc), permanent=False, retry_at=retry_at, cfg=cfg)
+        until = None
+        if exc.retry_after is not None:  # the receiver asked us to wait: pause the whole channel
+            until = retry_at
+            self._paused[name] = until
+            await asyncio.to_thread(outbox_relay.pause_channel, self.db, name, until)
+        log.info("delivery %s to %s: %s; %s", row.id, name, exc, state)
+        return Attempt(row.id, name, "dead" if state == "dead" else "retry", str(exc)), True, until
+
+    async def _failed(
+        self, row: ClaimedDelivery, error: str, *, permanent: bool, retry_at: datetime, cfg: ChannelConfig
+    ) -> str:
+        return await asyncio.to_thread(
+            outbox_relay.mark_failed,
+            self.db,
+            row.id,
+            error=error,
+            permanent=permanent,
+            retry_at=retry_at,
+            max_tries=cfg.max_tries,
+        )
+
+    # ------------------------------------------------------------------ helpers
+
+    def backoff(self, tries: int, retry_after: float | None) -> float:
+        """Seconds before the next try: Retry-After when given, else exponential with jitter (50-100%)."""
+        if retry_after is not None:
+            return retry_after
+        raw = min(self.backoff_cap, self.backoff_base * 2 ** max(0, tries - 1))
+        return raw * (0.5 + self._rng.random() / 2)
+
+    def _batch(self, cfg: ChannelConfig) -> int:
+        return max(1, min(MAX_BATCH, int(cfg.rate_per_second * self.cfg.lease / 4)))
+
+    async def _pace(self, name: str, cfg: ChannelConfig) -> None:
+        gap = 1.0 / cfg.rate_per_second
+        wait = self._last_send.get(name, -gap) + gap - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        self._last_send[name] = time.monotonic()
+
+    def _open(self) -> dict[str, Channel]:
+        out: dict[str, Channel] = {}
+        for name, cfg in self.cfg.channels.items():
+            if not cfg.enabled:
+                continue
+            try:
+                out[name] = self._given.get(name) or build_channel(name, cfg)
+                self._unavailable.pop(name, None)
+            except StorywatchError as exc:  # e.g. apprise not installed: its rows wait, others go on
+                self._unavailable[name] = str(exc)
+                log.error("alert channel %s unavailable: %s", name, exc)
+        return out
+
+    async def _close(self, channels: Mapping[str, Channel]) -> None:
+        for name, ch in channels.items():
+            if name not in self._given:
+                await ch.aclose()
+
+    def _report(self, attempts: tuple[Attempt, ...], digests: int, now: datetime) -> RelayReport:
+        paused = {n: t for n, t in self._paused.items() if t > now}
+        return RelayReport(attempts, digests, paused, dict(self._unavailable))

@@ -1,0 +1,301 @@
+"""Evaluate one compiled query against one document (see rules/README.md, "Evaluation").
+
+A query evaluates to a list of *hits*; a hit is a tuple of term occurrences (field + offsets) that
+together satisfy the query. Leaves give one hit per occurrence; ``AND``/``OR`` concatenate their
+operands' hits (``AND`` only when every operand has one); ``SENT``/``PARA`` re-evaluate their operand
+inside each sentence/paragraph and merge what they find there into one hit; ``NEAR/n`` joins hits
+that are at most n words apart; ``NOT/s|c|p`` and ``NOTNEAR/n`` drop hits that share a
+sentence/clause/paragraph with (or are near) a hit of their right side.
+
+Negation is a filter on occurrences: every occurrence gets a status from its clause (see
+:mod:`crawler.negation`) and the query is evaluated at three *levels*: asserted occurrences only,
+asserted + hedged, and all. A hit first found at level 0 is asserted, at level 1 hedged, at level 2
+negated. Exclusions (the right side of NOT) always see all occurrences, whatever their status.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from dataclasses import dataclass
+from dataclasses import field as dc_field
+from fnmatch import fnmatchcase
+from typing import Literal
+from urllib.parse import urlsplit
+
+from crawler.negation import Trigger, classify, find_triggers
+from crawler.rulelang import (
+    And,
+    AtLeast,
+    Exclude,
+    Fact,
+    ListTerms,
+    Near,
+    Node,
+    Not,
+    Or,
+    Scope,
+    Term,
+    children,
+)
+from crawler.ruleterms import CompiledLeaf
+from crawler.textspans import FieldText
+from crawler.types import HitStatus
+
+TITLE, BODY = 0, 1
+FIELD_NAMES = ("title", "body")
+LEVELS: tuple[frozenset[HitStatus] | None, ...] = (
+    frozenset({"asserted"}),
+    frozenset({"asserted", "hedged"}),
+    None,
+)
+LEVEL_STATUS: tuple[HitStatus, ...] = ("asserted", "hedged", "negated")
+_FIELDS_OF = {"text": (TITLE, BODY), "title": (TITLE,), "body": (BODY,), "lead": (BODY,), "top": (TITLE, BODY)}
+
+UnitKind = Literal["sentence", "clause", "paragraph"]
+Window = tuple[int, int, int]  # (field, start, end)
+
+
+@dataclass(frozen=True, order=True)
+class Occ:
+    field: int
+    start: int
+    end: int
+    label: str = dc_field(compare=False)
+    capture: tuple[str, str] | None = dc_field(compare=False, default=None)
+
+
+Hit = tuple[Occ, ...]
+
+
+@dataclass(frozen=True)
+class DocMeta:
+    source_id: str = ""
+    source_kind: str = ""
+    source_tags: tuple[str, ...] = ()
+    url: str = ""
+    language: str | None = None
+
+
+class DocContext:
+    """Per-document caches: field geometry, occurrences per term, statuses per occurrence."""
+
+    def __init__(self, title: str, text: str, meta: DocMeta) -> None:
+        self.fields = (FieldText(title), FieldText(text))
+        self.meta = meta
+        self._spans: dict[tuple[str, int], list[tuple[int, int]]] = {}
+        self._occ: dict[str, tuple[tuple[list[Occ], list[int]], ...]] = {}
+        self._status: dict[Occ, HitStatus] = {}
+        self._triggers: dict[tuple[int, int, int], tuple[Trigger, ...]] = {}
+
+    def occurrences(self, leaf: CompiledLeaf) -> tuple[tuple[list[Occ], list[int]], ...]:
+        """Per field: occurrences sorted by offset, and their start offsets (for bisect)."""
+        if leaf.key not in self._occ:
+            self._occ[leaf.key] = tuple(self._field_occurrences(leaf, f) for f in (TITLE, BODY))
+        return self._occ[leaf.key]
+
+    def _field_occurrences(self, leaf: CompiledLeaf, f: int) -> tuple[list[Occ], list[int]]:
+        found: list[Occ] = []
+        for matcher, cap, value in leaf.parts:
+            key = (matcher.key, f)
+            if key not in self._spans:
+                self._spans[key] = matcher.find(self.fields[f])
+            capture = (cap, value) if cap else None
+            found.extend(Occ(f, s, e, matcher.label, capture) for s, e in self._spans[key])
+        if len(leaf.parts) > 1:
+            found = _outermost(sorted(found, key=lambda o: (o.start, -o.end)))
+        return found, [o.start for o in found]
+
+    def status(self, occ: Occ) -> HitStatus:
+        if occ not in self._status:
+            ft = self.fields[occ.field]
+            sent, clause = ft.clause_index(occ.start)
+            key = (occ.field, sent, clause)
+            if key not in self._triggers:
+                cs, ce = ft.clauses(sent)[clause]
+                self._triggers[key] = find_triggers(ft.text, cs, ce)
+            s_start, s_end = ft.sentences[sent]
+            question = ft.text[s_start:s_end].rstrip().endswith(("?", "？"))
+            self._status[occ] = classify(ft.text, occ.start, occ.end, self._triggers[key], question=question)
+        return self._status[occ]
+
+    def unit(self, occ: Occ, kind: UnitKind) -> tuple[int, ...]:
+        ft = self.fields[occ.field]
+        if kind == "sentence":
+            return (occ.field, ft.sentence_index(occ.start))
+        if kind == "paragraph":
+            return (occ.field, ft.paragraph_index(occ.start))
+        return (occ.field, *ft.clause_index(occ.start))
+
+    def unit_window(self, occ: Occ, kind: Literal["sentence", "paragraph"]) -> Window:
+        ft = self.fields[occ.field]
+        if kind == "sentence":
+            s, e = ft.sentences[ft.sentence_index(occ.start)]
+        else:
+            s, e = ft.paragraphs[ft.paragraph_index(occ.start)]
+        return (occ.field, s, max(e, occ.end))
+
+    def lead_end(self) -> int:
+        return self.fields[BODY].lead_end()
+
+    def fact(self, node: Fact) -> bool:
+        return _FACTS[node.field](self.meta, node.value.lower())
+
+
+def _outermost(occs: list[Occ]) -> list[Occ]:
+    """Drop occurrences nested inside an earlier one ("Huawei" inside "Huawei Ascend")."""
+    out: list[Occ] = []
+    for o in occs:
+        if out and o.end <= out[-1].end and o.start < out[-1].end:
+            continue
+        out.append(o)
+    return out
+
+
+def _site(meta: DocMeta, v: str) -> bool:
+    host = (urlsplit(meta.url).hostname or "").lower()
+    return any(h == v or h.endswith("." + v) or fnmatchcase(h, v) for h in (host, meta.source_id.lower()) if h)
+
+
+_FACTS = {
+    "source": lambda m, v: fnmatchcase(m.source_id.lower(), v),
+    "site": _site,
+    "url": lambda m, v: fnmatchcase(m.url.lower(), v) if "*" in v else v in m.url.lower(),
+    "language": lambda m, v: bool(m.language) and (m.language.lower() == v or m.language.lower().startswith(v + "-")),
+    "tag": lambda m, v: v in (t.lower() for t in m.source_tags),
+    "kind": lambda m, v: m.source_kind.lower() == v,
+}
+
+
+# --- evaluation ----------------------------------------------------------------------------------
+
+
+def evaluate(node: Node, ctx: DocContext, level: int, scope: Window | None = None) -> list[Hit]:
+    """Hits of ``node`` using occurrences of statuses allowed at ``level`` inside ``scope``."""
+    if isinstance(node, Term | ListTerms):
+        return [(o,) for o in leaf_occurrences(node, ctx, level, scope)]
+    if isinstance(node, And):
+        return _and(node, ctx, level, scope)
+    if isinstance(node, Or):
+        return [h for c in node.children for h in evaluate(c, ctx, level, scope)]
+    if isinstance(node, Scope):
+        return _scope(node, ctx, level, scope)
+    if isinstance(node, Near):
+        return _near(node, ctx, level, scope)
+    if isinstance(node, Exclude):
+        return _exclude(node, ctx, level, scope)
+    if isinstance(node, AtLeast):
+        hits = evaluate(node.child, ctx, level, scope)
+        return hits if len({o for h in hits for o in h}) >= node.n else []
+    if isinstance(node, Fact):
+        return [()] if ctx.fact(node) else []
+    raise TypeError(f"cannot evaluate {type(node).__name__} here")  # Not is handled by And
+
+
+def leaf_occurrences(node: Term | ListTerms, ctx: DocContext, level: int, scope: Window | None) -> list[Occ]:
+    per_field = ctx.occurrences(node.compiled)
+    allowed = LEVELS[level]
+    out: list[Occ] = []
+    for f in _FIELDS_OF[node.field]:
+        if scope is not None and scope[0] != f:
+            continue
+        occs, starts = per_field[f]
+        lo, hi = 0, len(occs)
+        if scope is not None:
+            lo, hi = bisect_left(starts, scope[1]), bisect_left(starts, scope[2])
+        limit = ctx.lead_end() if f == BODY and node.field in ("lead", "top") else None
+        for o in occs[lo:hi]:
+            if scope is not None and o.end > scope[2]:
+                continue
+            if limit is not None and o.end > limit:
+                break
+            if allowed is None or ctx.status(o) in allowed:
+                out.append(o)
+    return out
+
+
+def _and(node: And, ctx: DocContext, level: int, scope: Window | None) -> list[Hit]:
+    hits: list[Hit] = []
+    for c in node.children:
+        if not isinstance(c, Not):
+            found = evaluate(c, ctx, level, scope)
+            if not found:
+                return []
+            hits.extend(found)
+    for c in node.children:
+        if isinstance(c, Not) and evaluate(c.child, ctx, 2, scope):
+            return []
+    return hits
+
+
+def positive_leaves(node: Node) -> list[Term | ListTerms]:
+    """Leaves that can contribute evidence (not under NOT, not on the right of an exclusion)."""
+    if isinstance(node, Term | ListTerms):
+        return [node]
+    if isinstance(node, Not | Fact):
+        return []
+    if isinstance(node, Exclude):
+        return positive_leaves(node.left)
+    return [leaf for c in children(node) for leaf in positive_leaves(c)]
+
+
+def _scope(node: Scope, ctx: DocContext, level: int, scope: Window | None) -> list[Hit]:
+    windows: set[Window] = set()
+    for leaf in positive_leaves(node.child):
+        for o in leaf_occurrences(leaf, ctx, level, scope):
+            f, s, e = ctx.unit_window(o, node.kind)
+            windows.add((f, s, e) if scope is None else (f, max(s, scope[1]), min(e, scope[2])))
+    out: list[Hit] = []
+    for w in sorted(windows):
+        merged = sorted({o for h in evaluate(node.child, ctx, level, w) for o in h})
+        if merged:
+            out.append(tuple(merged))
+    return out
+
+
+def _extent(hit: Hit) -> tuple[int, int, int]:
+    return hit[0].field, min(o.start for o in hit), max(o.end for o in hit)
+
+
+def _near(node: Near, ctx: DocContext, level: int, scope: Window | None) -> list[Hit]:
+    lefts = [h for h in evaluate(node.left, ctx, level, scope) if h]
+    rights = [h for h in evaluate(node.right, ctx, level, scope) if h] if lefts else []
+    out: list[Hit] = []
+    for left in lefts:
+        partners = [r for r in rights if _close(ctx, _extent(left), _extent(r), node.n, node.ordered)]
+        if partners:
+            out.append(tuple(sorted(set(left).union(*partners))))
+    return out
+
+
+def _close(ctx: DocContext, a: tuple[int, int, int], b: tuple[int, int, int], n: int, ordered: bool) -> bool:
+    if a[0] != b[0] or a == b:
+        return False
+    ft = ctx.fields[a[0]]
+    if b[1] >= a[2]:
+        return ft.gap_words(a[2], b[1]) <= n
+    if ordered:
+        return False
+    if a[1] >= b[2]:
+        return ft.gap_words(b[2], a[1]) <= n
+    return True  # overlapping extents
+
+
+def _exclude(node: Exclude, ctx: DocContext, level: int, scope: Window | None) -> list[Hit]:
+    hits = evaluate(node.left, ctx, level, scope)
+    if not hits:
+        return []
+    blockers = evaluate(node.right, ctx, 2, scope)
+    if not blockers:
+        return hits
+    if any(not b for b in blockers):
+        return []  # a true source/url/tag condition excludes everything
+    if node.scope == "near":
+        return [h for h in hits if h and not any(_close(ctx, _extent(h), _extent(b), node.n, False) for b in blockers)]
+    units = {ctx.unit(o, node.scope) for b in blockers for o in b}
+    return [h for h in hits if not any(ctx.unit(o, node.scope) in units for o in h)]
+
+
+def hit_key(ctx: DocContext, hit: Hit) -> tuple[int, int, int]:
+    """Identity of a hit for de-duplication across levels: field and sentence range."""
+    ft = ctx.fields[hit[0].field]
+    return hit[0].field, ft.sentence_index(hit[0].start), ft.sentence_index(max(o.end for o in hit) - 1)

@@ -1,0 +1,323 @@
+"""The database-backed near-duplicate index and story assignment.
+
+The LSH index is two tables shared by every process: ``minhash_bands(band, hash, document_id)``
+(primary key = the lookup index) and ``minhash_signatures(document_id, signature)``. Every function
+takes an open session from :meth:`storage.db.Database.write` / ``read`` and never opens its own.
+
+Race safety (two processes ingesting near-duplicates at the same time). Call
+:func:`find_near_duplicate`, :func:`index_document` and :func:`assign_story` for one document in
+ONE write transaction:
+
+* SQLite: write transactions begin with ``BEGIN IMMEDIATE``, so they are serialised; the lookup sees
+  every committed document, and the second of two near-duplicates joins the first one's story.
+* PostgreSQL (READ COMMITTED, the default): :func:`find_near_duplicate` first takes
+  transaction-scoped advisory locks on the fingerprint's band keys, in sorted order. Two
+  near-duplicates are LSH candidates only if they share a band, so the second transaction waits at
+  that lock until the first commits, and its lookup (a new statement, a new snapshot) then sees the
+  first document. Locks are taken in one statement in a global order, so they cannot deadlock with
+  each other; fingerprinting several documents in one transaction can (PostgreSQL then aborts one
+  with a deadlock error: retry it). Under REPEATABLE READ/SERIALIZABLE the lookup's snapshot may
+  predate the wait: use READ COMMITTED. The residual cost is that writers of documents sharing a
+  band hash with an in-flight one wait for its commit (milliseconds).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import bindparam, func, literal, select, text, union, update
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import TextClause
+
+from crawler.dedup import Fingerprint, estimate_jaccard_many
+from crawler.errors import StorageError
+
+from .db import Database
+from .models import BandRow, DocumentRow, MatchRow, SightingRow, SignatureRow, StoryRow, UTCDateTime
+
+MAX_CANDIDATES = 200  # verified per lookup, those sharing the most bands first
+_LOCK_NAMESPACE = 0x5357_4C53  # first key of pg_advisory_xact_lock(int4, int4): "SWLS"
+
+
+class StoryNotFound(StorageError):
+    """No story with this id."""
+
+
+@dataclass(frozen=True)
+class StorySummary:
+    """One story as ``storywatch stories`` lists it."""
+
+    id: int
+    title: str
+    first_seen: datetime
+    updated_at: datetime
+    first_document_id: int | None
+    first_source_id: str | None
+    document_count: int
+    sources: tuple[str, ...]  # distinct source ids over its documents and their sightings
+    rule_ids: tuple[str, ...]  # distinct rules that matched any of its documents
+
+
+def find_near_duplicate(
+    session: Session,
+    fp: Fingerprint,
+    *,
+    threshold: float,
+    exclude_document_id: int | None = None,
+    lock: bool = True,
+) -> tuple[int, float] | None:
+    """The indexed document most similar to ``fp`` with estimated Jaccard >= ``threshold``, or None.
+
+    Candidates share at least one band hash (one indexed query; at most :data:`MAX_CANDIDATES`,
+    those sharing the most bands); each is verified against its stored signature. Ties go to the
+    lowest (oldest) document id. ``lock`` takes the PostgreSQL advisory locks described in the
+    module docstring (a no-op on SQLite); pass False only for read-only lookups.
+    """
+    if fp.empty:
+        return None
+    if lock:
+        lock_fingerprint(session, fp)
+    params: dict[str, int] = {f"h{i}": h for i, h in enumerate(fp.bands)}
+    params["limit"] = MAX_CANDIDATES
+    if exclude_document_id is not None:
+        params["exclude"] = exclude_document_id
+    query = _candidates_sql(len(fp.bands), exclude_document_id is not None)
+    rows = session.execute(query, params).all()
+    return _best(fp, [(int(r[0]), bytes(r[1])) for r in rows], threshold)
+
+
+@lru_cache(maxsize=16)
+def _candidates_sql(bands: int, exclude: bool) -> TextClause:
+    """One statement: probe the (band, hash) primary key once per band, rank, fetch the signatures.
+
+    Plain SQL (cached per band count) because building the equivalent 40-term expression costs
+    milliseconds per lookup in SQLAlchemy; it runs unchanged on SQLite and PostgreSQL.
+    """
+    values = ", ".join(f"({i}, CAST(:h{i} AS BIGINT))" for i in range(bands))
+    where = "WHERE b.document_id <> :exclude " if exclude else ""
+    return text(
+        f"WITH q(band, hash) AS (VALUES {values}) "
+        "SELECT s.document_id, s.signature FROM minhash_signatures s JOIN ("
+        "SELECT b.document_id AS document_id, count(*) AS shared FROM q "
+        f"JOIN minhash_bands b ON b.band = q.band AND b.hash = q.hash {where}"
+        "GROUP BY b.document_id ORDER BY count(*) DESC, b.document_id LIMIT :limit"
+        ") c ON c.document_id = s.document_id"
+    )
+
+
+def _best(fp: Fingerprint, rows: list[tuple[int, bytes]], threshold: float) -> tuple[int, float] | None:
+    scores = estimate_jaccard_many(fp, [sig for _, sig in rows])
+    ranked = sorted(((-score, doc_id) for (doc_id, _), score in zip(rows, scores, strict=True)))
+    if ranked and -ranked[0][0] >= threshold:
+        return ranked[0][1], -ranked[0][0]
+    return None
+
+
+def lock_fingerprint(session: Session, fp: Fingerprint) -> None:
+    """PostgreSQL: take transaction-scoped advisory locks on ``fp``'s band keys. SQLite: no-op."""
+    lock_fingerprints(session, [fp])
+
+
+def lock_fingerprints(session: Session, fps: Iterable[Fingerprint | None]) -> None:
+    """Lock the band keys of every fingerprint of a batch at once, in one sorted statement.
+
+    Call it first in a transaction that ingests several documents: locks taken per document, in
+    document order, can deadlock against another batch; one sorted acquisition cannot. Advisory
+    locks are re-entrant, so the per-document locks of :func:`find_near_duplicate` then never wait.
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    keys = sorted({_int4(h) for fp in fps if fp is not None for h in fp.bands})
+    if keys:
+        session.execute(
+            text("SELECT count(pg_advisory_xact_lock(:ns, k)) FROM unnest(CAST(:keys AS integer[])) AS k"),
+            {"ns": _LOCK_NAMESPACE, "keys": keys},
+        )
+
+
+def _int4(value: int) -> int:
+    folded = (value ^ (value >> 32)) & 0xFFFF_FFFF
+    return folded - (1 << 32) if folded >= 1 << 31 else folded
+
+
+def index_document(session: Session, db: Database, document_id: int, fp: Fingerprint) -> None:
+    """Add ``document_id`` to the index (its band hashes and signature); a repeat is a no-op."""
+    if fp.empty:
+        return
+    bands = [{"band": i, "hash": h, "document_id": document_id} for i, h in enumerate(fp.bands)]
+    session.execute(_upsert(db, BandRow).on_conflict_do_nothing(), bands)  # executemany, cached SQL
+    signature = {"document_id": document_id, "signature": fp.signature}
+    session.execute(_upsert(db, SignatureRow).on_conflict_do_nothing(), [signature])
+
+
+def _upsert(db: Database, table: Any) -> Any:
+    """``db.insert`` typed loosely: both dialects' inserts have ``on_conflict_do_nothing``."""
+    return db.insert(table)
+
+
+def assign_story(
+    session: Session,
+    db: Database,
+    document_id: int,
+    *,
+    near_document_id: int | None,
+    title: str,
+    source_id: str,
+    seen_at: datetime,
+) -> int:
+    """Put ``document_id`` in its near-duplicate's story, or in a new story; return the story id.
+
+    Idempotent: a document that already has a story keeps it. Joining a story moves its
+    ``updated_at`` forward, and its ``first_*`` fields back when this document was seen earlier
+    (a backfilled older copy). A near-duplicate without a story (indexed outside this function)
+    gets a story of its own first. ``db`` is accepted for symmetry with :func:`index_document`.
+    """
+    current = session.execute(select(DocumentRow.story_id).where(DocumentRow.id == document_id)).first()
+    if current is None:
+        raise StorageError(f"cannot assign a story: document {document_id} does not exist")
+    if current[0] is not None:
+        return int(current[0])
+    story_id = _story_of(session, near_document_id) if near_document_id is not None else None
+    if story_id is None:
+        story_id = _new_story(session, title=title, document_id=document_id, source_id=source_id, at=seen_at)
+    else:
+        _join_story(session, story_id, document_id=document_id, source_id=source_id, at=seen_at)
+    session.execute(update(DocumentRow).where(DocumentRow.id == document_id).values(story_id=story_id))
+    return story_id
+
+
+def _story_of(session: Session, document_id: int) -> int | None:
+    row = session.execute(
+        select(DocumentRow.story_id, DocumentRow.title, DocumentRow.source_id, DocumentRow.discovered).where(
+            DocumentRow.id == document_id
+        )
+    ).first()
+    if row is None:
+        return None
+    if row.story_id is not None:
+        return int(row.story_id)
+    story_id = _new_story(
+        session, title=row.title, document_id=document_id, source_id=row.source_id, at=row.discovered
+    )
+    session.execute(update(DocumentRow).where(DocumentRow.id == document_id).values(story_id=story_id))
+    return story_id
+
+
+def _new_story(session: Session, *, title: str, document_id: int, source_id: str, at: datetime) -> int:
+    story = StoryRow(
+        title=title, first_document_id=document_id, first_source_id=source_id, first_seen=at, updated_at=at
+    )
+    session.add(story)
+    session.flush()
+    return int(story.id)
+
+
+_JOIN_STORY = text(
+    "UPDATE stories SET"
+    " updated_at = CASE WHEN updated_at < :at THEN :at ELSE updated_at END,"
+    " first_document_id = CASE WHEN first_seen > :at THEN :doc ELSE first_document_id END,"
+    " first_source_id = CASE WHEN first_seen > :at THEN :src ELSE first_source_id END,"
+    " first_seen = CASE WHEN first_seen > :at THEN :at ELSE first_seen END"
+    " WHERE id = :story"
+).bindparams(bindparam("at", type_=UTCDateTime()))
+
+
+def _join_story(session: Session, story_id: int, *, document_id: int, source_id: str, at: datetime) -> None:
+    """Move ``updated_at`` forward and, for an earlier sighting, ``first_*`` back (one atomic UPDATE)."""
+    session.execute(_JOIN_STORY, {"at": at, "doc": document_id, "src": source_id, "story": story_id})
+
+
+def story_sources(session: Session, story_id: int) -> list[str]:
+    """Distinct source ids over the story's documents and their sightings, sorted."""
+    return sorted(src for _, src in _source_pairs(session, [story_id]))
+
+
+def _source_pairs(session: Session, story_ids: list[int]) -> list[tuple[int, str]]:
+    """(story id, source id) pairs, distinct, over the stories' documents and their sightings."""
+    docs = select(DocumentRow.story_id, DocumentRow.source_id).where(DocumentRow.story_id.in_(story_ids))
+    seen = (
+        select(DocumentRow.story_id, SightingRow.source_id)
+        .join(DocumentRow, DocumentRow.id == SightingRow.document_id)
+        .where(DocumentRow.story_id.in_(story_ids))
+    )
+    rows = session.execute(union(docs, seen)).all()
+    return [(int(story), str(source)) for story, source in rows if story is not None]
+
+
+def story_summary(session: Session, story_id: int) -> StorySummary:
+    """One story's summary; raises :class:`StoryNotFound`."""
+    row = session.get(StoryRow, story_id)
+    if row is None:
+        raise StoryNotFound(f"story {story_id} does not exist")
+    return _summaries(session, [row])[0]
+
+
+def list_stories(session: Session, *, since: datetime, limit: int = 100) -> list[StorySummary]:
+    """Stories with activity (``updated_at``) at or after ``since``, most recently updated first."""
+    rows = session.scalars(
+        select(StoryRow)
+        .where(StoryRow.updated_at >= literal(since, UTCDateTime()))
+        .order_by(StoryRow.updated_at.desc(), StoryRow.id.desc())
+        .limit(limit)
+    ).all()
+    return _summaries(session, list(rows))
+
+
+def _summaries(session: Session, rows: list[StoryRow]) -> list[StorySummary]:
+    ids = [row.id for row in rows]
+    count_rows = session.execute(
+        select(DocumentRow.story_id, func.count())
+        .where(DocumentRow.story_id.in_(ids))
+        .group_by(DocumentRow.story_id)
+    ).all()
+    counts = {story: int(n) for story, n in count_rows}
+    sources = _grouped(_source_pairs(session, ids))
+    rule_rows = session.execute(
+        select(DocumentRow.story_id, MatchRow.rule_id)
+        .join(DocumentRow, DocumentRow.id == MatchRow.document_id)
+        .where(DocumentRow.story_id.in_(ids))
+        .distinct()
+    ).all()
+    rules = _grouped((story, str(rule)) for story, rule in rule_rows)
+    return [
+        StorySummary(
+            id=row.id,
+            title=row.title,
+            first_seen=row.first_seen,
+            updated_at=row.updated_at,
+            first_document_id=row.first_document_id,
+            first_source_id=row.first_source_id,
+            document_count=int(counts.get(row.id, 0)),
+            sources=tuple(sorted(sources.get(row.id, ()))),
+            rule_ids=tuple(sorted(rules.get(row.id, ()))),
+        )
+        for row in rows
+    ]
+
+
+def _grouped(pairs: Iterable[tuple[int | None, str]]) -> dict[int, set[str]]:
+    out: dict[int, set[str]] = defaultdict(set)
+    for key, value in pairs:
+        if key is not None:
+            out[int(key)].add(value)
+    return out
+
+
+__all__ = [
+    "MAX_CANDIDATES",
+    "StoryNotFound",
+    "StorySummary",
+    "assign_story",
+    "find_near_duplicate",
+    "index_document",
+    "list_stories",
+    "lock_fingerprint",
+    "lock_fingerprints",
+    "story_sources",
+    "story_summary",
+]

@@ -1,0 +1,388 @@
+"""The alert outbox: alerts, their deliveries and the relay's claims, as database queries.
+
+Write side (inside the ingest transaction, same session as the document)::
+
+    record_alert(...)  -> matches row + alerts row (unique rule, story, evidence hash)
+                          + one deliveries row per routed channel, all committed together.
+
+Rules, precisely:
+
+- A new (rule, story, evidence hash) is a new alert; the same rule and evidence hash already
+  alerted (in this story or, for a reprint that landed in another story, any story) is a
+  *corroboration*: ``source_count``/``corroborations`` go up, and when ``notify_updates`` is on and
+  the number of distinct sources grew, an ``update`` delivery is queued for each channel the alert
+  already reached. Updates coalesce: while an alert or update row for that alert and channel is
+  still waiting (pending/held), its payload is refreshed instead of adding a row.
+- The same document recording the same match again is a ``duplicate``: nothing changes.
+- An active silence matching the rule (see crawler.alerts.routing.silence_matches) creates the
+  alert, and its deliveries in state ``silenced``: they are never sent by the relay, stay visible
+  in ``alerts show``, and ``alerts retry`` sends them on demand. Alerts after the silence ends are
+  delivered normally (a silence does not replay what it suppressed).
+- origin ``backfill``/``rescan`` with policy ``none``: alert rows, no deliveries; ``digest``:
+  deliveries ``held`` until :func:`release_held`, then one summary per channel; ``all``: as live.
+- Digest channels: deliveries are ``held`` until their period ends; the relay's
+  ``compose_digests`` turns the due ones into ONE ``digest`` delivery per channel and period
+  and marks them ``digested``.
+
+The relay's queries (claims, leases, digests, marks) are in :mod:`storage.outbox_relay`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from crawler.alerts.payload import (
+    alert_payload,
+    distinct_sources,
+    evidence_hash,
+    group_key,
+    match_details,
+    merge_sources,
+)
+from crawler.alerts.routing import (
+    HELD_UNTIL_RELEASED,
+    quiet_until,
+    routed_channels,
+    schedule,
+    silence_matches,
+)
+from crawler.alerts.views import AlertOutcome
+from crawler.config import AlertsConfig
+from crawler.types import Match
+
+from .db import Database
+from .models import AlertRow, DeliveryRow, DocumentRow, MatchRow, SilenceRow, StoryRow, utcnow
+
+Origin = Literal["live", "backfill", "rescan"]
+BackfillPolicy = Literal["none", "digest", "all"]
+WAITING = ("pending", "held")
+REACHED = ("sent", "sending", "digested")
+
+
+def _insert(db: Database, table: Any) -> Any:
+    """db.insert() typed loosely: the dialect insert has on_conflict_do_nothing()."""
+    return db.insert(table)
+
+
+def record_alert(
+    session: Session,
+    db: Database,
+    *,
+    match: Match,
+    story_id: int,
+    document_id: int,
+    source_count: int,
+    sources: Sequence[tuple[str, str | None]],
+    alerts_cfg: AlertsConfig,
+    origin: Origin = "live",
+    backfill_policy: BackfillPolicy = "digest",
+    now: datetime | None = None,
+    headline: str | None = None,
+    link: str | None = None,
+) -> AlertOutcome:
+    """Record one match in the caller's transaction; see the module docstring for the rules."""
+    now = now or utcnow()
+    ev_hash = evidence_hash(match.evidence)
+    match_id = _insert_match(session, db, match, document_id, story_id, ev_hash, now)
+    existing = _find_alert(session, match.rule_id, story_id, ev_hash)
+    if match_id is None and existing is not None:
+        return AlertOutcome("duplicate", existing.id, None, existing.source_count)
+    policy = backfill_policy if origin != "live" else "all"
+    if existing is None:
+        head, url = _headline(session, story_id, document_id, match, headline, link)
+        merged = merge_sources([], sources)
+        details = match_details(match, sources=merged, headline=head, link=url)
+        count = max(source_count, distinct_sources(merged), 1)
+        silence = _active_silence(session, match.rule_id, story_id, match.labels, now)
+        if silence is not None:
+            details["silenced_by"] = silence
+        values = dict(
+            rule_id=match.rule_id,
+            story_id=story_id,
+            evidence_hash=ev_hash,
+            title=match.title,
+            severity=match.severity,
+            evidence=match.evidence,
+            document_id=document_id,
+            source_count=count,
+            corroborations=0,
+            details=details,
+            origin=origin,
+            created_at=now,
+            updated_at=now,
+            group_key=group_key(
+                alerts_cfg.group_by, rule_id=match.rule_id, story_id=story_id, severity=match.severity
+            ),
+        )
+        stmt = _insert(db, AlertRow).values(**values).on_conflict_do_nothing().returning(AlertRow.id)
+        alert_id = session.execute(stmt).scalar()
+        if alert_id is not None:
+            _link_match(session, match_id, alert_id)
+            snap = _snapshot(alert_id, values)
+            channels = _enqueue(session, db, snap, "alert", alerts_cfg, policy, now, silence, match.labels)
+            return AlertOutcome("new", alert_id, match_id, count, channels, silence)
+        existing = _find_alert(session, match.rule_id, story_id, ev_hash)  # lost a race to another writer
+        assert existing is not None
+    return _corroborate(
+        session, db, existing, match, match_id, source_count, sources, alerts_cfg, policy, now
+    )
+
+
+def _insert_match(
+    s: Session, db: Database, m: Match, doc_id: int, story_id: int, ev_hash: str, now: datetime
+) -> int | None:
+    stmt = (
+        _insert(db, MatchRow)
+        .values(
+            document_id=doc_id,
+            story_id=story_id,
+            rule_id=m.rule_id,
+            title=m.title,
+            severity=m.severity,
+            status=m.status,
+            evidence=m.evidence,
+            evidence_hash=ev_hash,
+            spans={"spans": [[sp.start, sp.end, sp.term] for sp in m.spans]},
+            captures=dict(m.captures),
+            labels=dict(m.labels),
+            created_at=now,
+        )
+        .on_conflict_do_nothing()
+        .returning(MatchRow.id)
+    )
+    return s.execute(stmt).scalar()
+
+
+def _link_match(s: Session, match_id: int | None, alert_id: int) -> None:
+    if match_id is not None:
+        s.execute(update(MatchRow).where(MatchRow.id == match_id).values(alert_id=alert_id))
+
+
+def _find_alert(s: Session, rule_id: str, story_id: int, ev_hash: str) -> AlertRow | None:
+    """The alert for this rule and evidence: in this story first, else in any story (a reprint)."""
+    base = select(AlertRow).where(AlertRow.rule_id == rule_id, AlertRow.evidence_hash == ev_hash)
+    order = (AlertRow.story_id != story_id, AlertRow.id)
+    return s.scalars(base.order_by(*order).limit(1).with_for_update()).first()
+
+
+def _headline(
+    s: Session, story_id: int, doc_id: int, m: Match, headline: str | None, link: str | None
+) -> tuple[str, str | None]:
+    story = s.execute(select(StoryRow.title).where(StoryRow.id == story_id)).scalar()
+    doc = s.execute(select(DocumentRow.title, DocumentRow.url).where(DocumentRow.id == doc_id)).first()
+    head = headline or story or (doc.title if doc else None) or m.title
+    return head, link or (doc.url if doc else None)
+
+
+def _active_silence(
+    s: Session, rule_id: str, story_id: int, labels: Mapping[str, str], now: datetime
+) -> int | None:
+    rows = s.execute(
+        select(SilenceRow.id, SilenceRow.matcher).where(SilenceRow.starts_at <= now, SilenceRow.ends_at > now)
+    ).all()
+    for sid, matcher in rows:
+        if silence_matches(matcher, rule_id=rule_id, story_id=story_id, labels=labels):
+            return int(sid)
+    return None
+
+
+def _snapshot(alert_id: int, v: Mapping[str, Any]) -> dict[str, Any]:
+    return alert_payload(
+        alert_id=alert_id,
+        rule_id=v["rule_id"],
+        title=v["title"],
+        severity=v["severity"],
+        evidence=v["evidence"],
+        story_id=v["story_id"],
+        group_key=v["group_key"],
+        source_count=v["source_count"],
+        corroborations=v["corroborations"],
+        origin=v["origin"],
+        created_at=v["created_at"],
+        details=v["details"],
+    )
+
+
+def _row_values(row: AlertRow) -> dict[str, Any]:
+    names = (
+        "rule_id",
+        "title",
+        "severity",
+        "evidence",
+        "story_id",
+        "group_key",
+        "source_count",
+        "corroborations",
+        "origin",
+        "created_at",
+        "details",
+    )
+    return {n: getattr(row, n) for n in names}
+
+
+def _corroborate(
+    s: Session,
+    db: Database,
+    row: AlertRow,
+    match: Match,
+    match_id: int | None,
+    source_count: int,
+    sources: Sequence[tuple[str, str | None]],
+    cfg: AlertsConfig,
+    policy: str,
+    now: datetime,
+) -> AlertOutcome:
+    details = dict(row.details or {})
+    merged = merge_sources(details.get("sources", []), sources)
+    details["sources"] = merged
+    old = row.source_count
+    count = max(old, source_count, distinct_sources(merged))
+    values = _row_values(row) | {
+        "source_count": count,
+        "corroborations": row.corroborations + 1,
+        "details": details,
+    }
+    s.execute(
+        update(AlertRow)
+        .where(AlertRow.id == row.id)
+        .values(source_count=count, corroborations=values["corroborations"], details=details, updated_at=now)
+    )
+    _link_match(s, match_id, row.id)
+    channels: tuple[str, ...] = ()
+    silence = _active_silence(s, row.rule_id, row.story_id, match.labels, now)
+    if count > old and cfg.notify_updates:
+        snap = _snapshot(row.id, values)
+        channels = _enqueue(s, db, snap, "update", cfg, policy, now, silence, match.labels)
+    return AlertOutcome("corroborated", row.id, match_id, count, channels, silence)
+
+
+def _enqueue(
+    s: Session,
+    db: Database,
+    snap: Mapping[str, Any],
+    kind: str,
+    cfg: AlertsConfig,
+    policy: str,
+    now: datetime,
+    silence: int | None,
+    labels: Mapping[str, str],
+) -> tuple[str, ...]:
+    """One delivery per routed channel (``alert``), or coalesced/new ``update`` rows."""
+    if policy == "none":
+        return ()
+    out = []
+    alert_id = int(snap["id"])
+    for ch in routed_channels(cfg, rule_id=snap["rule_id"], severity=snap["severity"], labels=labels):
+        payload = {"kind": kind, "alert": dict(snap)}
+        if kind == "update":
+            done = _coalesce(s, alert_id, ch, snap)
+            if done is not None:
+                out += [ch] if done else []
+                continue
+        key = f"{kind}-{alert_id}-{ch}-" + ("r0" if kind == "alert" else str(snap["corroborations"]))
+        sch = schedule(ch, cfg.channels[ch], now, hold=policy == "digest")
+        state, at = ("silenced", now) if silence is not None else (sch.state, sch.at)
+        detail = {"silenced_by": silence} if silence is not None else None
+        s.execute(
+            _insert(db, DeliveryRow)
+            .values(
+                idempotency_key=key,
+                channel=ch,
+                kind=kind,
+                alert_id=alert_id,
+                payload=payload,
+                state=state,
+                tries=0,
+                next_attempt_at=at,
+                detail=detail,
+                created_at=now,
+            )
+            .on_conflict_do_nothing()
+        )
+        out.append(ch)
+    return tuple(out)
+
+
+def _coalesce(s: Session, alert_id: int, channel: str, snap: Mapping[str, Any]) -> bool | None:
+    """True: a waiting row now carries the new snapshot; False: the alert never reached this channel
+    (silenced, failed...), so no update; None: it did, queue a new update row."""
+    rows = s.execute(
+        select(DeliveryRow.id, DeliveryRow.kind, DeliveryRow.state).where(
+            DeliveryRow.alert_id == alert_id, DeliveryRow.channel == channel
+        )
+    ).all()
+    for rid, kind, state in rows:
+        if state in WAITING and kind in ("alert", "update"):
+            res = s.execute(
+                update(DeliveryRow)
+                .where(DeliveryRow.id == rid, DeliveryRow.state.in_(WAITING))
+                .values(payload={"kind": kind, "alert": dict(snap)})
+            )
+            if getattr(res, "rowcount", 0):
+                return True
+    return None if any(k == "alert" and st in REACHED for _, k, st in rows) else False
+
+
+def enqueue_notice(
+    session: Session,
+    db: Database,
+    *,
+    key: str,
+    title: str,
+    text: str,
+    alerts_cfg: AlertsConfig,
+    now: datetime | None = None,
+    channels: Iterable[str] | None = None,
+) -> tuple[str, ...]:
+    """A ``notice`` (e.g. source health) to ``channels`` (default: ``alerts.health_channel``).
+
+    Notices skip digests but respect quiet hours; ``key`` makes repeats idempotent per channel.
+    """
+    now = now or utcnow()
+    names = tuple(channels) if channels is not None else tuple(filter(None, [alerts_cfg.health_channel]))
+    out = []
+    for ch in names:
+        cfg = alerts_cfg.channels.get(ch)
+        if cfg is None or not cfg.enabled:
+            continue
+        s_at = quiet_until(ch, cfg, now) or now
+        session.execute(
+            _insert(db, DeliveryRow)
+            .values(
+                idempotency_key=f"notice-{key}-{ch}"[:200],
+                channel=ch,
+                kind="notice",
+                alert_id=None,
+                payload={"kind": "notice", "notice": {"title": title, "text": text}},
+                state="pending",
+                tries=0,
+                next_attempt_at=s_at,
+                created_at=now,
+            )
+            .on_conflict_do_nothing()
+        )
+        out.append(ch)
+    return tuple(out)
+
+
+def release_held(db: Database, *, now: datetime | None = None) -> int:
+    """Release deliveries held for a backfill/rescan summary: the relay then sends one digest per channel.
+
+    Call once when the backfill or rescan run is over. Returns the number of rows released.
+    """
+    now = now or utcnow()
+    with db.write() as s:
+        res = s.execute(
+            update(DeliveryRow)
+            .where(
+                DeliveryRow.state == "held",
+                DeliveryRow.next_attempt_at >= HELD_UNTIL_RELEASED,
+            )
+            .values(next_attempt_at=now)
+        )
+        return int(getattr(res, "rowcount", 0) or 0)
