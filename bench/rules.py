@@ -65,35 +65,42 @@ def vocabulary(docs: list[RuleInput]) -> tuple[list[str], list[str], list[str]]:
     return sorted(ents), sorted(phr), sorted(tops)
 
 
-def make_rules_yaml(n: int, vocab: tuple[list[str], list[str], list[str]], seed: int) -> str:
-    ents, phr, tops = vocab
+SYLLABLES = "zor vex qua tel bri van lum ix cor dra nix pel tar osk mer fin gal hex kyr lom".split()
+
+
+def synthetic_names(n: int, corpus: str, rnd: random.Random) -> list[str]:
+    """Brand-like names that do not occur in the corpus (what most monitoring rules look for)."""
+    names: set[str] = set()
+    while len(names) < n:
+        name = "".join(rnd.choice(SYLLABLES) for _ in range(rnd.choice((2, 3)))).capitalize()
+        if name.lower() not in corpus:
+            names.add(name)
+    return sorted(names)
+
+
+def make_rules_yaml(
+    n: int, vocab: tuple[list[str], list[str], list[str]], seed: int, corpus: str, in_corpus: float
+) -> str:
+    """``in_corpus`` of the rules look for entities of the corpus, the rest for other entities."""
+    real_ents, real_phr, tops = vocab
     rnd = random.Random(seed)
-    n_lists = max(5, n // 25)
+    fake = synthetic_names(2 * n, corpus, rnd)
+    fake_phr = [f"{a} {b}" for a, b in zip(fake[::2], fake[1::2], strict=False)]
+    n_real = round(n * in_corpus)
+    n_lists = max(4, n // 25)
     lines = ["version: 1", "lists:"]
     for i in range(n_lists):
+        ents, phr = (real_ents, real_phr) if i % 2 else (fake, fake_phr)
         terms = rnd.sample(ents, 8) + [f'"{p}"' for p in rnd.sample(phr, 3)]
         lines.append(f"  l{i}: [{', '.join(terms)}]")
     lines.append("rules:")
 
-    def topic() -> str:
-        w = rnd.choice(tops)
-        return f"{w[:-2]}*" if rnd.random() < 0.3 else w
-
-    templates = [
-        lambda: f'"{rnd.choice(phr)}" AND ({topic()} OR {topic()})',
-        lambda: f"SENT(@l{rnd.randrange(n_lists)} AND ({topic()} OR {topic()}))",
-        lambda: f"{rnd.choice(ents)} NEAR/5 {topic()}",
-        lambda: f"({rnd.choice(ents)} OR {rnd.choice(ents)}) NOT/s ({topic()} OR {topic()})",
-        lambda: f"{rnd.choice(ents)} ONEAR/3 ({topic()} OR {topic()})",
-        lambda: f"PARA({rnd.choice(ents)} AND {topic()} AND {topic()})",
-        lambda: f"title:{rnd.choice(ents)} OR ATLEAST 3 {rnd.choice(ents)}",
-        lambda: f"SENT(@l{rnd.randrange(n_lists)} AND {topic()}) NOTNEAR/4 {topic()}",
-    ]
+    step = max(1, round(n / max(1, n_real)))
     for i in range(n):
-        if i % 20 == 19:
-            query = f"/{rnd.choice(ents)}\\s+(?:said|says|told)/ AND {topic()}"
-        else:
-            query = rnd.choice(templates)()
+        real = i % step == 0 and i // step < n_real
+        ents, phr = (real_ents, real_phr) if real else (fake, fake_phr)
+        lst = 2 * rnd.randrange(n_lists // 2) + (1 if real else 0)  # odd lists hold corpus entities
+        query = _query(rnd, i, ents, phr, tops, lst)
         lines += [
             f"  - id: bench.r{i}",
             f"    title: rule {i}",
@@ -103,9 +110,34 @@ def make_rules_yaml(n: int, vocab: tuple[list[str], list[str], list[str]], seed:
     return "\n".join(lines) + "\n"
 
 
-def build(n: int, vocab: tuple[list[str], list[str], list[str]], seed: int, tmp: Path) -> RuleSet:
-    path = tmp / f"bench_{n}.yaml"
-    path.write_text(make_rules_yaml(n, vocab, seed), encoding="utf-8")
+def _query(rnd: random.Random, i: int, ents: list[str], phr: list[str], tops: list[str], lst: int) -> str:
+    def topic() -> str:
+        w = rnd.choice(tops)
+        return f"{w[:-2]}*" if rnd.random() < 0.3 else w
+
+    if i % 20 == 19:
+        return f"/{rnd.choice(ents)}\\s+(?:said|says|told)/ AND {topic()}"
+    kind = rnd.randrange(8)
+    if kind == 0:
+        return f'"{rnd.choice(phr)}" AND ({topic()} OR {topic()})'
+    if kind == 1:
+        return f"SENT(@l{lst} AND ({topic()} OR {topic()}))"
+    if kind == 2:
+        return f"{rnd.choice(ents)} NEAR/5 {topic()}"
+    if kind == 3:
+        return f"({rnd.choice(ents)} OR {rnd.choice(ents)}) NOT/s ({topic()} OR {topic()})"
+    if kind == 4:
+        return f"{rnd.choice(ents)} ONEAR/3 ({topic()} OR {topic()})"
+    if kind == 5:
+        return f"PARA({rnd.choice(ents)} AND {topic()} AND {topic()})"
+    if kind == 6:
+        return f"title:{rnd.choice(ents)} OR ATLEAST 3 {rnd.choice(ents)}"
+    return f"SENT(@l{lst} AND {topic()}) NOTNEAR/4 {topic()}"
+
+
+def build(n: int, vocab: tuple[list[str], list[str], list[str]], seed: int, tmp: Path, corpus: str, real: float) -> RuleSet:
+    path = tmp / f"bench_{n}_{real}.yaml"
+    path.write_text(make_rules_yaml(n, vocab, seed, corpus, real), encoding="utf-8")
     return load_rules([path])
 
 
@@ -176,41 +208,64 @@ def bench_splitter(docs: list[RuleInput]) -> None:
     print(f"sentence splitter: ours {size / ours:.0f} MB/s, sentencex {size / theirs:.0f} MB/s ({theirs / ours:.1f}x)")
 
 
+def scaling(docs: list[RuleInput], counts: list[int], args: argparse.Namespace, tmp: Path, real: float) -> RuleSet:
+    size = mb(docs)
+    corpus = " ".join({d.text.lower() for d in docs})
+    vocab = vocabulary(docs)
+    timings: dict[int, float] = {}
+    ruleset = None
+    for n in counts:
+        ruleset = build(n, vocab, args.seed, tmp, corpus, real)
+        run_engine(ruleset, docs[:200])  # warm-up: RE2 builds its DFA lazily
+        cands = sum(len(ruleset.candidates(d)) for d in docs)
+        secs, fired = run_engine(ruleset, docs)
+        timings[n] = secs
+        print(
+            f"  {n:4d} rules: {secs:6.2f} s {size / secs:7.1f} MB/s  "
+            f"{cands / len(docs):5.2f} candidate rules/doc  {fired} matches"
+        )
+    if len(counts) > 1:
+        lo, hi = counts[0], counts[-1]
+        print(f"  growth {lo} -> {hi} rules: {hi / lo:.0f}x the rules, {timings[hi] / timings[lo]:.2f}x the time")
+    assert ruleset is not None
+    return ruleset
+
+
+def compare_naive(ruleset: RuleSet, docs: list[RuleInput], naive_mb: float) -> None:
+    subset: list[RuleInput] = []
+    while mb(subset) < naive_mb and len(subset) < len(docs):
+        subset.append(docs[len(subset)])
+    sub = mb(subset)
+    naive_secs, naive_fired = run_naive(naive_compile(ruleset), subset)
+    eng_secs, eng_fired = run_engine(ruleset, subset)
+    print(
+        f"  naive re loop, {len(ruleset)} rules on the first {sub:.1f} MB: {naive_secs:.2f} s "
+        f"{sub / naive_secs:.2f} MB/s ({naive_fired} rule x doc pairs pass)\n"
+        f"  engine on the same documents: {eng_secs:.3f} s {sub / eng_secs:.1f} MB/s ({eng_fired} matches)"
+        f" -> {naive_secs / eng_secs:.0f}x faster than the naive loop"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mb", type=float, default=10.0)
     ap.add_argument("--rules", type=int, default=500)
     ap.add_argument("--naive-mb", type=float, default=1.0, help="size of the subset the naive loop runs on")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--in-corpus", type=float, default=0.1, help="share of rules about entities of the corpus")
     args = ap.parse_args()
     if not CORPUS.exists():
         sys.exit(f"corpus not found: {CORPUS}")
     docs = load_docs(args.mb)
-    size = mb(docs)
-    print(f"documents: {len(docs)}, {size:.1f} MB")
-    vocab = vocabulary(docs)
+    print(f"documents: {len(docs)}, {mb(docs):.1f} MB of aeb-dev article text")
     counts = sorted({c for c in (50, 100, 200, args.rules) if c <= args.rules})
     with tempfile.TemporaryDirectory() as tmp:
-        sets = {n: build(n, vocab, args.seed, Path(tmp)) for n in counts}
-    timings = {}
-    for n, rs in sets.items():
-        run_engine(rs, docs[:200])  # warm-up: RE2 builds its DFA lazily
-        secs, fired = run_engine(rs, docs)
-        timings[n] = secs
-        print(f"engine, {n:4d} rules: {secs:6.2f} s  {size / secs:7.1f} MB/s  {fired} matches")
-    top = counts[-1]
-    print(f"growth 50 -> {top} rules: {top / 50:.0f}x the rules, {timings[top] / timings[50]:.2f}x the time")
-    subset: list[RuleInput] = []
-    while mb(subset) < args.naive_mb:
-        subset.append(docs[len(subset)])
-    naive_secs, naive_fired = run_naive(naive_compile(sets[top]), subset)
-    eng_secs, eng_fired = run_engine(sets[top], subset)
-    sub = mb(subset)
-    print(
-        f"naive re loop, {top} rules on {sub:.1f} MB: {naive_secs:.2f} s {sub / naive_secs:.2f} MB/s "
-        f"({naive_fired} docs x rules pass); engine on the same docs: {eng_secs:.2f} s "
-        f"{sub / eng_secs:.1f} MB/s ({eng_fired} matches) -> engine {naive_secs / eng_secs:.0f}x faster"
-    )
+        print(f"monitoring mix: {args.in_corpus:.0%} of the rules look for entities that occur in the corpus")
+        ruleset = scaling(docs, counts, args, Path(tmp), args.in_corpus)
+        compare_naive(ruleset, docs, args.naive_mb)
+        print("stress: every rule looks for entities of the corpus (each document is a candidate for many)")
+        stress = scaling(docs, [50, args.rules], args, Path(tmp), 1.0)
+        compare_naive(stress, docs, args.naive_mb)
     bench_splitter(docs)
 
 

@@ -309,6 +309,7 @@ async def cdx_snapshots(job: Job) -> None:
     if "snapshot" not in job.cursor:
         last = await _baseline(job)
         job.save({"after": after, "snapshot": last})
+        job.set_total(len(todo) + job.tally.pages)
     for snap in todo:
         text = await _snapshot_region(job, snap)
         if text is not None:

@@ -41,7 +41,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from storage import backfill_store, outbox
@@ -57,8 +57,10 @@ from .pipeline import Runtime, entry_document, load_ruleset, prepare, utcnow
 from .types import Document, FeedEntry, Fetched, SourceSpec, Validators
 
 AlertPolicy = Literal["none", "digest", "all"]
+Status = Literal["ok", "error", "skipped"]
 METHODS: tuple[str, ...] = ("archive", "sitemap", "search", "cdx")
 BATCH = 25  # entries fetched, then stored in one transaction, at a time
+COUNTS = ("pages", "new", "known", "outside", "undated", "candidates", "unavailable", "matches", "alerts")
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,7 @@ class Window:
 
     @property
     def key(self) -> str:
-        return f"{self.since:%Y-%m-%d}..{self.until:%Y-%m-%d}"
+        return f"{self.since.astimezone(UTC):%Y-%m-%d}..{self.until.astimezone(UTC):%Y-%m-%d}"
 
 
 @dataclass(frozen=True)
@@ -115,7 +117,7 @@ class MethodReport:
 
     source_id: str
     method: str
-    status: Literal["ok", "error", "skipped"]
+    status: Status
     pages: int = 0  # feed pages, sitemap files, date slices or snapshots read
     new: int = 0
     known: int = 0  # already stored or already seen: not fetched or not stored again
@@ -147,23 +149,12 @@ class BackfillReport:
         return sum(int(getattr(m, name)) for m in self.methods)
 
     def as_json(self) -> dict[str, Any]:
-        names = (
-            "pages",
-            "new",
-            "known",
-            "outside",
-            "undated",
-            "candidates",
-            "unavailable",
-            "matches",
-            "alerts",
-        )
         return {
             "window": {"since": self.window.since.isoformat(), "until": self.window.until.isoformat()},
             "alerts_policy": self.policy,
             "dry_run": self.dry_run,
             "sources": [{**m.__dict__, "warnings": list(m.warnings)} for m in self.methods],
-            "totals": {n: self.total(n) for n in names},
+            "totals": {n: self.total(n) for n in COUNTS},
             "failed": [f"{m.source_id}/{m.method}" for m in self.failed],
             "released_for_digest": self.released,
         }
@@ -301,19 +292,11 @@ class Job:
 
     def report_progress(self, *, finished: bool = False) -> None:
         if self.progress is not None:
-            t = self.tally
+            counts: dict[str, Any] = {
+                n: getattr(self.tally, n) for n in ("pages", "new", "known", "matches", "alerts")
+            }
             self.progress(
-                ProgressEvent(
-                    self.spec.id,
-                    self.method,
-                    t.pages,
-                    self.total,
-                    t.new,
-                    t.known,
-                    t.matches,
-                    t.alerts,
-                    finished,
-                )
+                ProgressEvent(self.spec.id, self.method, total=self.total, finished=finished, **counts)
             )
 
     async def take_entries(self, entries: Sequence[FeedEntry]) -> None:
@@ -394,26 +377,11 @@ class Job:
             self.tally.alerts += len(res.alert_ids)
         self.report_progress()
 
-    def report(
-        self, status: Literal["ok", "error", "skipped"], *, resumed: bool, error: str | None = None
-    ) -> MethodReport:
-        t = self.tally
+    def report(self, status: Status, *, resumed: bool, error: str | None = None) -> MethodReport:
+        counts: dict[str, Any] = {n: getattr(self.tally, n) for n in COUNTS}
+        warnings = tuple(self.tally.warnings)
         return MethodReport(
-            self.spec.id,
-            self.method,
-            status,
-            t.pages,
-            t.new,
-            t.known,
-            t.outside,
-            t.undated,
-            t.candidates,
-            t.unavailable,
-            t.matches,
-            t.alerts,
-            resumed,
-            tuple(t.warnings),
-            error,
+            self.spec.id, self.method, status, resumed=resumed, warnings=warnings, error=error, **counts
         )
 
 
@@ -446,16 +414,15 @@ async def run_method(
     if cp.done:
         job.report_progress(finished=True)
         return job.report("skipped", resumed=True)
-    resumed = bool(cp.cursor)
+    resumed, error = bool(cp.cursor), None
     try:
         await _METHOD_FUNCS[method](job)
-        status, error = "ok", None
     except StorywatchError as exc:
-        status, error = "error", f"{exc}; rerun the same backfill to resume"
+        error = f"{exc}; rerun the same backfill to resume"
     except Exception as exc:  # the one broad boundary: record, keep the other sources going
-        status, error = "error", f"[{spec.id}] internal error: {type(exc).__name__}: {exc}; rerun to resume"
+        error = f"[{spec.id}] internal error: {type(exc).__name__}: {exc}; rerun to resume"
     job.report_progress(finished=True)
-    return job.report(status, resumed=resumed, error=error)  # type: ignore[arg-type]
+    return job.report("error" if error else "ok", resumed=resumed, error=error)
 
 
 def select_sources(settings: Settings, source_ids: Sequence[str]) -> tuple[SourceSpec, ...]:
@@ -485,7 +452,8 @@ async def run_backfill(
     specs = select_sources(settings, opts.source_ids)
     rate = opts.rate if opts.rate is not None else settings.backfill.rate
     async with backfill_runtime(settings, rate=rate, db=db) as rt:
-        store_sources.sync_sources(rt.db, specs)
+        if not opts.dry_run:
+            store_sources.sync_sources(rt.db, specs)
         if opts.restart and not opts.dry_run:
             backfill_store.clear_checkpoints(rt.db, [s.id for s in specs], opts.window.key)
         reports = [

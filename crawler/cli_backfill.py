@@ -7,7 +7,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.progress import (
@@ -21,19 +21,14 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from .backfill import (
-    METHODS,
-    BackfillOptions,
-    BackfillReport,
-    ProgressEvent,
-    ProgressFn,
-    Window,
-    run_backfill,
-)
 from .cli import EXIT_FAILED, EXIT_OK, Ctx, err, out, parse_since, print_json
-from .rescan import RescanOptions, RescanReport, run_rescan
+
+if TYPE_CHECKING:  # imported when a command runs: `storywatch --help` stays fast
+    from .backfill import BackfillReport, ProgressEvent, ProgressFn
+    from .rescan import RescanReport
 
 POLICY = click.Choice(["none", "digest", "all"])
+METHODS = ("archive", "sitemap", "search", "cdx")  # == crawler.backfill.METHODS (tested)
 
 
 @click.command("backfill")
@@ -105,6 +100,8 @@ def backfill(
       storywatch backfill --since 2026-11-01 --until 2026-11-15 --method sitemap --rate 0.5
       storywatch backfill --since 7d --dry-run --json | jq '.totals'
     """
+    from .backfill import BackfillOptions, Window, run_backfill
+
     settings = obj.settings
     start = parse_since(since)
     assert start is not None
@@ -223,7 +220,7 @@ def _footer(report: BackfillReport) -> list[str]:
         f"{report.total('matches')} matches, {report.total('alerts')} new alerts"
     ]
     if report.total("undated"):
-        lines.append(f"{report.total('undated')} documents had no date anywhere and were included.")
+        lines.append(f"{report.total('undated')} document(s) had no date anywhere and were included.")
     if report.policy == "digest" and report.released:
         lines.append(f"{report.released} alert deliveries released as one digest per channel.")
     if report.policy == "none" and report.total("alerts"):
@@ -289,6 +286,8 @@ def rescan(
       storywatch rescan --since 2026-11-01
       storywatch rescan --rule longcat.params --json | jq '.findings[] | select(.new)'
     """
+    from .rescan import RescanOptions, run_rescan
+
     opts = RescanOptions(
         since=parse_since(since),
         rule_ids=tuple(rule_ids),

@@ -141,12 +141,20 @@ class RulesConfig(_Model):
 
 
 class DedupConfig(_Model):
-    num_perm: int = Field(128, ge=16, le=512)
-    bands: int = Field(32, ge=2)
+    num_perm: int = Field(120, ge=16, le=512)
+    bands: int = Field(40, ge=2)
     shingle_words: int = Field(5, ge=1, le=12)
     shingle_chars: int = Field(4, ge=1, le=12)  # for Chinese and other unspaced scripts
-    threshold: float = Field(0.5, gt=0, le=1)  # estimated Jaccard needed to join a story
+    threshold: float = Field(0.4, gt=0, le=1)  # estimated Jaccard needed to join a story
     tracking_params: tuple[str, ...] = ()  # added to the built-in list
+
+    @model_validator(mode="after")
+    def _layout(self) -> DedupConfig:
+        if self.num_perm % self.bands:
+            raise ValueError(f"bands ({self.bands}) must divide num_perm ({self.num_perm})")
+        if self.num_perm // self.bands > 48:
+            raise ValueError("at most 48 rows per band: raise `bands` or lower `num_perm`")
+        return self
 
 
 class ChannelConfig(_Model):

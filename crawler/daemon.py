@@ -208,6 +208,9 @@ class Daemon:
                 return False
             try:
                 settings, rules = load_config(self.config_path)
+                self.jobs.check_bounds(settings.source_specs())
+                changed = fetch_settings(settings) != fetch_settings(self.settings)
+                fetcher = Fetcher(fetch_settings(settings)) if changed else None
             except StorywatchError as exc:
                 log.error(
                     "reload (%s) failed; the last good configuration keeps running: %s",
@@ -216,9 +219,13 @@ class Daemon:
                     extra={"file": getattr(exc, "file", None)},
                 )
                 return False
-            await self._apply(self.jobs.rt, settings, rules)
+            try:
+                await self._apply(self.jobs.rt, settings, rules, fetcher)
+                diff = self.jobs.apply_sources(settings.source_specs())
+            except (StorywatchError, SQLAlchemyError) as exc:
+                log.error("reload (%s) was not applied completely: %s", reason, exc)
+                return False
             self.reloads += 1
-            diff = self.jobs.apply_sources(settings.source_specs())
             log.info(
                 "reloaded (%s): %d source(s); +%d -%d ~%d",
                 reason,
@@ -230,7 +237,7 @@ class Daemon:
             self._refresh_snapshot()
             return True
 
-    async def _apply(self, rt: Runtime, settings: Settings, rules: Any) -> None:
+    async def _apply(self, rt: Runtime, settings: Settings, rules: Any, fetcher: Fetcher | None) -> None:
         old = self.settings
         if settings.database_url != old.database_url:
             log.warning(
@@ -245,8 +252,8 @@ class Daemon:
         self.settings = settings
         if self.manage_logging and settings.daemon != old.daemon:
             setup_logging(settings.daemon)
-        if fetch_settings(settings) != fetch_settings(old):
-            self._swap_fetcher(rt, Fetcher(fetch_settings(settings)))
+        if fetcher is not None:
+            self._swap_fetcher(rt, fetcher)
         if settings.alerts != old.alerts and self._relay is not None:
             await self._relay.stop(5.0)
             self._relay = RelayRunner(rt.db, settings.alerts, self.metrics)

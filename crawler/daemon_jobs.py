@@ -22,7 +22,12 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.events import (
+    EVENT_JOB_MAX_INSTANCES,
+    EVENT_JOB_MISSED,
+    JobExecutionEvent,
+    JobSubmissionEvent,
+)
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
@@ -30,6 +35,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from storage import daemon_store
 from storage import sources as store_sources
 
+from .errors import ConfigError
 from .logs import LOGGER, source_extra
 from .metrics import Metrics
 from .pipeline import Runtime, SourceOutcome, run_source
@@ -175,11 +181,20 @@ class SourceScheduler:
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": max(1, round(grace))},
         )
         self.scheduler.add_listener(self._on_missed, EVENT_JOB_MISSED)
+        self.scheduler.add_listener(self._on_busy, EVENT_JOB_MAX_INSTANCES)
 
     # --- set-up -----------------------------------------------------------------------
 
     def bounds_for(self, spec: SourceSpec) -> Bounds:
-        return Bounds.from_spec(spec, **self.knobs)
+        """The policy's bounds for ``spec``; ConfigError naming the source when they make no sense."""
+        try:
+            return Bounds.from_spec(spec, **self.knobs)
+        except ConfigError as exc:
+            raise ConfigError(f"source {spec.id!r}: {exc}", key=f"sources.{spec.id}") from exc
+
+    def check_bounds(self, specs: Sequence[SourceSpec]) -> None:
+        for spec in specs:
+            self.bounds_for(spec)
 
     def start(self, specs: Sequence[SourceSpec]) -> None:
         """Sync the sources table, plan the first polls and start the scheduler."""
@@ -196,7 +211,7 @@ class SourceScheduler:
             self._add_job(sid, timing.next_due)
         self.scheduler.start()
         log.info(
-            "scheduling %d source(s); first polls within %.0f s",
+            "scheduling %d source(s); first polls within %.3g s",
             len(specs),
             spread_window(self.bounds.values()) if specs else 0,
         )
@@ -289,23 +304,29 @@ class SourceScheduler:
         spec = self.specs.get(sid)
         if spec is None:
             return
-        outcome = await run_source(self.rt, spec)
-        self.polls += 1
         try:
+            outcome = await run_source(self.rt, spec)
+            self.polls += 1
             self._after_poll(spec, outcome)
-        except Exception:  # the per-source boundary of the bookkeeping: log, retry later
-            log.exception("could not record the poll; retrying later", extra=source_extra(sid))
-            bounds = self.bounds.get(sid)
-            if bounds is not None:
-                self.reschedule(sid, self.rt.clock() + timedelta(seconds=bounds.min_interval))
+        except Exception:  # per-source boundary for what run_source cannot record (database down...)
+            log.exception("could not record the poll; retrying soon", extra=source_extra(sid))
+            self._retry_soon(sid)
+            return
         if self.on_poll is not None:
             self.on_poll(outcome)
 
+    def _retry_soon(self, sid: str) -> None:
+        bounds = self.bounds.get(sid)
+        if bounds is not None:
+            self.reschedule(sid, self.rt.clock() + timedelta(seconds=bounds.min_interval))
+
     def _after_poll(self, spec: SourceSpec, outcome: SourceOutcome) -> None:
         sid = spec.id
-        timing, bounds = self.timings.get(sid), self.bounds.get(sid)
-        if timing is None or bounds is None or self.specs.get(sid) != spec:
-            return  # removed or changed by a reload while it ran: the new plan stands
+        current, timing, bounds = self.specs.get(sid), self.timings.get(sid), self.bounds.get(sid)
+        if current is None or timing is None or bounds is None:
+            return  # removed by a reload while it ran
+        if (current.url, current.kind) != (spec.url, spec.kind):
+            return  # moved by a reload while it ran: the new URL's plan stands
         now = self.rt.clock()
         new, change = next_timing(timing, poll_outcome(outcome), bounds, now, self.rng)
         self.timings[sid] = new
@@ -355,6 +376,10 @@ class SourceScheduler:
         )
         self.timings[sid] = replace(self.timings[sid], next_due=due)
         self.reschedule(sid, due)
+
+    def _on_busy(self, event: JobSubmissionEvent) -> None:
+        """Due while its previous poll still runs (a reload re-planned it): try again shortly."""
+        self._retry_soon(event.job_id)
 
     # --- state ------------------------------------------------------------------------------
 

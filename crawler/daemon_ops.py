@@ -78,6 +78,12 @@ class FileWatcher:
         return p in self._files or (p.parent in self._dirs and p.suffix in (".yaml", ".yml"))
 
     async def _run(self) -> None:
+        try:
+            await self._watch()
+        except (OSError, RuntimeError) as exc:  # e.g. a watched directory was removed
+            log.warning("file watching stopped (%s); SIGHUP still reloads", exc)
+
+    async def _watch(self) -> None:
         from watchfiles import awatch
 
         while True:

@@ -82,7 +82,9 @@ def setup_logging(cfg: DaemonConfig, stream: IO[str] | None = None) -> logging.L
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if cfg.log_format == "json" else HumanFormatter())
     setattr(handler, _HANDLER_MARK, True)
-    for name, level in ((LOGGER, cfg.log_level.upper()), ("apscheduler", "WARNING")):
+    # the scheduler's own "missed" warning is replaced by ours, which names the source
+    levels = ((LOGGER, cfg.log_level.upper()), ("apscheduler", "WARNING"), ("apscheduler.executors", "ERROR"))
+    for name, level in levels:
         logger = logging.getLogger(name)
         for old in [h for h in logger.handlers if getattr(h, _HANDLER_MARK, False)]:
             logger.removeHandler(old)

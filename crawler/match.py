@@ -169,10 +169,15 @@ def _level_hits(cr: CompiledRule, ctx: DocContext, level: int) -> list[Hit]:
 
 
 def _first_firing(cr: CompiledRule, ctx: DocContext) -> tuple[Hit, HitStatus] | None:
+    # Evaluation is monotone in the occurrences it may use, so no hit with every status allowed
+    # means no hit at all: check that first, without classifying a single occurrence.
+    everything = _level_hits(cr, ctx, 2)
+    if not everything:
+        return None
     seen: set[tuple[int, int, int]] = set()
     for level in range(cr.max_level + 1):
         status = LEVEL_STATUS[level]
-        hits = _level_hits(cr, ctx, level)
+        hits = everything if level == 2 else _level_hits(cr, ctx, level)
         fresh = [h for h in hits if hit_key(ctx, h) not in seen]
         if status in cr.rule.fire_on and fresh:
             return _best(fresh), status
@@ -203,8 +208,8 @@ def _best(hits: list[Hit]) -> Hit:
 def _to_match(rule: Rule, ctx: DocContext, hit: Hit, status: HitStatus) -> Match:
     ft = ctx.fields[hit[0].field]
     last_end = max(o.end for o in hit)
-    ev_start = ft.sentences[ft.sentence_index(hit[0].start)][0]
-    ev_end = max(ft.sentences[ft.sentence_index(last_end - 1)][1], last_end)
+    ev_start = ft.sentence_at(hit[0].start)[0]
+    ev_end = max(ft.sentence_at(last_end - 1)[1], last_end)
     spans = _outer_spans({Span(o.start - ev_start, o.end - ev_start, o.label) for o in hit})
     captures: dict[str, str] = {}
     for o in hit:

@@ -16,11 +16,11 @@ Negated wins over hedged, hedged over asserted.
 
 from __future__ import annotations
 
-import re
+from bisect import bisect_left
 from dataclasses import dataclass
 from typing import Literal
 
-from crawler.textspans import WORDCH, units_to_words
+from crawler.textspans import units_to_words
 from crawler.textspans import tokenize as _tokenize
 from crawler.types import HitStatus
 
@@ -28,97 +28,132 @@ FORWARD_WORDS = 8
 BACKWARD_WORDS = 4
 
 Kind = Literal["negated", "hedged", "pseudo"]
-Direction = Literal["fwd", "bwd", "both"]
+Direction = Literal["fwd", "both"]
 
-# (pattern, kind, direction). Patterns are regex fragments; Latin ones get word boundaries.
+# Trigger phrases, as written in text (case-insensitive; Chinese without spaces). Words ending in
+# n't/n’t (didn't, hasn't...) are negations too.
 NEGATIONS: tuple[str, ...] = (
-    r"not", r"no", r"never", r"none", r"nobody", r"no one", r"nothing", r"neither", r"nor",
-    r"cannot", r"without", r"\w+n['’]t", r"declined? to", r"declines to", r"declining to",
-    r"refused? to", r"refuses to", r"(?:has|have|had|is|are|was|were) yet to", r"yet to",
-    r"den(?:y|ies|ied|ying)", r"rather than", r"instead of", r"ruled out", r"rules out",
-    r"未", r"没有", r"没", r"不", r"尚未", r"否认", r"并未", r"从未", r"拒绝", r"无法",
+    "not", "no", "never", "none", "nobody", "no one", "nothing", "neither", "nor", "cannot", "without",
+    "decline to", "declined to", "declines to", "declining to", "refuse to", "refused to", "refuses to",
+    "has yet to", "have yet to", "had yet to", "is yet to", "are yet to", "was yet to", "were yet to",
+    "yet to", "deny", "denies", "denied", "denying", "rather than", "instead of", "ruled out", "rules out",
+    "未", "没有", "没", "不", "尚未", "否认", "并未", "从未", "拒绝", "无法",
 )
 HEDGES: tuple[str, ...] = (
-    r"may have", r"may be", r"may well", r"might", r"could", r"would", r"will", r"shall",
-    r"plan(?:s|ned|ning)? to", r"aim(?:s|ed)? to", r"intend(?:s|ed)? to", r"hope(?:s|d)? to",
-    r"expected to", r"set to", r"likely", r"unlikely", r"possibly", r"probably", r"perhaps",
-    r"once", r"if", r"whether", r"analysts? speculated?", r"speculat(?:e|es|ed)", r"speculation that",
-    r"believed to", r"thought to", r"suspected", r"rumou?r(?:s|ed)? (?:that|to)", r"estimated?",
-    r"estimates", r"so that", r"in order to",
-    r"可能", r"计划", r"预计", r"或许", r"也许", r"猜测", r"推测", r"有望", r"是否", r"估计",
+    "may have", "may be", "may well", "might", "could", "would", "will", "shall", "can", "able to",
+    "plan to", "plans to", "planned to", "planning to", "aim to", "aims to", "aimed to",
+    "intend to", "intends to", "intended to", "hope to", "hopes to", "hoped to", "expected to",
+    "set to", "likely", "unlikely", "possibly", "probably", "perhaps", "once", "if", "whether",
+    "analyst speculates", "analysts speculate", "analysts speculated", "speculate", "speculates",
+    "speculated", "speculation that", "believed to", "thought to", "suspected", "rumour that",
+    "rumours that", "rumor that", "rumors that", "rumoured to", "rumored to", "estimate", "estimated",
+    "estimates", "so that", "in order to",
+    "可能", "计划", "预计", "或许", "也许", "猜测", "推测", "有望", "是否", "估计",
 )
-BOTH_WAYS: tuple[tuple[str, Kind], ...] = (
-    (r"reportedly", "hedged"), (r"allegedly", "hedged"), (r"purportedly", "hedged"),
-    (r"supposedly", "hedged"), (r"rumou?red", "hedged"), (r"unconfirmed", "hedged"),
-    (r"unverified", "hedged"), (r"unsubstantiated", "hedged"), (r"据称", "hedged"),
-    (r"传闻", "hedged"), (r"据传", "hedged"), (r"疑似", "hedged"), (r"网传", "hedged"),
+BOTH_WAYS: tuple[str, ...] = (
+    "reportedly", "allegedly", "purportedly", "supposedly", "rumoured", "rumored", "unconfirmed",
+    "unverified", "unsubstantiated", "据称", "传闻", "据传", "疑似", "网传",
 )
 PSEUDO: tuple[str, ...] = (
-    r"not only", r"not just", r"not least", r"no doubt", r"without doubt", r"nothing but",
-    r"whether or not", r"if any", r"once again", r"once more", r"at once", r"no\.\s?\d+",
-    r"not to mention", r"could not be happier",
-    r"不仅", r"不但", r"不断", r"不少", r"不同", r"不久", r"不错", r"不管", r"不论", r"不过", r"未来",
-    r"不只", r"毫不", r"不得不",
+    "not only", "not just", "not least", "no doubt", "without doubt", "nothing but", "whether or not",
+    "if any", "once again", "once more", "at once", "not to mention", "can't wait", "no longer than",
+    "不仅", "不但", "不断", "不少", "不同", "不久", "不错", "不管", "不论", "不过", "未来", "不只", "毫不", "不得不",
 )
 
 
 @dataclass(frozen=True)
 class Trigger:
     kind: Kind
-    start: int
-    end: int
+    first: int  # index of its first token in the clause scan
+    last: int  # index of its last token
     direction: Direction
     text: str
 
 
-def _bounded(pattern: str) -> str:
-    if re.match(r"[\u3040-\u9fff]", pattern):
-        return pattern
-    return rf"(?<!{WORDCH}){pattern}(?!{WORDCH})"
+def _key(phrase: str) -> tuple[str, ...]:
+    return tuple(text.lower() for s, e, _ in _tokenize(phrase) for text in [phrase[s:e]])
 
 
-def _table() -> list[tuple[str, Kind, Direction]]:
+def _table() -> dict[str, list[tuple[tuple[str, ...], Kind, Direction]]]:
     rows: list[tuple[str, Kind, Direction]] = [(p, "pseudo", "fwd") for p in PSEUDO]
     rows += [(p, "negated", "both") for p in NEGATIONS]
     rows += [(p, "hedged", "fwd") for p in HEDGES]
-    rows += [(p, kind, "both") for p, kind in BOTH_WAYS]
-    # Longest literal first, so "has yet to" wins over "yet to" and "not only" over "not".
-    return sorted(rows, key=lambda r: -len(r[0]))
+    rows += [(p, "hedged", "both") for p in BOTH_WAYS]
+    table: dict[str, list[tuple[tuple[str, ...], Kind, Direction]]] = {}
+    for phrase, kind, direction in rows:
+        key = _key(phrase)
+        table.setdefault(key[0], []).append((key, kind, direction))
+    for entries in table.values():  # longest first: "has yet to" before "yet to", "not only" before "not"
+        entries.sort(key=lambda e: -len(e[0]))
+    return table
 
 
-_ROWS = _table()
-_TRIGGER_RE = re.compile("|".join(f"(?P<g{i}>{_bounded(p)})" for i, (p, _, _) in enumerate(_ROWS)), re.I)
+_TABLE = _table()
 
 
-def find_triggers(text: str, start: int, end: int) -> tuple[Trigger, ...]:
-    """Negation/hedge triggers inside ``text[start:end]`` (pseudo-triggers dropped)."""
-    found = []
-    for m in _TRIGGER_RE.finditer(text, start, end):
-        assert m.lastgroup is not None
-        _, kind, direction = _ROWS[int(m.lastgroup[1:])]
+@dataclass(frozen=True)
+class ClauseScan:
+    """The tokens of one clause (start offsets, unit prefix sums) and its triggers."""
+
+    starts: tuple[int, ...]
+    units: tuple[int, ...]  # units[i] = units of tokens before token i
+    triggers: tuple[Trigger, ...]
+
+
+def scan_clause(text: str, start: int, end: int) -> ClauseScan:
+    """Tokenize one clause and find its negation/hedge triggers (pseudo-triggers dropped)."""
+    tokens = _tokenize(text, start, end)
+    words = [text[s:e].lower() for s, e, _ in tokens]
+    units = [0]
+    for t in tokens:
+        units.append(units[-1] + t[2])
+    triggers: list[Trigger] = []
+    i = 0
+    while i < len(words):
+        found = _match_at(words, i, text, tokens)
+        if found is None:
+            i += 1
+            continue
+        length, kind, direction = found
         if kind != "pseudo":
-            found.append(Trigger(kind, m.start(), m.end(), direction, m.group()))
-    return tuple(found)
+            triggers.append(Trigger(kind, i, i + length - 1, direction, " ".join(words[i : i + length])))
+        i += length
+    return ClauseScan(tuple(t[0] for t in tokens), tuple(units), tuple(triggers))
 
 
-def _gap_words(text: str, a: int, b: int) -> int:
-    return units_to_words(sum(t[2] for t in _tokenize(text, a, b))) if b > a else 0
+def _match_at(
+    words: list[str], i: int, text: str, tokens: list[tuple[int, int, int]]
+) -> tuple[int, Kind, Direction] | None:
+    word = words[i]
+    for seq, kind, direction in _TABLE.get(word, ()):
+        if tuple(words[i : i + len(seq)]) == seq:
+            if seq == ("no",) and _is_number_sign(text, tokens, i):
+                return 1, "pseudo", "fwd"  # "No. 11"
+            return len(seq), kind, direction
+    if word.endswith(("n't", "n’t")):
+        return 1, "negated", "both"
+    return None
 
 
-def _reaches(text: str, trig: Trigger, start: int, end: int) -> bool:
-    if start >= trig.end:  # the term follows the trigger
-        return trig.direction in ("fwd", "both") and _gap_words(text, trig.end, start) <= FORWARD_WORDS
-    if end <= trig.start:  # the term precedes the trigger
-        back = trig.direction == "both"
-        return back and _gap_words(text, end, trig.start) <= BACKWARD_WORDS
-    return False  # the trigger is inside the term itself
+def _is_number_sign(text: str, tokens: list[tuple[int, int, int]], i: int) -> bool:
+    end = tokens[i][1]
+    return text[end : end + 1] == "." and i + 1 < len(tokens) and text[tokens[i + 1][0]].isdigit()
 
 
-def classify(
-    text: str, start: int, end: int, triggers: tuple[Trigger, ...], *, question: bool = False
-) -> HitStatus:
-    """Status of the term ``text[start:end]`` given the triggers of its clause."""
-    reached = {t.kind for t in triggers if _reaches(text, t, start, end)}
+def classify(scan: ClauseScan, start: int, end: int, *, question: bool = False) -> HitStatus:
+    """Status of the term at ``[start, end)`` (offsets inside the scanned clause)."""
+    first = bisect_left(scan.starts, start)  # first token of the term
+    after = bisect_left(scan.starts, end)  # first token after the term
+    reached = set()
+    for t in scan.triggers:
+        if t.first >= after:  # the trigger follows the term
+            gap = scan.units[t.first] - scan.units[after]
+            if t.direction == "both" and units_to_words(gap) <= BACKWARD_WORDS:
+                reached.add(t.kind)
+        elif t.last < first:  # the trigger precedes the term
+            gap = scan.units[first] - scan.units[t.last + 1]
+            if units_to_words(gap) <= FORWARD_WORDS:
+                reached.add(t.kind)
     if "negated" in reached:
         return "negated"
     if "hedged" in reached or question:

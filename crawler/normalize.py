@@ -111,10 +111,13 @@ def _host(host: str) -> str:
     if not host.isascii():
         with contextlib.suppress(UnicodeError):  # not encodable: keep the lower-cased Unicode form
             host = host.encode("idna").decode("ascii")
-    for prefix in _HOST_PREFIXES:
-        rest = host[len(prefix) :]
-        if host.startswith(prefix) and "." in rest:
-            return rest
+    stripped = True
+    while stripped:  # "www.m.example.com" -> "example.com"
+        stripped = False
+        for prefix in _HOST_PREFIXES:
+            rest = host[len(prefix) :]
+            if host.startswith(prefix) and "." in rest:
+                host, stripped = rest, True
     return host
 
 

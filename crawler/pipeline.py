@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -43,6 +44,9 @@ from .fetch import Fetcher
 from .match import RuleInput, RuleSet, load_rules
 from .parse import parse_feed
 from .types import Document, FeedEntry, FeedHints, Fetched, Match, SourceResult, SourceSpec
+
+
+log = logging.getLogger("storywatch.pipeline")
 
 
 def utcnow() -> datetime:
@@ -114,6 +118,8 @@ async def run_source(rt: Runtime, spec: SourceSpec) -> SourceOutcome:
     except StorywatchError as exc:
         outcome = _failure(spec, exc, _error_kind(exc))
     except Exception as exc:  # the one broad boundary: record, move on
+        log.exception("source %s: internal error; recorded, other sources continue", spec.id,
+                      extra={"source_id": spec.id})
         outcome = _failure(spec, exc, "internal")
     result = replace(outcome.result, seconds=round(time.monotonic() - started, 3))
     outcome = replace(outcome, result=result)
@@ -313,12 +319,25 @@ def prepare(rt: Runtime, doc: Document) -> store_ingest.IngestItem:
 
 
 def evaluate(rules: RuleSet, doc: Document, text: str) -> tuple[Match, ...]:
-    return tuple(
-        rules.evaluate(
-            RuleInput(
-                title=doc.title, text=text, source_id=doc.source_id, source_kind=doc.source_kind,
-                source_tags=doc.source_tags, url=doc.canonical_url, language=doc.language,
-                published=doc.published,
-            )
-        )
+    """Per firing rule: its best hit, then its other firing hits with distinct evidence sentences."""
+    given = RuleInput(
+        title=doc.title, text=text, source_id=doc.source_id, source_kind=doc.source_kind,
+        source_tags=doc.source_tags, url=doc.canonical_url, language=doc.language, published=doc.published,
     )
+    best = rules.evaluate(given)
+    if not best:
+        return ()
+    fire_on = {r.id: r.fire_on for r in rules.rules}
+    fired = {m.rule_id: m for m in best}
+    out: list[Match] = []
+    for result in rules.explain(given):
+        top = fired.get(result.rule_id)
+        if top is None:
+            continue
+        out.append(top)
+        seen = {top.evidence}
+        for m in result.hits:
+            if m.status in fire_on[result.rule_id] and m.evidence not in seen:
+                seen.add(m.evidence)
+                out.append(m)
+    return tuple(out)

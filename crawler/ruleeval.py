@@ -17,12 +17,11 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from dataclasses import dataclass
-from dataclasses import field as dc_field
 from fnmatch import fnmatchcase
-from typing import Literal
+from typing import Literal, NamedTuple
 from urllib.parse import urlsplit
 
-from crawler.negation import Trigger, classify, find_triggers
+from crawler.negation import ClauseScan, classify, scan_clause
 from crawler.rulelang import (
     And,
     AtLeast,
@@ -55,13 +54,14 @@ UnitKind = Literal["sentence", "clause", "paragraph"]
 Window = tuple[int, int, int]  # (field, start, end)
 
 
-@dataclass(frozen=True, order=True)
-class Occ:
+class Occ(NamedTuple):
+    """One occurrence of a term: field (0 title, 1 body), offsets, the term as written, capture."""
+
     field: int
     start: int
     end: int
-    label: str = dc_field(compare=False)
-    capture: tuple[str, str] | None = dc_field(compare=False, default=None)
+    label: str
+    capture: tuple[str, str] | None = None
 
 
 Hit = tuple[Occ, ...]
@@ -85,7 +85,7 @@ class DocContext:
         self._spans: dict[tuple[str, int], list[tuple[int, int]]] = {}
         self._occ: dict[str, tuple[tuple[list[Occ], list[int]], ...]] = {}
         self._status: dict[Occ, HitStatus] = {}
-        self._triggers: dict[tuple[int, int, int], tuple[Trigger, ...]] = {}
+        self._scans: dict[tuple[int, int, int], ClauseScan] = {}  # by (field, clause span)
 
     def occurrences(self, leaf: CompiledLeaf) -> tuple[tuple[list[Occ], list[int]], ...]:
         """Per field: occurrences sorted by offset, and their start offsets (for bisect)."""
@@ -108,30 +108,26 @@ class DocContext:
     def status(self, occ: Occ) -> HitStatus:
         if occ not in self._status:
             ft = self.fields[occ.field]
-            sent, clause = ft.clause_index(occ.start)
-            key = (occ.field, sent, clause)
-            if key not in self._triggers:
-                cs, ce = ft.clauses(sent)[clause]
-                self._triggers[key] = find_triggers(ft.text, cs, ce)
-            s_start, s_end = ft.sentences[sent]
-            question = ft.text[s_start:s_end].rstrip().endswith(("?", "？"))
-            self._status[occ] = classify(ft.text, occ.start, occ.end, self._triggers[key], question=question)
+            sent, clause = ft.clause_at(occ.start)
+            key = (occ.field, *clause)
+            if key not in self._scans:
+                self._scans[key] = scan_clause(ft.text, *clause)
+            question = ft.text[sent[0] : sent[1]].endswith(("?", "？"))
+            self._status[occ] = classify(self._scans[key], occ.start, occ.end, question=question)
         return self._status[occ]
 
-    def unit(self, occ: Occ, kind: UnitKind) -> tuple[int, ...]:
+    def unit(self, occ: Occ, kind: UnitKind) -> tuple[int, int]:
+        """Identity (field, start offset) of the sentence/clause/paragraph of an occurrence."""
         ft = self.fields[occ.field]
         if kind == "sentence":
-            return (occ.field, ft.sentence_index(occ.start))
+            return (occ.field, ft.sentence_at(occ.start)[0])
         if kind == "paragraph":
-            return (occ.field, ft.paragraph_index(occ.start))
-        return (occ.field, *ft.clause_index(occ.start))
+            return (occ.field, ft.paragraph_at(occ.start)[0])
+        return (occ.field, ft.clause_at(occ.start)[1][0])
 
     def unit_window(self, occ: Occ, kind: Literal["sentence", "paragraph"]) -> Window:
         ft = self.fields[occ.field]
-        if kind == "sentence":
-            s, e = ft.sentences[ft.sentence_index(occ.start)]
-        else:
-            s, e = ft.paragraphs[ft.paragraph_index(occ.start)]
+        s, e = ft.sentence_at(occ.start) if kind == "sentence" else ft.paragraph_at(occ.start)
         return (occ.field, s, max(e, occ.end))
 
     def lead_end(self) -> int:
@@ -238,9 +234,30 @@ def positive_leaves(node: Node) -> list[Term | ListTerms]:
     return [leaf for c in children(node) for leaf in positive_leaves(c)]
 
 
+def anchor_leaves(node: Node, ctx: DocContext) -> list[Term | ListTerms]:
+    """Leaves one of whose occurrences every hit of ``node`` contains: for an AND, those of its
+    operand with the fewest occurrences in the document (so SENT/PARA try the fewest windows)."""
+    if isinstance(node, Term | ListTerms):
+        return [node]
+    if isinstance(node, And):
+        options = [anchor_leaves(c, ctx) for c in node.children if not isinstance(c, Not | Fact)]
+        return min(options, key=lambda leaves: _count(leaves, ctx)) if options else []
+    if isinstance(node, Near):
+        return min((anchor_leaves(node.left, ctx), anchor_leaves(node.right, ctx)), key=lambda ls: _count(ls, ctx))
+    if isinstance(node, Exclude):
+        return anchor_leaves(node.left, ctx)
+    if isinstance(node, Not | Fact):
+        return []
+    return [leaf for c in children(node) for leaf in anchor_leaves(c, ctx)]
+
+
+def _count(leaves: list[Term | ListTerms], ctx: DocContext) -> int:
+    return sum(len(per_field[0]) for leaf in leaves for per_field in ctx.occurrences(leaf.compiled))
+
+
 def _scope(node: Scope, ctx: DocContext, level: int, scope: Window | None) -> list[Hit]:
     windows: set[Window] = set()
-    for leaf in positive_leaves(node.child):
+    for leaf in anchor_leaves(node.child, ctx):
         for o in leaf_occurrences(leaf, ctx, level, scope):
             f, s, e = ctx.unit_window(o, node.kind)
             windows.add((f, s, e) if scope is None else (f, max(s, scope[1]), min(e, scope[2])))
@@ -272,11 +289,11 @@ def _close(ctx: DocContext, a: tuple[int, int, int], b: tuple[int, int, int], n:
         return False
     ft = ctx.fields[a[0]]
     if b[1] >= a[2]:
-        return ft.gap_words(a[2], b[1]) <= n
+        return ft.gap_words(a[2], b[1], n) <= n
     if ordered:
         return False
     if a[1] >= b[2]:
-        return ft.gap_words(b[2], a[1]) <= n
+        return ft.gap_words(b[2], a[1], n) <= n
     return True  # overlapping extents
 
 
@@ -298,4 +315,4 @@ def _exclude(node: Exclude, ctx: DocContext, level: int, scope: Window | None) -
 def hit_key(ctx: DocContext, hit: Hit) -> tuple[int, int, int]:
     """Identity of a hit for de-duplication across levels: field and sentence range."""
     ft = ctx.fields[hit[0].field]
-    return hit[0].field, ft.sentence_index(hit[0].start), ft.sentence_index(max(o.end for o in hit) - 1)
+    return hit[0].field, ft.sentence_at(hit[0].start)[0], ft.sentence_at(max(o.end for o in hit) - 1)[0]

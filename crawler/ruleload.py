@@ -9,6 +9,7 @@ even inside a ``|`` or ``>`` block scalar. :func:`load_files` collects *all* err
 from __future__ import annotations
 
 import json
+from fnmatch import fnmatchcase
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from dataclasses import field as dc_field
@@ -51,8 +52,8 @@ class SourceCondition:
     exclude_tags: tuple[str, ...] = ()
 
     def allows(self, source_id: str, kind: str, tags: Iterable[str]) -> bool:
-        from fnmatch import fnmatchcase
-
+        if not (self.ids or self.kinds or self.tags or self.exclude_ids or self.exclude_tags):
+            return True
         tagset = {t.lower() for t in tags}
         sid = source_id.lower()
         return (

@@ -59,6 +59,8 @@ class TermMatcher:
 
     def find(self, ft: FieldText) -> list[tuple[int, int]]:
         """Spans of all matches in the field (non-overlapping, left to right)."""
+        if self.literal is not None and self.literal not in ft.lower:
+            return []  # a fast substring test rules most terms out
         if self.regex is not None:
             return [m.span() for m in self.regex.finditer(ft.text) if m.end() > m.start()]  # type: ignore[attr-defined]
         assert self.pattern is not None
@@ -78,7 +80,14 @@ class TermMatcher:
 def compile_term(term: Term) -> TermMatcher:
     if term.kind == "regex":
         compiled = re2.compile(regex_source(term.value, term.flags), regex_options())
-        return TermMatcher(key=f"r:{term.flags}:{term.value}", label=term.text, literal=None, regex=compiled)
+        lit = regex_literal(term.value)
+        return TermMatcher(
+            key=f"r:{term.flags}:{term.value}",
+            label=term.text,
+            literal=lit,
+            prefilter=literal_pattern(lit, False, False) if lit else None,
+            regex=compiled,
+        )
     cased = term.kind == "cased"
     value = " ".join(term.value.split())
     source, literal, at_start, at_end = _pattern(value if cased else value.lower())
@@ -115,6 +124,55 @@ def _pattern(value: str) -> tuple[str, str, bool, bool]:
         solids[-1] += piece
     best = max(range(len(solids)), key=lambda i: len(solids[i]))
     return "".join(parts), solids[best], best == 0, best == len(solids) - 1
+
+
+def regex_literal(body: str, min_length: int = 3) -> str | None:
+    """A lower-case literal every match of the regex contains, or None (conservative).
+
+    Only characters outside groups, classes and quantifiers count, and a pattern with a top-level
+    ``|`` gets none: ``Zorvex\\s+\\d+`` -> "zorvex"; ``(a|b)c`` -> None.
+    """
+    runs: list[str] = [""]
+    depth, i = 0, 0
+    while i < len(body):
+        c = body[i]
+        if c == "|" and depth == 0:
+            return None  # a top-level alternative: nothing is guaranteed
+        if c == "\\" and i + 1 < len(body) and not body[i + 1].isalnum() and depth == 0:
+            runs[-1] += body[i + 1]
+            i += 2
+            continue
+        if c in "*+?{" and runs[-1]:
+            runs[-1] = runs[-1][:-1]  # the quantified character is optional or repeated
+        if c == "\\" or c in "[().^$*+?{}]" or depth:
+            runs.append("")
+            depth += (c == "(") - (c == ")")
+            i = _skip_construct(body, i)
+            continue
+        runs[-1] += c
+        i += 1
+    best = max(runs, key=len).lower()
+    return best if len(best) >= min_length else None
+
+
+def _skip_construct(body: str, i: int) -> int:
+    """Index after the construct starting at ``i`` (an escape, a class, a repetition, or one char)."""
+    c = body[i]
+    if c == "\\":
+        j = i + 2
+        if j < len(body) and body[i + 1] in "pPx" and body[j] == "{":
+            j = body.find("}", j) + 1 or len(body)
+        return j
+    if c == "[":
+        j = i + 1
+        j += 1 if body[j : j + 1] == "^" else 0
+        j += 1 if body[j : j + 1] == "]" else 0
+        while j < len(body) and body[j] != "]":
+            j += 2 if body[j] == "\\" else 1
+        return j + 1
+    if c == "{":
+        return (body.find("}", i) + 1) or len(body)
+    return i + 1
 
 
 def literal_pattern(literal: str, left: bool, right: bool) -> str:

@@ -62,6 +62,9 @@ def _jsonable(obj: Any) -> Any:
 
 @asynccontextmanager
 async def open_runtime(settings: Settings, *, db: Database | None = None, origin: str = "live") -> AsyncIterator[Runtime]:
+    from .alerts.admin import check_alerts
+
+    check_alerts(settings)
     database = db or open_database(settings.database_url)
     rules = load_ruleset(settings)
     try:
@@ -90,5 +93,5 @@ async def deliver_outbox(settings: Settings, db: Database) -> Any:
     """Run the relay once over every due delivery."""
     from .alerts.relay import Relay
 
-    relay = Relay(db, settings.alerts)
+    relay = Relay.from_settings(db, settings)
     return await relay.run_once(utcnow())

@@ -16,8 +16,8 @@ excepted), ``。！？`` anywhere, and every line break. Paragraphs are separate
 from __future__ import annotations
 
 import re
-from bisect import bisect_left, bisect_right
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from bisect import bisect_right, insort
 
 CJK_RANGES = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af\u3005"
 # A "word character" that is not CJK: letters and digits of alphabetic scripts.
@@ -28,11 +28,21 @@ WORD_UNITS = 2
 CJK_UNITS = 1
 
 _PARA_RE = re.compile(r"\n[ \t\r\f\v]*\n\s*")
-_SENT_END_RE = re.compile(r"[。！？]+[”’」』）)\"']*|[.!?]+[\"'”’)\]]*(?=\s)|\n")
-_ABBREVIATIONS = frozenset(
-    "mr mrs ms dr prof sr jr st inc ltd co corp vs etc e.g i.e u.s u.k fig jan feb mar apr jun jul "
-    "aug sep sept oct nov dec gov gen col lt sgt rep sen est approx dept univ".split()
+_ABBREVIATIONS = (
+    "mr mrs ms dr prof sr jr st inc ltd co corp vs etc e.g i.e u.s u.k fig jan feb mar apr jun jul aug "
+    "sep sept oct nov dec gov gen col lt sgt rep sen est approx dept univ"
+).split()
+_NOT_AFTER = "".join(rf"(?<!\b{re.escape(a)}\.)" for a in _ABBREVIATIONS)
+_CLOSERS = "[\"'”’)\\]]*"
+# Sentence ends: CJK terminators anywhere; . ! ? before white space and a character that is not
+# lower case (not after an abbreviation, an initial, or "No." before a number); every line break.
+_SENT_END_RE = re.compile(
+    rf"[。！？]+[”’」』）)\"']*"
+    rf"|[!?]+{_CLOSERS}(?=\s)"
+    rf"|\.+(?i:{_NOT_AFTER})(?<!\b[A-Za-z]\.)(?!(?<=\b[Nn]o\.)\s*\d){_CLOSERS}(?=\s+(?![a-z])|\s*$)"
+    r"|\n"
 )
+_SENT_END_CANDIDATE = re.compile(r"[.!?\n。！？]")
 _CLAUSE_CUT_RE = re.compile(
     r"[;；:：，,。!?！？]|\s[-–—]+\s"
     r"|\b(?:but|however|although|though|while|whereas|except|separately|meanwhile|nevertheless"
@@ -67,30 +77,23 @@ def split_sentences(text: str, start: int = 0, end: int | None = None) -> list[S
     end = len(text) if end is None else end
     spans: list[Span] = []
     pos = start
-    for m in _SENT_END_RE.finditer(text, start, end):
-        stop = m.end()
-        if text[m.start()] == "." and not _ends_sentence(text, m.start(), stop, end):
+    for c in _SENT_END_CANDIDATE.finditer(text, start, end):
+        if c.start() < pos:
             continue
-        spans.extend(_trimmed(text, pos, stop))
-        pos = stop
-    spans.extend(_trimmed(text, pos, end))
+        m = _SENT_END_RE.match(text, c.start(), end)
+        if m:
+            _add_trimmed(spans, text, pos, m.end())
+            pos = m.end()
+    _add_trimmed(spans, text, pos, end)
     return spans
 
 
-def _ends_sentence(text: str, dot: int, stop: int, end: int) -> bool:
-    """A '.' ends a sentence unless it follows an abbreviation/initial or lower case follows."""
-    nxt = stop
-    while nxt < end and text[nxt].isspace():
-        nxt += 1
-    if nxt < end and text[nxt].islower():
-        return False
-    word_start = dot
-    while word_start > 0 and (text[word_start - 1].isalnum() or text[word_start - 1] == "."):
-        word_start -= 1
-    word = text[word_start:dot].lower()
-    if word == "no" and nxt < end and text[nxt].isdigit():
-        return False  # "No. 11"
-    return not (word in _ABBREVIATIONS or (len(word) == 1 and word.isalpha()))
+def _add_trimmed(spans: list[Span], text: str, start: int, end: int) -> None:
+    seg = text[start:end]
+    stripped = seg.strip()
+    if stripped:
+        s = start + (len(seg) - len(seg.lstrip()))
+        spans.append((s, s + len(stripped)))
 
 
 def split_clauses(text: str, start: int, end: int) -> list[Span]:
@@ -114,11 +117,9 @@ def _cjk_context(text: str, i: int) -> bool:
 
 
 def _trimmed(text: str, start: int, end: int) -> list[Span]:
-    while start < end and text[start].isspace():
-        start += 1
-    while end > start and text[end - 1].isspace():
-        end -= 1
-    return [(start, end)] if end > start else []
+    out: list[Span] = []
+    _add_trimmed(out, text, start, end)
+    return out
 
 
 def tokenize(text: str, start: int = 0, end: int | None = None) -> list[tuple[int, int, int]]:
@@ -144,21 +145,25 @@ def lower_same_length(text: str) -> str:
     return "".join(ch.lower() if len(ch.lower()) == 1 else ch for ch in text)
 
 
-@dataclass
-class FieldText:
-    """Lazy geometry of one field (title or body) of one document; a per-document cache."""
+_MARGIN = 64  # characters of look-ahead context past a scan window
+_WINDOW = 256
 
-    text: str
-    lead_sentences: int = 3
-    _sentences: list[Span] | None = None
-    _sent_starts: list[int] | None = None
-    _paragraphs: list[Span] | None = None
-    _para_starts: list[int] | None = None
-    _tokens: list[tuple[int, int, int]] | None = None
-    _tok_starts: list[int] | None = None
-    _tok_units: list[int] | None = None
-    _lower: str | None = None
-    _clauses: dict[int, list[Span]] = field(default_factory=dict)
+
+class FieldText:
+    """Lazy geometry of one field (title or body) of one document: a per-document cache.
+
+    Sentences and paragraphs are found *around* the offsets asked for (a local scan that widens
+    until it finds a boundary), so a long document costs only where rules look at it.
+    """
+
+    def __init__(self, text: str, lead_sentences: int = 3) -> None:
+        self.text = text
+        self.lead_sentences = lead_sentences
+        self._lower: str | None = None
+        self._sentences: list[Span] = []  # found so far, sorted
+        self._paragraphs: list[Span] = []
+        self._clauses: dict[int, list[Span]] = {}  # by sentence start
+        self._lead_end: int | None = None
 
     @property
     def lower(self) -> str:
@@ -166,65 +171,115 @@ class FieldText:
             self._lower = lower_same_length(self.text)
         return self._lower
 
-    @property
-    def sentences(self) -> list[Span]:
-        if self._sentences is None:
-            self._sentences = split_sentences(self.text) or [(0, len(self.text))]
-            self._sent_starts = [s for s, _ in self._sentences]
-        return self._sentences
+    def sentence_at(self, offset: int) -> Span:
+        """The (trimmed) sentence containing ``offset``."""
+        found = _known(self._sentences, offset)
+        if found is None:
+            found = _trim(self.text, self._back(_SENT_END_RE, offset), self._forward(_SENT_END_RE, offset))
+            insort(self._sentences, found)
+        return found
 
-    @property
-    def paragraphs(self) -> list[Span]:
-        if self._paragraphs is None:
-            self._paragraphs = split_paragraphs(self.text) or [(0, len(self.text))]
-            self._para_starts = [s for s, _ in self._paragraphs]
-        return self._paragraphs
+    def paragraph_at(self, offset: int) -> Span:
+        """The (trimmed) paragraph containing ``offset``."""
+        found = _known(self._paragraphs, offset)
+        if found is None:
+            start, end = self._back(_PARA_RE, offset), self._forward(_PARA_RE, offset, at_start=True)
+            found = _trim(self.text, start, end)
+            insort(self._paragraphs, found)
+        return found
 
-    def sentence_index(self, offset: int) -> int:
-        self.sentences
-        assert self._sent_starts is not None
-        return max(0, bisect_right(self._sent_starts, offset) - 1)
+    def _boundaries(self, pattern: re.Pattern[str], lo: int, hi: int) -> Iterator[re.Match[str]]:
+        """Boundary matches starting in [lo, hi) (context up to _MARGIN characters past hi)."""
+        stop = min(len(self.text), hi + _MARGIN)
+        if pattern is not _SENT_END_RE:
+            yield from (m for m in pattern.finditer(self.text, lo, stop) if m.start() < hi)
+            return
+        pos = lo  # cheap scan for terminator characters, then the full check only there
+        for c in _SENT_END_CANDIDATE.finditer(self.text, lo, hi):
+            if c.start() < pos:
+                continue
+            m = pattern.match(self.text, c.start(), stop)
+            if m:
+                pos = m.end()
+                yield m
 
-    def paragraph_index(self, offset: int) -> int:
-        self.paragraphs
-        assert self._para_starts is not None
-        return max(0, bisect_right(self._para_starts, offset) - 1)
+    def _back(self, pattern: re.Pattern[str], x: int) -> int:
+        """End of the last boundary at or before ``x`` (0 if none)."""
+        width = _WINDOW
+        while True:
+            lo = max(0, x - width)
+            before = [e for m in self._boundaries(pattern, lo, x) if (e := m.end()) <= x]
+            if before or lo == 0:
+                return before[-1] if before else 0
+            width *= 4
 
-    def clauses(self, sentence: int) -> list[Span]:
-        if sentence not in self._clauses:
-            s, e = self.sentences[sentence]
-            self._clauses[sentence] = split_clauses(self.text, s, e)
-        return self._clauses[sentence]
+    def _forward(self, pattern: re.Pattern[str], x: int, at_start: bool = False) -> int:
+        """End (or start, for paragraph breaks) of the first boundary after ``x`` (len if none)."""
+        n = len(self.text)
+        width = _WINDOW
+        while True:
+            hi = min(n, x + width)
+            for m in self._boundaries(pattern, x, hi):
+                if m.end() > x:
+                    return m.start() if at_start else m.end()
+            if hi == n:
+                return n
+            width *= 4
 
-    def clause_index(self, offset: int) -> tuple[int, int]:
-        """(sentence index, clause index) of an offset."""
-        sent = self.sentence_index(offset)
-        starts = [s for s, _ in self.clauses(sent)]
-        return sent, max(0, bisect_right(starts, offset) - 1)
+    def clauses(self, sentence: Span) -> list[Span]:
+        if sentence[0] not in self._clauses:
+            self._clauses[sentence[0]] = split_clauses(self.text, *sentence)
+        return self._clauses[sentence[0]]
+
+    def clause_at(self, offset: int) -> tuple[Span, Span]:
+        """(sentence, clause) containing ``offset``."""
+        sent = self.sentence_at(offset)
+        clauses = self.clauses(sent)
+        i = max(0, bisect_right([c[0] for c in clauses], offset) - 1)
+        return sent, clauses[i]
 
     def lead_end(self) -> int:
-        """End offset of the lead: the first paragraph, at most its first ``lead_sentences`` sentences."""
-        p_start, p_end = self.paragraphs[0]
-        inside = [s for s in self.sentences if p_start <= s[0] < p_end]
-        if len(inside) > self.lead_sentences:
-            return inside[self.lead_sentences - 1][1]
-        return p_end
+        """End of the lead: the first paragraph, at most its first ``lead_sentences`` sentences."""
+        if self._lead_end is None:
+            text = self.text
+            first = len(text) - len(text.lstrip())
+            p_end = self.paragraph_at(first)[1] if first < len(text) else 0
+            end, pos = p_end, first
+            for _ in range(self.lead_sentences):
+                if pos >= p_end:
+                    break
+                end = min(self.sentence_at(pos)[1], p_end)
+                pos = end + 1
+                while pos < p_end and text[pos].isspace():
+                    pos += 1
+            self._lead_end = end if pos < p_end else p_end
+        return self._lead_end
 
-    def _ensure_tokens(self) -> None:
-        if self._tokens is None:
-            self._tokens = tokenize(self.text)
-            self._tok_starts = [t[0] for t in self._tokens]
-            units = [0]
-            for t in self._tokens:
-                units.append(units[-1] + t[2])
-            self._tok_units = units
+    def gap_words(self, left_end: int, right_start: int, limit: int | None = None) -> int:
+        """Words strictly between two offsets (CJK: 2 characters = 1 word, rounded up).
 
-    def gap_words(self, left_end: int, right_start: int) -> int:
-        """Words strictly between two offsets (CJK: 2 characters = 1 word, rounded up)."""
-        if right_start <= left_end:
-            return 0
-        self._ensure_tokens()
-        assert self._tok_starts is not None and self._tok_units is not None
-        first = bisect_left(self._tok_starts, left_end)
-        last = bisect_left(self._tok_starts, right_start)
-        return units_to_words(self._tok_units[last] - self._tok_units[first]) if last > first else 0
+        With ``limit``, counting stops as soon as the gap is known to exceed it.
+        """
+        units = 0
+        cap = None if limit is None else (limit + 1) * WORD_UNITS
+        for m in TOKEN_RE.finditer(self.text, left_end, max(left_end, right_start)):
+            units += CJK_UNITS if m.end() - m.start() == 1 and CJK_CHAR.match(m.group()) else WORD_UNITS
+            if cap is not None and units >= cap:
+                break
+        return units_to_words(units)
+
+
+def _known(spans: list[Span], offset: int) -> Span | None:
+    i = bisect_right(spans, (offset, 1 << 62)) - 1
+    if i >= 0 and spans[i][0] <= offset < spans[i][1]:
+        return spans[i]
+    return None
+
+
+def _trim(text: str, start: int, end: int) -> Span:
+    seg = text[start:end]
+    stripped = seg.strip()
+    if not stripped:
+        return (start, end)
+    s = start + (len(seg) - len(seg.lstrip()))
+    return (s, s + len(stripped))

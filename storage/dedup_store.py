@@ -14,11 +14,14 @@ ONE write transaction:
   transaction-scoped advisory locks on the fingerprint's band keys, in sorted order. Two
   near-duplicates are LSH candidates only if they share a band, so the second transaction waits at
   that lock until the first commits, and its lookup (a new statement, a new snapshot) then sees the
-  first document. Locks are taken in one statement in a global order, so they cannot deadlock with
-  each other; fingerprinting several documents in one transaction can (PostgreSQL then aborts one
-  with a deadlock error: retry it). Under REPEATABLE READ/SERIALIZABLE the lookup's snapshot may
-  predate the wait: use READ COMMITTED. The residual cost is that writers of documents sharing a
-  band hash with an in-flight one wait for its commit (milliseconds).
+  first document. One call takes its locks in one statement in a global (sorted) order, so calls
+  cannot deadlock each other. A transaction that ingests SEVERAL documents must take all their
+  locks first with :func:`lock_fingerprints` (outside any savepoint); per-document locking in
+  document order could deadlock against another batch (PostgreSQL would abort one: retry it).
+  Under REPEATABLE READ/SERIALIZABLE the lookup's snapshot may predate the wait: use READ
+  COMMITTED. The residual cost: writers whose documents share a band hash with an in-flight one
+  wait for its commit (milliseconds); keys are folded to 32 bits, so rare unrelated collisions
+  only add such a wait.
 """
 
 from __future__ import annotations
@@ -28,9 +31,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
+from typing import cast
 
-from sqlalchemy import bindparam, func, literal, select, text, union, update
+from sqlalchemy import LargeBinary, Table, bindparam, func, insert, literal, select, text, union, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import TextClause
 
@@ -38,7 +41,7 @@ from crawler.dedup import Fingerprint, estimate_jaccard_many
 from crawler.errors import StorageError
 
 from .db import Database
-from .models import BandRow, DocumentRow, MatchRow, SightingRow, SignatureRow, StoryRow, UTCDateTime
+from .models import DocumentRow, MatchRow, SightingRow, StoryRow, UTCDateTime
 
 MAX_CANDIDATES = 200  # verified per lookup, those sharing the most bands first
 _LOCK_NAMESPACE = 0x5357_4C53  # first key of pg_advisory_xact_lock(int4, int4): "SWLS"
@@ -145,19 +148,38 @@ def _int4(value: int) -> int:
     return folded - (1 << 32) if folded >= 1 << 31 else folded
 
 
+_DOCS = cast(Table, DocumentRow.__table__)
+_STORIES = cast(Table, StoryRow.__table__)
+# Core statements on tables, built once: the ORM unit of work costs milliseconds per document.
+_DOC_STORY = select(_DOCS.c.story_id, _DOCS.c.title, _DOCS.c.source_id, _DOCS.c.discovered).where(
+    _DOCS.c.id == bindparam("doc")
+)
+_SET_STORY = update(_DOCS).where(_DOCS.c.id == bindparam("doc")).values(story_id=bindparam("story"))
+_NEW_STORY = insert(_STORIES).returning(_STORIES.c.id)
+
+_SIGNATURE_SQL = text(
+    "INSERT INTO minhash_signatures (document_id, signature) VALUES (:doc, :sig) ON CONFLICT DO NOTHING"
+).bindparams(bindparam("sig", type_=LargeBinary()))
+
+
 def index_document(session: Session, db: Database, document_id: int, fp: Fingerprint) -> None:
-    """Add ``document_id`` to the index (its band hashes and signature); a repeat is a no-op."""
+    """Add ``document_id`` to the index (its band hashes and signature); a repeat is a no-op.
+
+    Two cached ``INSERT ... ON CONFLICT DO NOTHING`` statements (the same syntax on SQLite and
+    PostgreSQL, so ``db`` is only kept for the callers' symmetry); all bands go in one statement.
+    """
     if fp.empty:
         return
-    bands = [{"band": i, "hash": h, "document_id": document_id} for i, h in enumerate(fp.bands)]
-    session.execute(_upsert(db, BandRow).on_conflict_do_nothing(), bands)  # executemany, cached SQL
-    signature = {"document_id": document_id, "signature": fp.signature}
-    session.execute(_upsert(db, SignatureRow).on_conflict_do_nothing(), [signature])
+    params: dict[str, object] = {f"h{i}": h for i, h in enumerate(fp.bands)}
+    params.update(doc=document_id, sig=fp.signature)
+    session.execute(_index_sql(len(fp.bands)), params)
+    session.execute(_SIGNATURE_SQL, params)
 
 
-def _upsert(db: Database, table: Any) -> Any:
-    """``db.insert`` typed loosely: both dialects' inserts have ``on_conflict_do_nothing``."""
-    return db.insert(table)
+@lru_cache(maxsize=16)
+def _index_sql(bands: int) -> TextClause:
+    values = ", ".join(f"({i}, :h{i}, :doc)" for i in range(bands))
+    return text(f"INSERT INTO minhash_bands (band, hash, document_id) VALUES {values} ON CONFLICT DO NOTHING")
 
 
 def assign_story(
@@ -175,28 +197,25 @@ def assign_story(
     Idempotent: a document that already has a story keeps it. Joining a story moves its
     ``updated_at`` forward, and its ``first_*`` fields back when this document was seen earlier
     (a backfilled older copy). A near-duplicate without a story (indexed outside this function)
-    gets a story of its own first. ``db`` is accepted for symmetry with :func:`index_document`.
+    gets a story of its own first. Writes go through Core statements: ORM objects already loaded
+    in ``session`` are not refreshed. ``db`` is accepted for symmetry with :func:`index_document`.
     """
-    current = session.execute(select(DocumentRow.story_id).where(DocumentRow.id == document_id)).first()
+    current = session.execute(_DOC_STORY, {"doc": document_id}).first()
     if current is None:
         raise StorageError(f"cannot assign a story: document {document_id} does not exist")
-    if current[0] is not None:
-        return int(current[0])
+    if current.story_id is not None:
+        return int(current.story_id)
     story_id = _story_of(session, near_document_id) if near_document_id is not None else None
     if story_id is None:
         story_id = _new_story(session, title=title, document_id=document_id, source_id=source_id, at=seen_at)
     else:
         _join_story(session, story_id, document_id=document_id, source_id=source_id, at=seen_at)
-    session.execute(update(DocumentRow).where(DocumentRow.id == document_id).values(story_id=story_id))
+    session.execute(_SET_STORY, {"doc": document_id, "story": story_id})
     return story_id
 
 
 def _story_of(session: Session, document_id: int) -> int | None:
-    row = session.execute(
-        select(DocumentRow.story_id, DocumentRow.title, DocumentRow.source_id, DocumentRow.discovered).where(
-            DocumentRow.id == document_id
-        )
-    ).first()
+    row = session.execute(_DOC_STORY, {"doc": document_id}).first()
     if row is None:
         return None
     if row.story_id is not None:
@@ -204,17 +223,16 @@ def _story_of(session: Session, document_id: int) -> int | None:
     story_id = _new_story(
         session, title=row.title, document_id=document_id, source_id=row.source_id, at=row.discovered
     )
-    session.execute(update(DocumentRow).where(DocumentRow.id == document_id).values(story_id=story_id))
+    session.execute(_SET_STORY, {"doc": document_id, "story": story_id})
     return story_id
 
 
 def _new_story(session: Session, *, title: str, document_id: int, source_id: str, at: datetime) -> int:
-    story = StoryRow(
-        title=title, first_document_id=document_id, first_source_id=source_id, first_seen=at, updated_at=at
-    )
-    session.add(story)
-    session.flush()
-    return int(story.id)
+    values = {
+        "title": title, "first_document_id": document_id, "first_source_id": source_id,
+        "first_seen": at, "updated_at": at,
+    }  # fmt: skip
+    return int(session.execute(_NEW_STORY, values).scalar_one())
 
 
 _JOIN_STORY = text(

@@ -9,14 +9,16 @@ article end with one document and one alert.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Literal
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
+from crawler.alerts.payload import evidence_hash
 from crawler.config import AlertsConfig
+from crawler.normalize import normalize_text
 from crawler.dedup import Fingerprint
 from crawler.types import Document, Match
 
@@ -86,6 +88,8 @@ def ingest(
     """Store a batch in ONE write transaction; each item in its own savepoint."""
     results: list[IngestResult] = []
     with db.write() as s:
+        # lock every band first so two batches with crossing near-duplicates cannot deadlock (PostgreSQL)
+        dedup_store.lock_fingerprints(s, [i.fingerprint for i in items if i.fingerprint is not None])
         for item in items:
             with s.begin_nested():
                 results.append(_ingest_one(s, db, item, alerts_cfg, threshold, now, origin))
@@ -119,7 +123,7 @@ def _ingest_one(
     doc_id = int(inserted)
     _record_sighting(s, db, doc_id, doc)
     story_id = _assign_story(s, db, doc_id, item, threshold, now)
-    alert_ids, corr = _record_matches(s, db, item.matches, doc_id, story_id, cfg, now, origin)
+    alert_ids, corr = _record_matches(s, db, item.matches, doc, doc_id, story_id, cfg, now, origin)
     return IngestResult("new", doc_id, story_id, len(alert_ids), corr, tuple(alert_ids))
 
 
@@ -141,7 +145,7 @@ def _update_in_place(
         story_id = dedup_store.assign_story(
             s, db, doc_id, near_document_id=None, title=doc.title, source_id=doc.source_id, seen_at=now
         )
-    alert_ids, corr = _record_matches(s, db, item.matches, doc_id, story_id, cfg, now, origin)
+    alert_ids, corr = _record_matches(s, db, item.matches, doc, doc_id, story_id, cfg, now, origin)
     return IngestResult("updated", doc_id, story_id, len(alert_ids), corr, tuple(alert_ids))
 
 
@@ -181,19 +185,26 @@ def record_seen(db: Database, source_id: str, entry_ids: Sequence[str], now: dat
 
 
 def _record_matches(
-    s: Session, db: Database, matches: Sequence[Match], doc_id: int, story_id: int,
+    s: Session, db: Database, matches: Sequence[Match], doc: Document, doc_id: int, story_id: int,
     cfg: AlertsConfig, now: datetime, origin: str,
 ) -> tuple[list[int], int]:
+    """One alert per development: per rule, the evidence sentences are checked against the story.
+
+    ``matches`` holds, per rule, the best firing hit first, then other firing hits with distinct
+    evidence sentences. A rule that never alerted in this story alerts once, with its best hit.
+    A rule that did alerts again only for an evidence sentence new to the story (the first such);
+    a known sentence is a corroboration.
+    """
     if not matches:
         _refresh_source_counts(s, story_id)
         return [], 0
-    sources = dedup_store.story_sources(s, story_id)
+    sources = _story_links(s, story_id)
     new_ids: list[int] = []
     corroborations = 0
-    for m in matches:
+    for m in _developments(s, matches, story_id, doc_id):
         out = outbox.record_alert(
             s, db, match=m, story_id=story_id, document_id=doc_id, source_count=len(sources),
-            sources=sources, alerts_cfg=cfg, origin=origin, now=now,
+            sources=sources, alerts_cfg=cfg, origin=origin, now=now, headline=doc.title, link=doc.url,
         )
         if out.created:
             new_ids.append(out.alert_id)
@@ -201,6 +212,61 @@ def _record_matches(
             corroborations += 1
     _refresh_source_counts(s, story_id, len(sources))
     return new_ids, corroborations
+
+
+def _developments(s: Session, matches: Sequence[Match], story_id: int, doc_id: int) -> list[Match]:
+    by_rule: dict[str, list[Match]] = {}
+    for m in matches:
+        by_rule.setdefault(m.rule_id, []).append(m)
+    chosen: list[Match] = []
+    story_text: str | None = None
+    for rule_id, ms in by_rule.items():
+        alerted = s.execute(
+            select(AlertRow.evidence_hash, AlertRow.evidence)
+            .where(AlertRow.rule_id == rule_id, AlertRow.story_id == story_id)
+            .order_by(AlertRow.id)
+        ).all()
+        if not alerted:
+            chosen.append(ms[0])
+            continue
+        if story_text is None:
+            story_text = _story_text(s, story_id, doc_id)
+        known = {h: ev for h, ev in alerted}
+        # a new headline is not a new development: only body sentences can be new to the story
+        fresh = next((m for m in ms if m.field != "title" and evidence_hash(m.evidence) not in known
+                      and normalize_text(m.evidence) not in story_text), None)
+        if fresh is not None:
+            chosen.append(fresh)
+            continue
+        same = next((m for m in ms if evidence_hash(m.evidence) in known), None)
+        # nothing new: the document corroborates the development already alerted
+        chosen.append(same or replace(ms[0], evidence=alerted[0][1]))
+    return chosen
+
+
+def _story_text(s: Session, story_id: int, doc_id: int, limit: int = 200) -> str:
+    """The normalised titles and texts of the story's other documents (what the story already said)."""
+    rows = s.execute(
+        select(DocumentRow.title, DocumentRow.text)
+        .where(DocumentRow.story_id == story_id, DocumentRow.id != doc_id)
+        .order_by(DocumentRow.id)
+        .limit(limit)
+    ).all()
+    return "\n".join(normalize_text(f"{t}\n{x}") for t, x in rows)
+
+
+def _story_links(s: Session, story_id: int) -> list[tuple[str, str | None]]:
+    """(source id, URL) for each distinct source reporting the story, first sighting first."""
+    rows = s.execute(
+        select(SightingRow.source_id, SightingRow.url)
+        .join(DocumentRow, DocumentRow.id == SightingRow.document_id)
+        .where(DocumentRow.story_id == story_id)
+        .order_by(SightingRow.seen_at)
+    ).all()
+    links: dict[str, str | None] = {}
+    for source_id, url in rows:
+        links.setdefault(source_id, url)
+    return list(links.items())
 
 
 def _refresh_source_counts(s: Session, story_id: int | None, count: int | None = None) -> None:

@@ -157,6 +157,7 @@ class BandRow(Base):
     """MinHash LSH band hashes: the near-duplicate index, shared by every process."""
 
     __tablename__ = "minhash_bands"
+    __table_args__ = {"sqlite_with_rowid": False}
     band: Mapped[int] = mapped_column(Integer, primary_key=True)
     hash: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     document_id: Mapped[int] = mapped_column(
@@ -225,6 +226,7 @@ class DeliveryRow(Base):
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     state: Mapped[str] = mapped_column(String(16), default="pending", index=True)
     # pending | sending | sent | failed (permanent) | dead (tries exhausted) | held (digest/quiet)
+    # | silenced (a silence matched; sent only on `alerts retry`) | digested (folded into a digest)
     tries: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     lease_until: Mapped[datetime | None]

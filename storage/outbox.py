@@ -30,6 +30,7 @@ The relay's queries (claims, leases, digests, marks) are in :mod:`storage.outbox
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
@@ -53,6 +54,7 @@ from crawler.alerts.routing import (
 )
 from crawler.alerts.views import AlertOutcome
 from crawler.config import AlertsConfig
+from crawler.errors import StorageError
 from crawler.types import Match
 
 from .db import Database
@@ -67,6 +69,23 @@ REACHED = ("sent", "sending", "digested")
 def _insert(db: Database, table: Any) -> Any:
     """db.insert() typed loosely: the dialect insert has on_conflict_do_nothing()."""
     return db.insert(table)
+
+
+@dataclass(frozen=True)
+class _Ctx:
+    """One record_alert call: where, what and when."""
+
+    session: Session
+    db: Database
+    match: Match
+    story_id: int
+    document_id: int
+    ev_hash: str
+    match_id: int | None
+    cfg: AlertsConfig
+    origin: str
+    policy: str  # none | digest | all (live alerts are always "all")
+    now: datetime
 
 
 def record_alert(
@@ -85,7 +104,11 @@ def record_alert(
     headline: str | None = None,
     link: str | None = None,
 ) -> AlertOutcome:
-    """Record one match in the caller's transaction; see the module docstring for the rules."""
+    """Record one match in the caller's transaction; see the module docstring for the rules.
+
+    ``sources``: (source id, URL) of every source known to report the story; ``headline``/``link``
+    default to the story's title and the document's URL.
+    """
     now = now or utcnow()
     ev_hash = evidence_hash(match.evidence)
     match_id = _insert_match(session, db, match, document_id, story_id, ev_hash, now)
@@ -93,44 +116,57 @@ def record_alert(
     if match_id is None and existing is not None:
         return AlertOutcome("duplicate", existing.id, None, existing.source_count)
     policy = backfill_policy if origin != "live" else "all"
+    ctx = _Ctx(session, db, match, story_id, document_id, ev_hash, match_id, alerts_cfg, origin, policy, now)
     if existing is None:
-        head, url = _headline(session, story_id, document_id, match, headline, link)
-        merged = merge_sources([], sources)
-        details = match_details(match, sources=merged, headline=head, link=url)
-        count = max(source_count, distinct_sources(merged), 1)
-        silence = _active_silence(session, match.rule_id, story_id, match.labels, now)
-        if silence is not None:
-            details["silenced_by"] = silence
-        values = dict(
-            rule_id=match.rule_id,
-            story_id=story_id,
-            evidence_hash=ev_hash,
-            title=match.title,
-            severity=match.severity,
-            evidence=match.evidence,
-            document_id=document_id,
-            source_count=count,
-            corroborations=0,
-            details=details,
-            origin=origin,
-            created_at=now,
-            updated_at=now,
-            group_key=group_key(
-                alerts_cfg.group_by, rule_id=match.rule_id, story_id=story_id, severity=match.severity
-            ),
-        )
-        stmt = _insert(db, AlertRow).values(**values).on_conflict_do_nothing().returning(AlertRow.id)
-        alert_id = session.execute(stmt).scalar()
-        if alert_id is not None:
-            _link_match(session, match_id, alert_id)
-            snap = _snapshot(alert_id, values)
-            channels = _enqueue(session, db, snap, "alert", alerts_cfg, policy, now, silence, match.labels)
-            return AlertOutcome("new", alert_id, match_id, count, channels, silence)
+        created = _new_alert(ctx, source_count, sources, headline, link)
+        if created is not None:
+            return created
         existing = _find_alert(session, match.rule_id, story_id, ev_hash)  # lost a race to another writer
-        assert existing is not None
-    return _corroborate(
-        session, db, existing, match, match_id, source_count, sources, alerts_cfg, policy, now
-    )
+        if existing is None:
+            raise StorageError(f"alert for rule {match.rule_id} in story {story_id} vanished during insert")
+    return _corroborate(ctx, existing, source_count, sources)
+
+
+def _new_alert(
+    ctx: _Ctx,
+    source_count: int,
+    sources: Sequence[tuple[str, str | None]],
+    headline: str | None,
+    link: str | None,
+) -> AlertOutcome | None:
+    """Insert the alert and its deliveries; None if another writer inserted the same key first."""
+    m = ctx.match
+    head, url = _headline(ctx.session, ctx.story_id, ctx.document_id, m, headline, link)
+    merged = merge_sources([], sources)
+    details = match_details(m, sources=merged, headline=head, link=url)
+    silence = _active_silence(ctx.session, m.rule_id, ctx.story_id, m.labels, ctx.now)
+    if silence is not None:
+        details["silenced_by"] = silence
+    values: dict[str, Any] = {
+        "rule_id": m.rule_id,
+        "story_id": ctx.story_id,
+        "evidence_hash": ctx.ev_hash,
+        "title": m.title,
+        "severity": m.severity,
+        "evidence": m.evidence,
+        "document_id": ctx.document_id,
+        "source_count": max(source_count, distinct_sources(merged), 1),
+        "corroborations": 0,
+        "details": details,
+        "origin": ctx.origin,
+        "created_at": ctx.now,
+        "updated_at": ctx.now,
+        "group_key": group_key(
+            ctx.cfg.group_by, rule_id=m.rule_id, story_id=ctx.story_id, severity=m.severity
+        ),
+    }
+    stmt = _insert(ctx.db, AlertRow).values(**values).on_conflict_do_nothing().returning(AlertRow.id)
+    alert_id = ctx.session.execute(stmt).scalar()
+    if alert_id is None:
+        return None
+    _link_match(ctx.session, ctx.match_id, alert_id)
+    channels = _enqueue(ctx, _snapshot(alert_id, values), "alert", silence)
+    return AlertOutcome("new", alert_id, ctx.match_id, values["source_count"], channels, silence)
 
 
 def _insert_match(
@@ -226,84 +262,62 @@ def _row_values(row: AlertRow) -> dict[str, Any]:
 
 
 def _corroborate(
-    s: Session,
-    db: Database,
-    row: AlertRow,
-    match: Match,
-    match_id: int | None,
-    source_count: int,
-    sources: Sequence[tuple[str, str | None]],
-    cfg: AlertsConfig,
-    policy: str,
-    now: datetime,
+    ctx: _Ctx, row: AlertRow, source_count: int, sources: Sequence[tuple[str, str | None]]
 ) -> AlertOutcome:
+    """Another source for a known alert: count it; queue an update when the source count grew."""
     details = dict(row.details or {})
-    merged = merge_sources(details.get("sources", []), sources)
-    details["sources"] = merged
+    details["sources"] = merge_sources(details.get("sources", []), sources)
     old = row.source_count
-    count = max(old, source_count, distinct_sources(merged))
+    count = max(old, source_count, distinct_sources(details["sources"]))
     values = _row_values(row) | {
         "source_count": count,
         "corroborations": row.corroborations + 1,
         "details": details,
     }
-    s.execute(
+    ctx.session.execute(
         update(AlertRow)
         .where(AlertRow.id == row.id)
-        .values(source_count=count, corroborations=values["corroborations"], details=details, updated_at=now)
+        .values(
+            source_count=count, corroborations=values["corroborations"], details=details, updated_at=ctx.now
+        )
     )
-    _link_match(s, match_id, row.id)
+    _link_match(ctx.session, ctx.match_id, row.id)
     channels: tuple[str, ...] = ()
-    silence = _active_silence(s, row.rule_id, row.story_id, match.labels, now)
-    if count > old and cfg.notify_updates:
-        snap = _snapshot(row.id, values)
-        channels = _enqueue(s, db, snap, "update", cfg, policy, now, silence, match.labels)
-    return AlertOutcome("corroborated", row.id, match_id, count, channels, silence)
+    silence = _active_silence(ctx.session, row.rule_id, row.story_id, ctx.match.labels, ctx.now)
+    if count > old and ctx.cfg.notify_updates:
+        channels = _enqueue(ctx, _snapshot(row.id, values), "update", silence)
+    return AlertOutcome("corroborated", row.id, ctx.match_id, count, channels, silence)
 
 
-def _enqueue(
-    s: Session,
-    db: Database,
-    snap: Mapping[str, Any],
-    kind: str,
-    cfg: AlertsConfig,
-    policy: str,
-    now: datetime,
-    silence: int | None,
-    labels: Mapping[str, str],
-) -> tuple[str, ...]:
+def _enqueue(ctx: _Ctx, snap: Mapping[str, Any], kind: str, silence: int | None) -> tuple[str, ...]:
     """One delivery per routed channel (``alert``), or coalesced/new ``update`` rows."""
-    if policy == "none":
+    if ctx.policy == "none":
         return ()
     out = []
     alert_id = int(snap["id"])
-    for ch in routed_channels(cfg, rule_id=snap["rule_id"], severity=snap["severity"], labels=labels):
-        payload = {"kind": kind, "alert": dict(snap)}
+    labels = ctx.match.labels
+    for ch in routed_channels(ctx.cfg, rule_id=snap["rule_id"], severity=snap["severity"], labels=labels):
         if kind == "update":
-            done = _coalesce(s, alert_id, ch, snap)
+            done = _coalesce(ctx.session, alert_id, ch, snap)
             if done is not None:
                 out += [ch] if done else []
                 continue
         key = f"{kind}-{alert_id}-{ch}-" + ("r0" if kind == "alert" else str(snap["corroborations"]))
-        sch = schedule(ch, cfg.channels[ch], now, hold=policy == "digest")
-        state, at = ("silenced", now) if silence is not None else (sch.state, sch.at)
-        detail = {"silenced_by": silence} if silence is not None else None
-        s.execute(
-            _insert(db, DeliveryRow)
-            .values(
-                idempotency_key=key,
-                channel=ch,
-                kind=kind,
-                alert_id=alert_id,
-                payload=payload,
-                state=state,
-                tries=0,
-                next_attempt_at=at,
-                detail=detail,
-                created_at=now,
-            )
-            .on_conflict_do_nothing()
-        )
+        sch = schedule(ch, ctx.cfg.channels[ch], ctx.now, hold=ctx.policy == "digest")
+        state, at = ("silenced", ctx.now) if silence is not None else (sch.state, sch.at)
+        row = {
+            "idempotency_key": key,
+            "channel": ch,
+            "kind": kind,
+            "alert_id": alert_id,
+            "state": state,
+            "payload": {"kind": kind, "alert": dict(snap)},
+            "tries": 0,
+            "next_attempt_at": at,
+            "detail": {"silenced_by": silence} if silence is not None else None,
+            "created_at": ctx.now,
+        }
+        ctx.session.execute(_insert(ctx.db, DeliveryRow).values(**row).on_conflict_do_nothing())
         out.append(ch)
     return tuple(out)
 

@@ -88,8 +88,9 @@ class Site:
             self.hits.clear()
 
     def _serve(self, req: BaseHTTPRequestHandler) -> None:
+        path = req.path.split("?", 1)[0]
         with self._lock:
-            route = self.routes.get(req.path)
+            route = self.routes.get(req.path) or self.routes.get(path)
         headers = {k.lower(): v for k, v in req.headers.items()}
         if route is None:
             self._send(req, 404, b"not found", {"Content-Type": "text/plain"}, headers)
@@ -108,7 +109,7 @@ class Site:
     def _send(self, req: BaseHTTPRequestHandler, status: int, body: bytes, hdrs: dict[str, str],
               seen: dict[str, str]) -> None:
         with self._lock:
-            self.hits.append(Hit(req.path, status, seen))
+            self.hits.append(Hit(req.path.split("?", 1)[0], status, seen))
         req.send_response(status)
         for k, v in hdrs.items():
             req.send_header(k, v)

@@ -1,4 +1,4 @@
-"""Backfill acceptance: archived/paged feeds, sitemaps, date-sliced search and CDX snapshots into one timeline.
+"""Backfill acceptance: archived/paged feeds, sitemaps, sliced search and CDX snapshots into one timeline.
 
 The local site (``HistorySite``) is also used by tests/test_backfill_kill.py and tests/test_rescan.py.
 """
@@ -65,6 +65,7 @@ class HistorySite:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body in two writes must not wait for a delayed ACK
 
             def do_GET(self) -> None:
                 site._reply(self, site._get(self.path))
@@ -80,7 +81,9 @@ class HistorySite:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
         self.base = f"http://127.0.0.1:{self.server.server_port}"
 
     def close(self) -> None:
@@ -88,7 +91,9 @@ class HistorySite:
         self.server.shutdown()
         self.server.server_close()
 
-    def add(self, path: str, body: str | bytes, ctype: str = "text/html; charset=utf-8", status: int = 200) -> None:
+    def add(
+        self, path: str, body: str | bytes, ctype: str = "text/html; charset=utf-8", status: int = 200
+    ) -> None:
         data = body.encode("utf-8") if isinstance(body, str) else body
         self.static[path] = (status, data.replace(b"{BASE}", self.base.encode()), ctype)
 
@@ -131,7 +136,9 @@ class HistorySite:
         if lines is None:
             return 404, b"no snapshot", "text/plain"
         paras = "".join(f"<p>{line}</p>" for line in lines)
-        page = f"<html><body><div id='updates'>{paras}</div><div id='footer'>Visitors: {ts}</div></body></html>"
+        page = (
+            f"<html><body><div id='updates'>{paras}</div><div id='footer'>Visitors: {ts}</div></body></html>"
+        )
         return 200, page.encode(), "text/html; charset=utf-8"
 
 
@@ -144,8 +151,15 @@ def _when(path: str) -> datetime:
 
 
 def _rss_items(site: HistorySite, paths: list[str]) -> list[dict[str, str]]:
-    return [{"title": ARTICLES[p]["title"], "link": site.base + p, "guid": f"urn:x{p}",
-             "pubDate": format_datetime(_when(p))} for p in paths]
+    return [
+        {
+            "title": ARTICLES[p]["title"],
+            "link": site.base + p,
+            "guid": f"urn:x{p}",
+            "pubDate": format_datetime(_when(p)),
+        }
+        for p in paths
+    ]
 
 
 def _search(site: HistorySite) -> Callable[[dict[str, str]], Answer]:
@@ -189,8 +203,15 @@ def _next_paged(site: HistorySite) -> Callable[[dict[str, str]], Answer]:
 
     def answer(q: dict[str, str]) -> Answer:
         n = q.get("page", "1")
-        entries = [{"title": ARTICLES[p]["title"], "link": site.base + p, "id": f"urn:nx{p}",
-                    "updated": ARTICLES[p]["published"]} for p in pages[n]]
+        entries = [
+            {
+                "title": ARTICLES[p]["title"],
+                "link": site.base + p,
+                "id": f"urn:nx{p}",
+                "updated": ARTICLES[p]["published"],
+            }
+            for p in pages[n]
+        ]
         body = atom(entries)
         if n in ("1", "2"):
             link = f'<link rel="next" href="{site.base}/nx/feed.xml?page={int(n) + 1}"/>'
@@ -204,8 +225,12 @@ def history_site() -> HistorySite:
     site = HistorySite()
     for path, art in ARTICLES.items():
         site.add(path, article_page(art["title"], art["paragraphs"], published=art["published"]))
-    for name, path in (("feed.xml", "/feed.xml"), ("archive-3.xml", "/archive/3.xml"),
-                       ("archive-2.xml", "/archive/2.xml"), ("archive-1.xml", "/archive/1.xml")):
+    for name, path in (
+        ("feed.xml", "/feed.xml"),
+        ("archive-3.xml", "/archive/3.xml"),
+        ("archive-2.xml", "/archive/2.xml"),
+        ("archive-1.xml", "/archive/1.xml"),
+    ):
         site.add(path, (DATA / name).read_bytes(), "application/atom+xml")
     site.add("/robots.txt", (DATA / "robots.txt").read_bytes(), "text/plain")
     for name in ("sitemap_index.xml", "sitemap-1.xml", "sitemap-old.xml"):
@@ -237,7 +262,9 @@ STANDARD_SOURCES = """
 """
 
 
-def config_text(tmp_path: Path, site: HistorySite, sources: str, *, rules: str = RULES, db: str = "sw.db") -> str:
+def config_text(
+    tmp_path: Path, site: HistorySite, sources: str, *, rules: str = RULES, db: str = "sw.db"
+) -> str:
     (tmp_path / "rules.yaml").write_text(rules, "utf-8")
     return f"""
 database: "sqlite:///{tmp_path / db}"
@@ -247,7 +274,7 @@ fetch:
   per_host_concurrency: 8
   deadline: 10s
 rules:
-  paths: ["{tmp_path / 'rules.yaml'}"]
+  paths: ["{tmp_path / "rules.yaml"}"]
 backfill:
   cdx_url: "{site.base}/cdx"
   snapshot_url: "{site.base}/web/{{timestamp}}id_/{{url}}"
@@ -266,8 +293,9 @@ def make_settings(tmp_path: Path, site: HistorySite, sources: str = STANDARD_SOU
 
 
 def backfill(settings: Settings, **kw: Any) -> BackfillReport:
+    deliver = kw.pop("deliver", False)
     opts = BackfillOptions(window=kw.pop("window", OCTOBER), **kw)
-    return asyncio.run(run_backfill(settings, opts, deliver=kw.get("deliver", False)))
+    return asyncio.run(run_backfill(settings, opts, deliver=deliver))
 
 
 def rows(settings: Settings, model: Any) -> list[Any]:
@@ -293,13 +321,27 @@ def test_backfill_stores_exactly_the_documents_of_the_window(tmp_path: Path, sit
 
     docs = rows(settings, DocumentRow)
     urls = {d.canonical_url.removeprefix(site.base) for d in docs if d.origin != "page"}
-    assert urls == {"/blog/a1", "/blog/a2", "/blog/a3", "/blog/a4", "/blog/a5",  # archive chain
-                    "/news/s1", "/news/s2", "/news/s4", "/news/s6",  # sitemaps: lastmod/news date in window, undated
-                    "/n/1", "/n/2", "/n/3"}  # search slices
+    assert urls == {
+        "/blog/a1",
+        "/blog/a2",
+        "/blog/a3",
+        "/blog/a4",
+        "/blog/a5",  # archive chain
+        "/news/s1",
+        "/news/s2",
+        "/news/s4",
+        "/news/s6",  # sitemaps: lastmod/news date in window, undated
+        "/n/1",
+        "/n/2",
+        "/n/3",
+    }  # search slices
     pages = sorted((d.published, d.text) for d in docs if d.origin == "page")
     assert pages == [
         (datetime(2026, 10, 5, 12, tzinfo=UTC), "Update one: open weights were released today."),
-        (datetime(2026, 10, 12, 12, tzinfo=UTC), "Update two: the team confirmed LongCat was trained on Ascend chips."),
+        (
+            datetime(2026, 10, 12, 12, tzinfo=UTC),
+            "Update two: the team confirmed LongCat was trained on Ascend chips.",
+        ),
         (datetime(2026, 10, 20, 12, tzinfo=UTC), "Update three: API pricing was announced for developers."),
     ]
     # archived pages are followed until the entries are older than --since; old sitemaps are never read
@@ -309,7 +351,9 @@ def test_backfill_stores_exactly_the_documents_of_the_window(tmp_path: Path, sit
         assert site.hits(outside) == 0, outside
     m = by_method(report)
     assert (m["blog", "archive"].pages, m["blog", "archive"].new) == (4, 5)
-    assert m["blog", "sitemap"].known == 1 and m["blog", "sitemap"].undated == 1  # /blog/a1 came from the feed
+    assert (
+        m["blog", "sitemap"].known == 1 and m["blog", "sitemap"].undated == 1
+    )  # /blog/a1 came from the feed
     assert (m["gsearch", "search"].pages, m["gsearch", "search"].new) == (4, 3)  # 10-day slices of October
     assert (m["watch", "cdx"].pages, m["watch", "cdx"].new) == (4, 3)  # baseline before the window + 3
     assert {d.published for d in docs if d.canonical_url.endswith("/news/s6")} == {None}
@@ -339,10 +383,16 @@ def test_paged_feeds_follow_next_links_and_wordpress_pages(tmp_path: Path, site:
     m = by_method(report)
     assert (m["wp", "archive"].pages, m["wp", "archive"].new) == (2, 4)  # ?paged=2, then ?paged=3 is a 404
     assert site.hits("/wp/feed?paged=3") == 1 and site.hits("/wp/feed?paged=4") == 0
-    assert (m["rep", "archive"].pages, site.hits("/rep/feed?paged=2"), site.hits("/rep/feed?paged=3")) == (1, 1, 0)
+    assert (m["rep", "archive"].pages, site.hits("/rep/feed?paged=2"), site.hits("/rep/feed?paged=3")) == (
+        1,
+        1,
+        0,
+    )
 
     settings2 = make_settings(tmp_path, site, sources, db="nx.db")
-    nx = by_method(backfill(settings2, alerts="none", methods=("archive",), source_ids=("nx",)))["nx", "archive"]
+    nx = by_method(backfill(settings2, alerts="none", methods=("archive",), source_ids=("nx",)))[
+        "nx", "archive"
+    ]
     assert (nx.pages, nx.new, nx.status) == (3, 4, "ok")
     assert site.hits("/nx/feed.xml?paged=2") == 0  # `next` links win over guessing
 
@@ -355,16 +405,22 @@ def test_dry_run_counts_and_stores_nothing(tmp_path: Path, site: HistorySite) ->
     assert all(site.hits(p) == 0 for p in ARTICLES)
 
 
+def _golden(name: str) -> bytes:
+    return (DATA / name).read_bytes().replace(b"{BASE}", b"http://example.com")
+
+
 def test_sitemap_parser_refuses_dtds_and_reads_news_and_gzip() -> None:
     for name in ("sitemap_xxe.xml", "sitemap_laughs.xml"):
         with pytest.raises(UnsafeXML):
             parse_sitemap((DATA / name).read_bytes(), url=name)
-    news = parse_sitemap((DATA / "sitemap-1.xml").read_bytes(), url="s1")
+    news = parse_sitemap(_golden("sitemap-1.xml"), url="s1")
     assert news.kind == "urlset" and len(news.entries) == 4
     assert news.entries[1].published == datetime(2026, 10, 29, 2, tzinfo=UTC)
     assert news.entries[1].title == "Startup raises funds for robotics"
-    packed = parse_sitemap(gzip.compress((DATA / "sitemap_index.xml").read_bytes()), url="idx.gz")
-    assert packed.kind == "index" and [e.lastmod for e in packed.entries][1] == datetime(2026, 10, 10, tzinfo=UTC)
+    packed = parse_sitemap(gzip.compress(_golden("sitemap_index.xml")), url="idx.gz")
+    assert packed.kind == "index" and [e.lastmod for e in packed.entries][1] == datetime(
+        2026, 10, 10, tzinfo=UTC
+    )
     with pytest.raises(ParseError):
         parse_sitemap(gzip.compress(b"x" * 5000)[:40], url="truncated.gz")
 
@@ -386,15 +442,21 @@ def test_token_bucket_spaces_requests_at_the_rate() -> None:
 def _flood(site: HistorySite) -> None:
     """200 matching feed entries over four archive pages, and two live feeds reusing some of them."""
     rng = random.Random(7)
-    words = "river copper lantern orbit maple quartz falcon ember harbor willow canyon meadow".split()
+    words = ["river", "copper", "lantern", "orbit", "maple", "quartz", "falcon", "ember", "harbor", "willow"]
 
     def entry(i: int) -> dict[str, str]:
         noise = " ".join(rng.choice(words) + str(rng.randrange(1000)) for _ in range(25))
         when = datetime(2026, 10, 2, tzinfo=UTC) + timedelta(hours=3 * i)
-        return {"title": f"Flood report {i}", "link": f"{site.base}/flood/item/{i}", "guid": f"urn:flood:{i}",
-                "id": f"urn:flood:{i}", "updated": when.isoformat(), "pubDate": format_datetime(when),
-                "summary": f"Report {i} {noise}. Sources told lab{i} that model{i} was trained on Ascend chips "
-                           f"in hall{i}. Then {noise[::-1]}."}
+        return {
+            "title": f"Flood report {i}",
+            "link": f"{site.base}/flood/item/{i}",
+            "guid": f"urn:flood:{i}",
+            "id": f"urn:flood:{i}",
+            "updated": when.isoformat(),
+            "pubDate": format_datetime(when),
+            "summary": f"Report {i} {noise}. Sources told lab{i} that model{i} was trained on Ascend chips "
+            f"in hall{i}. Then {noise[::-1]}.",
+        }
 
     items = [entry(i) for i in range(200)]
     for page in range(4):
@@ -405,8 +467,14 @@ def _flood(site: HistorySite) -> None:
             body = body.replace("<id>urn:x</id>", f"<id>urn:x</id>{link}", 1)
         site.add("/flood/feed.xml" if page == 0 else f"/flood/{page}.xml", body, "application/atom+xml")
     fresh = {**entry(999), "title": "Fresh live report"}
-    site.add("/flood/live1.xml", rss([{**e, "description": e["summary"]} for e in items[:5]]), "application/rss+xml")
-    live2 = [{**e, "guid": f"live2:{e['guid']}", "description": e["summary"]} for e in [*items[100:110], fresh]]
+    site.add(
+        "/flood/live1.xml",
+        rss([{**e, "description": e["summary"]} for e in items[:5]]),
+        "application/rss+xml",
+    )
+    live2 = [
+        {**e, "guid": f"live2:{e['guid']}", "description": e["summary"]} for e in [*items[100:110], fresh]
+    ]
     site.add("/flood/live2.xml", rss(live2), "application/rss+xml")
 
 
@@ -436,7 +504,9 @@ def test_backfill_sends_one_digest_and_never_repeats_live_alerts(tmp_path: Path,
     # the backfill finds 200 matching documents; the 5 stored live add nothing; ONE digest for the rest
     report = backfill(settings, source_ids=("flood",), methods=("archive",), deliver=True)
     assert (report.total("new"), report.total("known"), report.total("matches")) == (195, 5, 195)
-    assert _count(settings, MatchRow) == 200 and _count(settings, AlertRow, AlertRow.origin == "backfill") == 195
+    assert (
+        _count(settings, MatchRow) == 200 and _count(settings, AlertRow, AlertRow.origin == "backfill") == 195
+    )
     assert [h["x-storywatch-event"] for h, _ in site.posts[5:]] == ["digest"]
     # a live pass over a feed repeating backfilled articles: only the fresh one alerts
     asyncio.run(run_once(settings, [specs["live2"]]))
@@ -453,20 +523,43 @@ def test_backfill_alerts_none_sends_nothing(tmp_path: Path, site: HistorySite) -
     assert site.posts == []
 
 
+def test_backfill_alerts_all_sends_each_alert_like_live(tmp_path: Path, site: HistorySite) -> None:
+    settings = make_settings(tmp_path, site)
+    report = backfill(settings, source_ids=("gsearch", "watch"), alerts="all", deliver=True)
+    assert report.total("alerts") == 2 and report.released == 0
+    assert [h["x-storywatch-event"] for h, _ in site.posts] == ["alert", "alert"]
+    assert {d.state for d in rows(settings, DeliveryRow)} == {"sent"}
+
+
 # ----------------------------------------------------------------------------- the command line
 
 
 def test_cli_backfill_json_and_help(tmp_path: Path, site: HistorySite) -> None:
+    from crawler.backfill import METHODS
     from crawler.cli import cli
+    from crawler.cli_backfill import METHODS as CLI_METHODS
     from crawler.cli_backfill import commands
 
+    assert CLI_METHODS == METHODS
     for command in commands():
         cli.add_command(command)
     cfg = tmp_path / "storywatch.yaml"
     cfg.write_text(config_text(tmp_path, site, STANDARD_SOURCES), "utf-8")
     runner = CliRunner()
-    args = ["--config", str(cfg), "backfill", "--since", "2026-10-01", "--until", "2026-10-31T23:59:59",
-            "--source", "gsearch", "--alerts", "none", "--json"]
+    args = [
+        "--config",
+        str(cfg),
+        "backfill",
+        "--since",
+        "2026-10-01",
+        "--until",
+        "2026-10-31T23:59:59",
+        "--source",
+        "gsearch",
+        "--alerts",
+        "none",
+        "--json",
+    ]
     result = runner.invoke(cli, args)
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)

@@ -19,8 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import select
 
+from crawler.cli import cli
+from crawler.cli_daemon import commands
 from crawler.config import load_settings
 from crawler.daemon import Daemon
 from crawler.daemon_jobs import diff_sources, plan_start, poll_outcome
@@ -37,6 +40,8 @@ RULES = (
     "version: 1\nrules:\n  - id: test.cluster\n    title: Cluster details\n    severity: medium\n"
     "    query: '\"orbital shipyard\"'\n"
 )
+for _command in commands():  # what crawler.cli_more does in main()
+    cli.add_command(_command)
 FAST = "interval: 0.5s, min_interval: 0.3s, max_interval: 1s"
 
 
@@ -251,13 +256,27 @@ def test_a_failing_source_backs_off_is_announced_once_and_recovers(tmp_path: Pat
     assert by_id["flaky"].health == "ok" and by_id["flaky"].error_streak == 0
     assert by_id["flaky"].new_24h == 1 and by_id["page"].health == "failing"
     assert report.daemon.running is False and report.daemon.state == "stopped"
+    shown = CliRunner().invoke(cli, ["--config", str(cfg), "status"], terminal_width=200)
+    assert shown.exit_code == 0, shown.output
+    assert "daemon not running" in shown.output and "stopped" in shown.output
+    assert "flaky" in shown.output and "failing" in shown.output and "outbox:" in shown.output
+
+
+def test_both_commands_show_examples() -> None:
+    for name in ("run", "status"):
+        result = CliRunner().invoke(cli, [name, "--help"])
+        assert (
+            result.exit_code == 0 and "Examples:" in result.output and f"storywatch {name}" in result.output
+        )
 
 
 # ----------------------------------------------------------------------------- item 23
 
 
 @pytest.mark.parametrize("grace", ["300s", "1s"])
-def test_a_paused_process_polls_each_overdue_source_once(tmp_path: Path, site: Site, grace: str) -> None:
+def test_a_paused_process_polls_each_overdue_source_once(
+    tmp_path: Path, site: Site, grace: str, caplog: pytest.LogCaptureFixture
+) -> None:
     """A sleeping laptop: with a short grace the late runs are re-planned, with a long one they run
     late; either way each source is polled once after the pause, with no catch-up burst."""
     for p in ("/f1", "/f2"):
@@ -274,12 +293,15 @@ def test_a_paused_process_polls_each_overdue_source_once(tmp_path: Path, site: S
     marks: dict[str, float] = {}
 
     async def scenario(d: Daemon) -> None:
-        await wait_until(lambda: len(hit_times(site, "/f1")) >= 2 and len(hit_times(site, "/f2")) >= 2)
-        time.sleep(3.5)  # the whole process stops: no timer, no poll can run
+        await wait_until(lambda: hit_times(site, "/f1") and hit_times(site, "/f2"))
+        time.sleep(2.6)  # the whole process stops: no timer, no poll can run
         marks["resumed"] = time.monotonic()
-        await asyncio.sleep(2.2)
+        await asyncio.sleep(1.6)
 
+    caplog.set_level(logging.INFO, logger="storywatch")
     run_daemon(cfg, scenario)
+    missed = {getattr(r, "source_id", None) for r in caplog.records if "missed its poll" in r.getMessage()}
+    assert missed == ({"f1", "f2"} if grace == "1s" else set())  # late beyond the grace: re-planned
     for p in ("/f1", "/f2"):
         times = hit_times(site, p)
         after = [t - marks["resumed"] for t in times if t >= marks["resumed"]]
@@ -314,6 +336,10 @@ def test_changed_files_reload_and_broken_files_keep_the_last_good_version(
         assert d.jobs.rt.rules is rules_before  # the last good rule set keeps running
         cfg.write_text(cfg.read_text("utf-8") + "  - {id: bad, kind: feed, url: 'file:///etc/passwd'}\n")
         await wait_until(lambda: "sources[1].url" in caplog.text, what="config error")
+        (tmp_path / "rules.yaml").write_text(RULES, "utf-8")  # rules fixed, config still broken
+        bad_bounds = two.replace("min_interval: 0.3s", "min_interval: 5s")  # above max_interval
+        write_config(tmp_path, [bad_bounds], daemon=", watch_files: true")
+        await wait_until(lambda: "source 'two': min_interval" in caplog.text, what="bounds error")
         stop_one = time.monotonic()
         polls = len(hit_times(site, "/two"))
         await wait_until(lambda: len(hit_times(site, "/two")) > polls, what="still polling")

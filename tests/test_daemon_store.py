@@ -100,13 +100,14 @@ def test_status_tells_running_stopped_and_dead(tmp_path: Path) -> None:
 
 def test_one_notice_row_per_change_and_none_without_a_channel(tmp_path: Path) -> None:
     db = open_database(f"sqlite:///{tmp_path / 'sw.db'}")
-    cfg = AlertsConfig(channels={"ops": ChannelConfig(type="console")}, health_channel="ops")
+    console = ChannelConfig.model_validate({"type": "console"})
+    cfg = AlertsConfig(channels={"ops": console}, health_channel="ops")
     key = ds.notice_key("feed-1", "failing", T0)
     for _ in range(2):  # a retried enqueue of the same change adds nothing
         assert ds.enqueue_notice(db, key=key, title="t", text="x", alerts_cfg=cfg, now=T0) == ("ops",)
     later = ds.notice_key("feed-1", "ok", T0 + timedelta(minutes=1))
     ds.enqueue_notice(db, key=later, title="back", text="y", alerts_cfg=cfg, now=T0)
-    silent = AlertsConfig(channels={"ops": ChannelConfig(type="console")})
+    silent = AlertsConfig(channels={"ops": console})
     assert ds.enqueue_notice(db, key="k3", title="t", text="x", alerts_cfg=silent, now=T0) == ()
     with db.read() as s:
         rows = list(s.scalars(select(DeliveryRow).order_by(DeliveryRow.id)))

@@ -165,13 +165,12 @@ def test_the_daemon_picks_up_items_and_sources_refuses_a_twin_and_stops_cleanly(
         wait_for(lambda: count(tmp_path, DocumentRow) == 3, 10, "the new item", proc)
         assert time.monotonic() - added < 2.0 + 1.5  # within one (max) interval, plus processing
 
-        twin = storywatch(tmp_path, "run")
+        twin = storywatch(tmp_path, "run")  # both at once: each pays the interpreter start
+        status = storywatch(tmp_path, "status", "--json")
         _, twin_err = twin.communicate(timeout=30)
+        st_out, st_err = status.communicate(timeout=30)
         assert twin.returncode == 3, twin_err
         assert f"pid {proc.pid}" in twin_err and "already runs" in twin_err
-
-        status = storywatch(tmp_path, "status", "--json")
-        st_out, st_err = status.communicate(timeout=30)
         assert status.returncode == 0, st_err
         report = json.loads(st_out)
         assert report["daemon"]["running"] is True and report["daemon"]["pid"] == proc.pid
@@ -204,7 +203,7 @@ def test_the_daemon_picks_up_items_and_sources_refuses_a_twin_and_stops_cleanly(
 def test_without_any_reachable_source_it_keeps_running_backs_off_and_logs_per_state_change(
     tmp_path: Path,
 ) -> None:
-    quick = "interval: 1s, min_interval: 0.5s, max_interval: 2s"
+    quick = "interval: 0.6s, min_interval: 0.3s, max_interval: 2s"
     write_config(
         tmp_path,
         [
@@ -215,12 +214,11 @@ def test_without_any_reachable_source_it_keeps_running_backs_off_and_logs_per_st
     proc = storywatch(tmp_path, "run", log="daemon")
     try:
         for sid in ("closed-port", "no-dns"):
-            wait_for(
-                lambda sid=sid: count(tmp_path, FetchLogRow, FetchLogRow.source_id == sid) >= 4,
-                20,
-                f"four failed polls of {sid}",
-                proc,
-            )
+
+            def four_polls(sid: str = sid) -> bool:
+                return count(tmp_path, FetchLogRow, FetchLogRow.source_id == sid) >= 4
+
+            wait_for(four_polls, 20, f"four failed polls of {sid}", proc)
         assert proc.poll() is None  # still running
     finally:
         code, _ = stop(proc, signal.SIGINT, 30)

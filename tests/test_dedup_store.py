@@ -153,8 +153,7 @@ def test_near_duplicate_without_a_story_gets_one_first(db: Database) -> None:
         story = dedup_store.assign_story(
             s, db, new, near_document_id=legacy, title="new", source_id="new", seen_at=T0
         )
-        legacy_row = s.get(DocumentRow, legacy)
-        assert legacy_row is not None and legacy_row.story_id == story
+        assert s.scalar(select(DocumentRow.story_id).where(DocumentRow.id == legacy)) == story
         assert dedup_store.story_sources(s, story) == ["new", "old"]
 
 

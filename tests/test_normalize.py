@@ -34,6 +34,7 @@ ARTICLE = "https://example.com/2026/11/23/longcat-2-0"
         "https://m.example.com/2026/11/23/longcat-2-0",
         "https://mobile.example.com/2026/11/23/longcat-2-0",
         "https://amp.example.com/2026/11/23/longcat-2-0",
+        "https://www.m.example.com/2026/11/23/longcat-2-0",
         "https://example.com/2026/11/23/longcat-2-0/amp",
         "https://example.com/2026/11/23/longcat-2-0/amp/",
         "https://example.com/amp/2026/11/23/longcat-2-0",

@@ -28,6 +28,8 @@ def _load_apprise() -> Any:
 
 @register_channel("apprise")
 class AppriseChannel:
+    rate_limited = True
+
     def __init__(self, name: str, config: ChannelConfig) -> None:
         apprise = _load_apprise()
         self.name = name

@@ -80,6 +80,7 @@ class Channel(Protocol):
 
     name: str
     config: ChannelConfig
+    rate_limited: bool  # False: the relay ignores rate_per_second (console)
 
     async def send(self, message: RenderedMessage, *, idempotency_key: str) -> DeliveryResult: ...
 

@@ -18,6 +18,8 @@ log = logging.getLogger("storywatch.alerts")
 
 @register_channel("console")
 class ConsoleChannel:
+    rate_limited = False  # a local stream: no rate limit
+
     def __init__(self, name: str, config: ChannelConfig, *, stream: TextIO | None = None) -> None:
         self.name = name
         self.config = config

@@ -54,6 +54,8 @@ def _classify(code: int, what: str, channel: str) -> Exception:
 
 @register_channel("email")
 class EmailChannel:
+    rate_limited = True
+
     def __init__(self, name: str, config: ChannelConfig) -> None:
         if not (config.host and config.sender and config.recipients):
             raise PermanentDeliveryError("email needs host, sender and recipients", channel=name)

@@ -155,7 +155,7 @@ class Relay:
             now=now,
             lease=self.cfg.lease,
             worker=self.worker_id,
-            limit=self._batch(cfg),
+            limit=self._batch(channel, cfg),
         )
         if self._on_claim is not None:
             self._on_claim(name, rows)
@@ -163,7 +163,8 @@ class Relay:
         for i, row in enumerate(rows):
             if stop is not None and stop.is_set():
                 return attempts + await self._give_back(name, rows[i:], None)
-            await self._pace(name, cfg)
+            if channel.rate_limited:
+                await self._pace(name, cfg)
             attempt, halt, until = await self._deliver(name, channel, cfg, row, now)
             attempts.append(attempt)
             if halt:
@@ -234,7 +235,10 @@ class Relay:
         raw = min(self.backoff_cap, self.backoff_base * 2 ** max(0, tries - 1))
         return raw * (0.5 + self._rng.random() / 2)
 
-    def _batch(self, cfg: ChannelConfig) -> int:
+    def _batch(self, channel: Channel, cfg: ChannelConfig) -> int:
+        """Rows per lease: as many as the rate limit lets us send in a quarter of the lease."""
+        if not channel.rate_limited:
+            return MAX_BATCH
         return max(1, min(MAX_BATCH, int(cfg.rate_per_second * self.cfg.lease / 4)))
 
     async def _pace(self, name: str, cfg: ChannelConfig) -> None:

@@ -63,6 +63,8 @@ def fit_blocks(data: dict[str, Any]) -> dict[str, Any]:
 
 @register_channel("slack")
 class SlackChannel:
+    rate_limited = True
+
     def __init__(self, name: str, config: ChannelConfig) -> None:
         if config.url is None:
             raise PermanentDeliveryError("no webhook url configured", channel=name)

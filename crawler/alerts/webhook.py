@@ -31,6 +31,8 @@ def sign(secret: str, body: bytes) -> str:
 
 @register_channel("webhook")
 class WebhookChannel:
+    rate_limited = True
+
     def __init__(self, name: str, config: ChannelConfig) -> None:
         if config.url is None:
             raise PermanentDeliveryError("no webhook url configured", channel=name)

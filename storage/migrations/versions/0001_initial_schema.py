@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-23 01:27:51.008355
+Create Date: 2026-11-23 01:57:44.330048
 """
 from alembic import op
 import sqlalchemy as sa
@@ -225,7 +225,8 @@ def upgrade() -> None:
     sa.Column('hash', sa.BigInteger(), nullable=False),
     sa.Column('document_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.ForeignKeyConstraint(['document_id'], ['documents.id'], ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('band', 'hash', 'document_id')
+    sa.PrimaryKeyConstraint('band', 'hash', 'document_id'),
+    sqlite_with_rowid=False
     )
     op.create_table('minhash_signatures',
     sa.Column('document_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
