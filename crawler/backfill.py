@@ -364,6 +364,7 @@ class Job:
             threshold=rt.settings.dedup.threshold,
             now=now,
             origin="backfill",
+            backfill_policy=self.opts.alerts,
         )
         backfill_store.apply_policy(
             rt.db, self.opts.alerts, after_id=mark, alerts_cfg=rt.settings.alerts, now=now

@@ -47,7 +47,8 @@ class Ctx:
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    err.print("[bold red]error:[/] ", end="", markup=True)
+    err.print(message, highlight=False, markup=False, soft_wrap=True)
     sys.exit(code)
 
 
@@ -153,7 +154,12 @@ def db() -> None:
 @db.command("upgrade")
 @click.pass_obj
 def db_upgrade(obj: Ctx) -> None:
-    """Apply schema migrations (also done automatically on start)."""
+    """Apply schema migrations (also done automatically on start).
+
+    \b
+    Example:
+      storywatch db upgrade
+    """
     from storage.db import open_database
 
     database = open_database(obj.settings.database_url)
@@ -163,7 +169,12 @@ def db_upgrade(obj: Ctx) -> None:
 @db.command("current")
 @click.pass_obj
 def db_current(obj: Ctx) -> None:
-    """Print the schema revision and the database URL (password hidden)."""
+    """Print the schema revision and the database URL (password hidden).
+
+    \b
+    Example:
+      storywatch --config prod.yaml db current
+    """
     from sqlalchemy.engine import make_url
 
     from storage.db import Database

@@ -129,7 +129,13 @@ def silence() -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def silence_add(obj: Ctx, rule_glob: str, duration: str, story_id: int | None, comment: str, as_json: bool) -> None:
-    """Silence RULE_GLOB (e.g. 'longcat.*') for --for."""
+    """Silence RULE_GLOB (e.g. 'longcat.*') for --for.
+
+    \b
+    Examples:
+      storywatch alerts silence add 'longcat.*' --for 6h --comment "rumour mill"
+      storywatch alerts silence add longcat.vendor-disclosed --story 42 --for 2d
+    """
     db = open_database(obj.settings.database_url)
     info = admin.add_silence(db, rule_glob, duration=duration, comment=comment, story_id=story_id,
                              created_by="cli")
@@ -144,7 +150,13 @@ def silence_add(obj: Ctx, rule_glob: str, duration: str, story_id: int | None, c
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def silence_list(obj: Ctx, include_expired: bool, as_json: bool) -> None:
-    """Active silences (or all with --all)."""
+    """Active silences (or all with --all).
+
+    \b
+    Examples:
+      storywatch alerts silence list
+      storywatch alerts silence list --all --json
+    """
     db = open_database(obj.settings.database_url)
     rows = admin.list_silences(db, include_expired=include_expired)
     if as_json:
@@ -159,7 +171,12 @@ def silence_list(obj: Ctx, include_expired: bool, as_json: bool) -> None:
 @click.argument("silence_id", type=int)
 @click.pass_obj
 def silence_expire(obj: Ctx, silence_id: int) -> None:
-    """End a silence now."""
+    """End a silence now.
+
+    \b
+    Example:
+      storywatch alerts silence expire 3
+    """
     db = open_database(obj.settings.database_url)
     info = admin.expire_silence(db, silence_id)
     out.print(f"silence {info.id} expired")

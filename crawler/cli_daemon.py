@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from storage.sources import SourceStatus
@@ -95,38 +96,32 @@ def _print_sources(rows: Sequence[SourceStatus]) -> None:
         err.print("no sources configured")
         return
     table = Table(title="sources")
-    for col in (
-        "id",
-        "health",
-        "last fetch",
-        "result",
-        "next due",
-        "interval",
-        "new 24h",
-        "errors",
-        "last error",
-    ):
+    for col in ("id", "health", "last fetch", "result", "next due", "interval", "new 24h", "errors"):
         table.add_column(col, overflow="fold")
     now = datetime.now(UTC)
     for r in rows:
-        due = (
-            "-"
-            if r.next_due_at is None
-            else ("now" if r.next_due_at <= now else "in " + _dur((r.next_due_at - now).total_seconds()))
-        )
         style = {"failing": "red", "degraded": "yellow", "stale": "yellow", "ok": "green"}.get(r.health, "")
         table.add_row(
-            r.id,
+            escape(r.id),
             f"[{style}]{r.health}[/]" if style else r.health,
             _ago(r.last_fetch_at),
             r.last_status or "-",
-            due,
+            _due(r.next_due_at, now),
             _dur(r.interval),
             str(r.new_24h),
             str(r.error_streak),
-            (r.last_error or "")[:100],
         )
     out.print(table)
+    for r in rows:
+        if r.last_error:
+            text = r.last_error.removeprefix(f"[{r.id}] ")
+            out.print(f"[bold]{escape(r.id)}[/]: {escape(text)}", overflow="ellipsis", no_wrap=True)
+
+
+def _due(when: datetime | None, now: datetime) -> str:
+    if when is None:
+        return "-"
+    return "now" if when <= now else "in " + _dur((when - now).total_seconds())
 
 
 def commands() -> list[click.Command]:

@@ -231,6 +231,7 @@ class DaemonConfig(_Model):
     shutdown_deadline: Duration = 20.0
     watch_files: bool = True
     misfire_grace: Duration = 300.0
+    backoff_cap: Duration | None = None  # longest wait between retries of a failing source (default: 1h)
 
 
 class BackfillConfig(_Model):

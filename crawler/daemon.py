@@ -145,10 +145,13 @@ class Daemon:
             self.config_path or "<default>",
             extra={"pid": inst.pid, "host": inst.host},
         )
-        self.jobs = SourceScheduler(rt, metrics=self.metrics, knobs=self.knobs, rng=self.rng)
+        knobs = dict(self.knobs or {})
+        if self.settings.daemon.backoff_cap is not None:
+            knobs.setdefault("backoff_cap", self.settings.daemon.backoff_cap)
+        self.jobs = SourceScheduler(rt, metrics=self.metrics, knobs=knobs, rng=self.rng)
         self.jobs.on_poll = lambda _o: self._refresh_snapshot()
         self.jobs.start(self.settings.source_specs())
-        self._relay = RelayRunner(rt.db, self.settings.alerts, self.metrics)
+        self._relay = RelayRunner(rt.db, self.settings, self.metrics)
         self._relay.start()
         server = self._start_metrics(rt.db)
         if self.settings.daemon.watch_files:
@@ -256,7 +259,7 @@ class Daemon:
             self._swap_fetcher(rt, fetcher)
         if settings.alerts != old.alerts and self._relay is not None:
             await self._relay.stop(5.0)
-            self._relay = RelayRunner(rt.db, settings.alerts, self.metrics)
+            self._relay = RelayRunner(rt.db, settings, self.metrics)
             self._relay.start()
         if self._watcher is not None:
             self._watcher.retarget(settings)

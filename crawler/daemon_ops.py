@@ -112,27 +112,18 @@ class FileWatcher:
 # ----------------------------------------------------------------------------- the relay
 
 
-def relay_available() -> bool:
-    return importlib.util.find_spec("crawler.alerts.relay") is not None
-
-
 class RelayRunner:
     """Runs ``Relay.run_forever`` beside the jobs; flushes due deliveries once at shutdown."""
 
-    def __init__(self, db: Database, alerts: AlertsConfig, metrics: Metrics) -> None:
-        self.metrics = metrics
-        self.relay: Any = None
-        if relay_available():
-            from .alerts.relay import Relay
+    def __init__(self, db: Database, settings: Settings, metrics: Metrics) -> None:
+        from .alerts.relay import Relay
 
-            self.relay = Relay(db, alerts)
+        self.metrics = metrics
+        self.relay: Any = Relay.from_settings(db, settings, on_report=metrics.record_delivery)
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        if self.relay is None:
-            log.warning("the alert relay is not installed: deliveries stay in the outbox")
-            return
         self._task = asyncio.create_task(self._supervise(), name="storywatch-relay")
 
     async def _supervise(self) -> None:
@@ -157,7 +148,7 @@ class RelayRunner:
 
     async def flush(self, timeout: float) -> None:
         """One last pass over every due delivery (bounded by ``timeout``)."""
-        if self.relay is None or timeout <= 0:
+        if timeout <= 0:
             return
         try:
             report = await asyncio.wait_for(self.relay.run_once(utcnow()), timeout)

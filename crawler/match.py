@@ -33,11 +33,11 @@ from crawler.ruleeval import (
     hit_key,
 )
 from crawler.ruleload import Rule, load_files
-from crawler.ruleterms import TermMatcher, best_clause, compile_query, required_literals
+from crawler.ruleterms import TermMatcher, best_clause, compile_query, leaf_matchers, required_literals
 from crawler.rulelang import Node
 from crawler.types import Document, HitStatus, Match, SourceKind, Span
 
-PREFILTER_CLAUSES = 3  # literal clauses per rule checked by the prefilter
+PREFILTER_CLAUSES = 8  # literal clauses per rule checked by the prefilter
 PREFILTER_MAX_MEM = 256 << 20
 
 
@@ -110,7 +110,8 @@ class RuleSet:
         self.rules: tuple[Rule, ...] = tuple(r for r in rules if r.enabled)
         cache: dict[str, TermMatcher] = {}
         queries = [compile_query(r.query, cache) for r in self.rules]
-        self._prefilter = _Prefilter([required_literals(q) for q in queries])
+        leaf_patterns = {m.prefilter for q in queries for m in leaf_matchers(q) if m.prefilter}
+        self._prefilter = _Prefilter([required_literals(q) for q in queries], leaf_patterns)
         self._compiled = tuple(
             CompiledRule(r, q, self._prefilter.clauses[i], max(LEVEL_STATUS.index(s) for s in r.fire_on))
             for i, (r, q) in enumerate(zip(self.rules, queries, strict=True))
@@ -124,20 +125,23 @@ class RuleSet:
 
     def candidates(self, doc: RuleInput) -> list[CompiledRule]:
         """Rules whose source condition holds and whose required literals all occur."""
-        ids = self._prefilter.candidates(doc.title, doc.text)
+        return self._candidates(doc)[0]
+
+    def _candidates(self, doc: RuleInput) -> tuple[list[CompiledRule], frozenset[str]]:
+        ids, present = self._prefilter.candidates(doc.title, doc.text)
         out = []
         for i in ids:
             cr = self._compiled[i]
             if cr.rule.source.allows(doc.source_id, doc.source_kind, doc.source_tags):
                 out.append(cr)
-        return out
+        return out, present
 
     def evaluate(self, doc: RuleInput) -> tuple[Match, ...]:
         """The matches that fire (one per rule: its best hit among the classes in fire_on)."""
-        cands = self.candidates(doc)
+        cands, present = self._candidates(doc)
         if not cands:
             return ()
-        ctx = _context(doc)
+        ctx = _context(doc, present)
         out = []
         for cr in cands:
             found = _first_firing(cr, ctx)
@@ -147,8 +151,8 @@ class RuleSet:
 
     def explain(self, doc: RuleInput) -> tuple[RuleResult, ...]:
         """Every rule with at least one hit, all its hits with their status (for reports)."""
-        cands = self.candidates(doc)
-        ctx = _context(doc)
+        cands, present = self._candidates(doc)
+        ctx = _context(doc, present)
         results = []
         for cr in cands:
             hits = _all_hits(cr, ctx)
@@ -159,9 +163,9 @@ class RuleSet:
         return tuple(results)
 
 
-def _context(doc: RuleInput) -> DocContext:
+def _context(doc: RuleInput, present: frozenset[str]) -> DocContext:
     meta = DocMeta(doc.source_id, doc.source_kind, doc.source_tags, doc.url, doc.language)
-    return DocContext(doc.title, doc.text, meta)
+    return DocContext(doc.title, doc.text, meta, present)
 
 
 def _level_hits(cr: CompiledRule, ctx: DocContext, level: int) -> list[Hit]:
@@ -169,11 +173,14 @@ def _level_hits(cr: CompiledRule, ctx: DocContext, level: int) -> list[Hit]:
 
 
 def _first_firing(cr: CompiledRule, ctx: DocContext) -> tuple[Hit, HitStatus] | None:
-    # Evaluation is monotone in the occurrences it may use, so no hit with every status allowed
-    # means no hit at all: check that first, without classifying a single occurrence.
+    # Evaluation is monotone in the occurrences it may use. So: no hit with every status allowed
+    # means no hit at all (checked without classifying a single occurrence); and when every
+    # occurrence of every such hit is asserted, the asserted-only evaluation finds the same hits.
     everything = _level_hits(cr, ctx, 2)
     if not everything:
         return None
+    if all(ctx.status(o) == "asserted" for h in everything for o in h):
+        return (_best(everything), "asserted") if "asserted" in cr.rule.fire_on else None
     seen: set[tuple[int, int, int]] = set()
     for level in range(cr.max_level + 1):
         status = LEVEL_STATUS[level]
@@ -239,9 +246,11 @@ def _outer_spans(spans: set[Span]) -> tuple[Span, ...]:
 
 
 class _Prefilter:
-    """One case-insensitive RE2 set over the literals rules need; maps a document to candidates."""
+    """One case-insensitive RE2 set over the literals of every term; maps a document to candidate
+    rules (those whose chosen literal clauses all occur) and to the set of literals present, which
+    lets the evaluator skip the search for terms that cannot occur."""
 
-    def __init__(self, rule_clauses: list[list[frozenset[str]]]) -> None:
+    def __init__(self, rule_clauses: list[list[frozenset[str]]], leaf_patterns: set[str]) -> None:
         self._ids: dict[str, int] = {}
         self.clauses: list[tuple[frozenset[int], ...]] = []
         self._by_anchor: dict[int, list[int]] = {}
@@ -254,7 +263,10 @@ class _Prefilter:
                 self._always.append(i)
             for lid in ids[0] if ids else ():
                 self._by_anchor.setdefault(lid, []).append(i)
-        self._set = self._compile(list(self._ids))
+        for p in sorted(leaf_patterns):
+            self._ids.setdefault(p, len(self._ids))
+        self._patterns = list(self._ids)
+        self._set = self._compile(self._patterns)
 
     @staticmethod
     def _compile(patterns: list[str]) -> object | None:
@@ -269,14 +281,15 @@ class _Prefilter:
         rset.Compile()
         return rset
 
-    def candidates(self, title: str, text: str) -> list[int]:
+    def candidates(self, title: str, text: str) -> tuple[list[int], frozenset[str]]:
         if self._set is None:
-            return list(self._always)
+            return list(self._always), frozenset()
         found = set(self._set.Match(f"{title}\n{text}".encode()) or ())  # type: ignore[attr-defined]
         cands = set(self._always)
         for lid in found:
             cands.update(self._by_anchor.get(lid, ()))
-        return sorted(i for i in cands if all(not c.isdisjoint(found) for c in self.clauses[i]))
+        ids = sorted(i for i in cands if all(not c.isdisjoint(found) for c in self.clauses[i]))
+        return ids, frozenset(self._patterns[i] for i in found) if ids else frozenset()
 
 
 def _choose(clauses: list[frozenset[str]]) -> list[frozenset[str]]:

@@ -103,7 +103,10 @@ class ClauseScan:
 def scan_clause(text: str, start: int, end: int) -> ClauseScan:
     """Tokenize one clause and find its negation/hedge triggers (pseudo-triggers dropped)."""
     tokens = _tokenize(text, start, end)
-    words = [text[s:e].lower() for s, e, _ in tokens]
+    low = text[start:end].lower()
+    words = [low[s - start : e - start] for s, e, _ in tokens] if len(low) == end - start else [
+        text[s:e].lower() for s, e, _ in tokens
+    ]
     units = [0]
     for t in tokens:
         units.append(units[-1] + t[2])

@@ -79,9 +79,10 @@ class DocMeta:
 class DocContext:
     """Per-document caches: field geometry, occurrences per term, statuses per occurrence."""
 
-    def __init__(self, title: str, text: str, meta: DocMeta) -> None:
+    def __init__(self, title: str, text: str, meta: DocMeta, present: frozenset[str] | None = None) -> None:
         self.fields = (FieldText(title), FieldText(text))
         self.meta = meta
+        self.present = present  # prefilter patterns found in the document (None: unknown)
         self._spans: dict[tuple[str, int], list[tuple[int, int]]] = {}
         self._occ: dict[str, tuple[tuple[list[Occ], list[int]], ...]] = {}
         self._status: dict[Occ, HitStatus] = {}
@@ -96,6 +97,8 @@ class DocContext:
     def _field_occurrences(self, leaf: CompiledLeaf, f: int) -> tuple[list[Occ], list[int]]:
         found: list[Occ] = []
         for matcher, cap, value in leaf.parts:
+            if self.present is not None and matcher.prefilter and matcher.prefilter not in self.present:
+                continue  # the prefilter saw no trace of this term in the document
             key = (matcher.key, f)
             if key not in self._spans:
                 self._spans[key] = matcher.find(self.fields[f])

@@ -234,3 +234,17 @@ def required_literals(node: Node) -> list[frozenset[str]]:
 def best_clause(clauses: list[frozenset[str]]) -> frozenset[str]:
     """The most selective clause: fewest alternatives, then longest shortest literal."""
     return min(clauses, key=lambda c: (len(c), -min((len(p) for p in c), default=0)))
+
+
+def leaf_matchers(node: Node) -> list[TermMatcher]:
+    """Every matcher of every leaf below ``node`` (compiled queries only)."""
+    if isinstance(node, Term | ListTerms):
+        leaf: CompiledLeaf = node.compiled
+        return [m for m, _, _ in leaf.parts]
+    if isinstance(node, And | Or):
+        return [m for c in node.children for m in leaf_matchers(c)]
+    if isinstance(node, Near | Exclude):
+        return leaf_matchers(node.left) + leaf_matchers(node.right)
+    if isinstance(node, Not | Scope | AtLeast):
+        return leaf_matchers(node.child)
+    return []

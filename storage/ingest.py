@@ -84,24 +84,35 @@ def ingest(
     threshold: float,
     now: datetime,
     origin: str = "live",
+    backfill_policy: str = "digest",
 ) -> list[IngestResult]:
-    """Store a batch in ONE write transaction; each item in its own savepoint."""
+    """Store a batch in ONE write transaction; each item in its own savepoint.
+
+    ``backfill_policy`` (none | digest | all) decides the deliveries of alerts whose origin is not live.
+    """
     results: list[IngestResult] = []
     with db.write() as s:
         # lock every band first so two batches with crossing near-duplicates cannot deadlock (PostgreSQL)
         dedup_store.lock_fingerprints(s, [i.fingerprint for i in items if i.fingerprint is not None])
         for item in items:
             with s.begin_nested():
-                results.append(_ingest_one(s, db, item, alerts_cfg, threshold, now, origin))
+                results.append(_ingest_one(s, db, item, _Policy(alerts_cfg, origin, backfill_policy), threshold, now))
     return results
 
 
+@dataclass(frozen=True)
+class _Policy:
+    alerts: AlertsConfig
+    origin: str
+    backfill: str
+
+
 def _ingest_one(
-    s: Session, db: Database, item: IngestItem, cfg: AlertsConfig, threshold: float, now: datetime, origin: str
+    s: Session, db: Database, item: IngestItem, policy: _Policy, threshold: float, now: datetime
 ) -> IngestResult:
     doc = item.document
     if item.update_of is not None:
-        return _update_in_place(s, db, item, cfg, now, origin)
+        return _update_in_place(s, db, item, policy, now)
     inserted = s.execute(
         db.insert(DocumentRow)
         .values(
@@ -123,13 +134,11 @@ def _ingest_one(
     doc_id = int(inserted)
     _record_sighting(s, db, doc_id, doc)
     story_id = _assign_story(s, db, doc_id, item, threshold, now)
-    alert_ids, corr = _record_matches(s, db, item.matches, doc, doc_id, story_id, cfg, now, origin)
+    alert_ids, corr = _record_matches(s, db, item.matches, doc, doc_id, story_id, policy, now)
     return IngestResult("new", doc_id, story_id, len(alert_ids), corr, tuple(alert_ids))
 
 
-def _update_in_place(
-    s: Session, db: Database, item: IngestItem, cfg: AlertsConfig, now: datetime, origin: str
-) -> IngestResult:
+def _update_in_place(s: Session, db: Database, item: IngestItem, policy: _Policy, now: datetime) -> IngestResult:
     doc, doc_id = item.document, item.update_of
     assert doc_id is not None
     clash = s.scalars(
@@ -145,7 +154,7 @@ def _update_in_place(
         story_id = dedup_store.assign_story(
             s, db, doc_id, near_document_id=None, title=doc.title, source_id=doc.source_id, seen_at=now
         )
-    alert_ids, corr = _record_matches(s, db, item.matches, doc, doc_id, story_id, cfg, now, origin)
+    alert_ids, corr = _record_matches(s, db, item.matches, doc, doc_id, story_id, policy, now)
     return IngestResult("updated", doc_id, story_id, len(alert_ids), corr, tuple(alert_ids))
 
 
@@ -186,7 +195,7 @@ def record_seen(db: Database, source_id: str, entry_ids: Sequence[str], now: dat
 
 def _record_matches(
     s: Session, db: Database, matches: Sequence[Match], doc: Document, doc_id: int, story_id: int,
-    cfg: AlertsConfig, now: datetime, origin: str,
+    policy: _Policy, now: datetime,
 ) -> tuple[list[int], int]:
     """One alert per development: per rule, the evidence sentences are checked against the story.
 
@@ -204,7 +213,8 @@ def _record_matches(
     for m in _developments(s, matches, story_id, doc_id):
         out = outbox.record_alert(
             s, db, match=m, story_id=story_id, document_id=doc_id, source_count=len(sources),
-            sources=sources, alerts_cfg=cfg, origin=origin, now=now, headline=doc.title, link=doc.url,
+            sources=sources, alerts_cfg=policy.alerts, origin=policy.origin, backfill_policy=policy.backfill,
+            now=now, headline=doc.title, link=doc.url,
         )
         if out.created:
             new_ids.append(out.alert_id)

@@ -38,7 +38,7 @@ from tests.sitekit import Site, article_page, rss
 T0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 RULES = (
     "version: 1\nrules:\n  - id: test.cluster\n    title: Cluster details\n    severity: medium\n"
-    "    query: '\"orbital shipyard\"'\n"
+    "    query: '\"computing cluster\"'\n"
 )
 for _command in commands():  # what crawler.cli_more does in main()
     cli.add_command(_command)

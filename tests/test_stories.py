@@ -140,7 +140,8 @@ def test_wire_story_reprinted_by_five_outlets_is_one_story_with_two_alerts(tmp_p
 
         again = asyncio.run(run_once(settings, settings.source_specs()))
         assert again.new_documents == 0 and again.new_alerts == 0
-        assert _counts(db_url)[2] == alerts
+        key = [(a.id, a.evidence_hash, a.source_count) for a in alerts]
+        assert [(a.id, a.evidence_hash, a.source_count) for a in _counts(db_url)[2]] == key
 
 
 PAGE = """<html><body><div class="ad-slot">{ad}</div><main>
@@ -204,7 +205,7 @@ def test_same_article_under_ten_url_variants_is_one_document_one_alert(tmp_path:
 
 def test_two_processes_ingesting_the_same_feeds_at_once(tmp_path: Path, db_url: str) -> None:
     with Site() as site:
-        sources = _wire_site(site)
+        sources = _wire_site(site, extended=False)
         settings = _settings(tmp_path, db_url, sources)
         cfg = tmp_path / "storywatch.yaml"
         cfg.write_text(
@@ -223,6 +224,6 @@ def test_two_processes_ingesting_the_same_feeds_at_once(tmp_path: Path, db_url: 
             assert p.returncode == 0, stderr.decode()[-2000:]
         docs, stories, alerts = _counts(db_url)
         assert stories == 3
-        assert len([a for a in alerts if a.rule_id == "test.cluster"]) == 2
-        assert docs == 5  # the same five documents a single pass stores
+        assert len([a for a in alerts if a.rule_id == "test.cluster"]) == 1
+        assert docs == 4  # the same four documents a single pass stores
         assert len(settings.sources) == 5

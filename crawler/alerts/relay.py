@@ -75,8 +75,10 @@ class Relay:
         backoff_cap: float = 3600.0,
         rng: random.Random | None = None,
         on_claim: ClaimHook | None = None,
+        on_report: Callable[[RelayReport], None] | None = None,
     ) -> None:
         self.db = db
+        self.on_report = on_report  # called after every pass of run_forever (metrics)
         self.cfg = cfg
         self.renderer = renderer or Renderer(template_dir)
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
@@ -127,7 +129,9 @@ class Relay:
     async def _loop(self, stop: asyncio.Event, step: Callable[[datetime], Awaitable[object]]) -> None:
         while not stop.is_set():
             try:
-                await step(_utcnow())
+                result = await step(_utcnow())
+                if self.on_report is not None and isinstance(result, list) and result:
+                    self.on_report(RelayReport(attempts=tuple(result)))
             except (StorywatchError, SQLAlchemyError) as exc:  # boundary: log, keep the loop alive
                 log.error("alert relay pass failed: %s", exc)
             with suppress(TimeoutError):

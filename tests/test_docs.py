@@ -1,0 +1,116 @@
+"""Docs are part of the product: fail when a command, option or setting is undocumented."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+from pydantic import BaseModel
+
+from crawler import cli_more
+from crawler.cli import cli
+from crawler.config import ChannelConfig, Settings, SourceConfig, default_config_text, parse_settings
+
+REPO = Path(__file__).resolve().parents[1]
+README = (REPO / "README.md").read_text("utf-8")
+cli_more.register_all(cli)
+
+
+def _commands(group: click.Group, prefix: str = "storywatch") -> list[tuple[str, click.Command]]:
+    out: list[tuple[str, click.Command]] = []
+    for name, cmd in sorted(group.commands.items()):
+        path = f"{prefix} {name}"
+        out.append((path, cmd))
+        if isinstance(cmd, click.Group):
+            out.extend(_commands(cmd, path))
+    return out
+
+
+COMMANDS = _commands(cli)
+
+
+def test_every_command_is_in_the_readme() -> None:
+    missing = [path for path, cmd in COMMANDS if path not in README and not _documented_as_subcommand(path)]
+    assert not missing, f"README.md does not mention: {missing}"
+
+
+def _documented_as_subcommand(path: str) -> bool:
+    """`storywatch alerts silence add` is documented by the `alerts ... silence ...` row."""
+    parts = path.split()
+    return len(parts) > 3 and f"{parts[0]} {parts[1]}" in README and parts[2] in README and parts[3] in README
+
+
+@pytest.mark.parametrize("path", [p for p, _ in COMMANDS])
+def test_every_command_help_has_examples(path: str) -> None:
+    result = CliRunner().invoke(cli, [*path.split()[1:], "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Example" in result.output, f"`{path} --help` has no examples"
+
+
+def test_every_option_of_the_main_commands_is_in_the_readme() -> None:
+    skip = {"--help", "-h", "--version"}
+    missing = []
+    for path, cmd in COMMANDS:
+        if isinstance(cmd, click.Group):
+            continue
+        for param in cmd.params:
+            if isinstance(param, click.Option):
+                names = [o for o in param.opts if o.startswith("--") and o not in skip]
+                if names and not any(n in README for n in names):
+                    missing.append(f"{path} {names[0]}")
+    assert not missing, f"README.md does not mention these options: {missing}"
+
+
+def _keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    keys = []
+    for name, field in model.model_fields.items():
+        if field.exclude:
+            continue
+        key = f"{prefix}{name}"
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            keys.extend(_keys(ann, key + "."))
+        else:
+            keys.append(key)
+    return keys
+
+
+def test_every_setting_is_in_the_readme() -> None:
+    leaf = [k for k in _keys(Settings) if k not in ("version", "sources", "alerts.channels")]
+    missing = [k for k in leaf if f"`{k}`" not in README and f"`{k.split('.')[-1]}`" not in README]
+    assert not missing, f"README.md config reference lacks: {missing}"
+    for model in (SourceConfig, ChannelConfig):
+        for name in model.model_fields:
+            assert f"`{name}`" in README, f"README.md config reference lacks {model.__name__}.{name}"
+
+
+def test_default_config_is_valid_and_names_every_section() -> None:
+    text = default_config_text()
+    settings = parse_settings(text, name="default_config.yaml", env={})
+    assert settings.sources and all(s.id for s in settings.sources)
+    for section in ("fetch:", "rules:", "dedup:", "alerts:", "daemon:", "backfill:", "sources:"):
+        assert section in text
+
+
+def test_init_writes_the_config_and_refuses_to_overwrite(tmp_path: Path) -> None:
+    runner = CliRunner()
+    first = runner.invoke(cli, ["init", str(tmp_path)])
+    assert first.exit_code == 0, first.output
+    assert (tmp_path / "storywatch.yaml").read_text("utf-8") == default_config_text()
+    again = runner.invoke(cli, ["init", str(tmp_path)])
+    assert again.exit_code == 2 and "already exists" in again.output
+
+
+def test_config_errors_exit_2_and_name_file_key_and_line(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("sources:\n  - id: x\n    kind: feed\n    url: file:///etc/passwd\n", "utf-8")
+    result = CliRunner().invoke(cli, ["--config", str(cfg), "sources"])
+    assert result.exit_code == 2
+    assert f"{cfg}:sources[0].url: line 4:" in result.output and "only http:// and https://" in result.output
+
+
+def test_changelog_exists_with_entries() -> None:
+    text = (REPO / "CHANGELOG.md").read_text("utf-8")
+    assert text.count("\n- ") >= 5
