@@ -80,7 +80,9 @@ def parse_since(value: str | None) -> datetime | None:
     try:
         return datetime.now(UTC) - timedelta(seconds=parse_duration(value))
     except ValueError:
-        raise click.BadParameter(f"{value!r}: use a date (2026-11-20), an ISO time or a duration (24h, 7d)") from None
+        raise click.BadParameter(
+            f"{value!r}: use a date (2026-11-20), an ISO time or a duration (24h, 7d)"
+        ) from None
 
 
 class Group(click.Group):
@@ -99,8 +101,13 @@ class Group(click.Group):
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option(
-    "--config", "-c", "config", envvar="STORYWATCH_CONFIG", type=click.Path(dir_okay=False),
-    help="Config file (default: $STORYWATCH_CONFIG, then the user config dir, then the built-in LongCat watchlist).",
+    "--config",
+    "-c",
+    "config",
+    envvar="STORYWATCH_CONFIG",
+    type=click.Path(dir_okay=False),
+    help="Config file (default: $STORYWATCH_CONFIG, then the user config dir, "
+    "then the built-in LongCat watchlist).",
 )
 @click.version_option(package_name="storywatch")
 @click.pass_context
@@ -232,8 +239,12 @@ def _progress(total: int, what: str, *, enabled: bool) -> Any:
             yield lambda: None
             return
         with Progress(
-            TextColumn(f"[bold]{what}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=err, transient=True,
+            TextColumn(f"[bold]{what}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
         ) as prog:
             task = prog.add_task(what, total=total)
             yield lambda: prog.advance(task)
@@ -242,16 +253,24 @@ def _progress(total: int, what: str, *, enabled: bool) -> Any:
 
 
 def _print_pass(report: Any) -> None:
-    table = Table(title=f"pass: {len(report.outcomes)} sources, {report.new_documents} new documents, "
-                        f"{report.new_alerts} new alerts")
+    table = Table(
+        title=f"pass: {len(report.outcomes)} sources, {report.new_documents} new documents, "
+        f"{report.new_alerts} new alerts"
+    )
     for col in ("source", "status", "new", "bytes", "time", "error / warnings"):
         table.add_column(col, overflow="fold")
     for o in report.outcomes:
         r = o.result
         style = {"error": "red", "not-modified": "dim"}.get(r.status, "")
         note = r.error or ("; ".join(r.warnings[:2]) + (" ..." if len(r.warnings) > 2 else ""))
-        table.add_row(r.source_id, f"[{style}]{r.status}[/]" if style else r.status, str(r.new_documents),
-                      f"{r.bytes:,}", f"{r.seconds:.2f}s", note)
+        table.add_row(
+            r.source_id,
+            f"[{style}]{r.status}[/]" if style else r.status,
+            str(r.new_documents),
+            f"{r.bytes:,}",
+            f"{r.seconds:.2f}s",
+            note,
+        )
     out.print(table)
     if report.delivery:
         out.print(report.delivery)
@@ -280,8 +299,17 @@ def sources(obj: Ctx, as_json: bool) -> None:
     for col in ("id", "kind", "health", "last fetch", "status", "docs", "new 24h", "interval", "error"):
         table.add_column(col, overflow="fold")
     for r in rows:
-        table.add_row(r.id, r.kind, r.health, _ago(r.last_fetch_at), r.last_status or "-", str(r.documents),
-                      str(r.new_24h), _dur(r.interval), (r.last_error or "")[:120])
+        table.add_row(
+            r.id,
+            r.kind,
+            r.health,
+            _ago(r.last_fetch_at),
+            r.last_status or "-",
+            str(r.documents),
+            str(r.new_24h),
+            _dur(r.interval),
+            (r.last_error or "")[:120],
+        )
     out.print(table)
 
 

@@ -53,8 +53,16 @@ def list_cmd(obj: Ctx, since: str | None, rule: str | None, limit: int, as_json:
     for col in ("id", "when", "rule", "sev", "story", "sources", "evidence", "deliveries"):
         table.add_column(col, overflow="fold")
     for a in rows:
-        table.add_row(str(a.id), _ago(a.created_at), a.rule_id, a.severity, str(a.story_id), str(a.source_count),
-                      a.evidence[:160], ", ".join(f"{c}:{s}" for c, s in a.deliveries.items()))
+        table.add_row(
+            str(a.id),
+            _ago(a.created_at),
+            a.rule_id,
+            a.severity,
+            str(a.story_id),
+            str(a.source_count),
+            a.evidence[:160],
+            ", ".join(f"{c}:{s}" for c, s in a.deliveries.items()),
+        )
     out.print(table)
 
 
@@ -75,8 +83,10 @@ def show_cmd(obj: Ctx, alert_id: int, as_json: bool) -> None:
         print_json(admin.to_jsonable(detail))
         return
     a = detail.alert
-    out.print(f"[bold]#{a.id} {a.title}[/] ({a.rule_id}, {a.severity}) story {a.story_id}, "
-              f"{a.source_count} sources, {a.corroborations} corroborations")
+    out.print(
+        f"[bold]#{a.id} {a.title}[/] ({a.rule_id}, {a.severity}) story {a.story_id}, "
+        f"{a.source_count} sources, {a.corroborations} corroborations"
+    )
     out.print(f"evidence: {a.evidence}", highlight=False)
     for k, v in detail.details.items():
         out.print(f"{k}: {v}", highlight=False)
@@ -84,8 +94,15 @@ def show_cmd(obj: Ctx, alert_id: int, as_json: bool) -> None:
     for col in ("id", "channel", "kind", "state", "tries", "sent", "error"):
         table.add_column(col, overflow="fold")
     for d in detail.deliveries:
-        table.add_row(str(d.id), d.channel, d.kind, d.state, str(d.tries), _ago(d.sent_at) if d.sent_at else "-",
-                      d.last_error or "")
+        table.add_row(
+            str(d.id),
+            d.channel,
+            d.kind,
+            d.state,
+            str(d.tries),
+            _ago(d.sent_at) if d.sent_at else "-",
+            d.last_error or "",
+        )
     out.print(table)
 
 
@@ -106,7 +123,9 @@ def retry_cmd(obj: Ctx, ref: str, as_json: bool) -> None:
     if as_json:
         print_json(admin.to_jsonable(result))
     else:
-        out.print(f"queued {len(result.delivery_ids)} deliveries: {', '.join(map(str, result.delivery_ids)) or '-'}")
+        out.print(
+            f"queued {len(result.delivery_ids)} deliveries: {', '.join(map(str, result.delivery_ids)) or '-'}"
+        )
 
 
 @alerts.group("silence")
@@ -128,7 +147,9 @@ def silence() -> None:
 @click.option("--comment", default="")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
-def silence_add(obj: Ctx, rule_glob: str, duration: str, story_id: int | None, comment: str, as_json: bool) -> None:
+def silence_add(
+    obj: Ctx, rule_glob: str, duration: str, story_id: int | None, comment: str, as_json: bool
+) -> None:
     """Silence RULE_GLOB (e.g. 'longcat.*') for --for.
 
     \b
@@ -137,8 +158,9 @@ def silence_add(obj: Ctx, rule_glob: str, duration: str, story_id: int | None, c
       storywatch alerts silence add longcat.vendor-disclosed --story 42 --for 2d
     """
     db = open_database(obj.settings.database_url)
-    info = admin.add_silence(db, rule_glob, duration=duration, comment=comment, story_id=story_id,
-                             created_by="cli")
+    info = admin.add_silence(
+        db, rule_glob, duration=duration, comment=comment, story_id=story_id, created_by="cli"
+    )
     if as_json:
         print_json(admin.to_jsonable(info))
     else:

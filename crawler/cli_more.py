@@ -7,8 +7,13 @@ import importlib
 import click
 
 # module -> function returning a list of click commands
-_MODULES = ("crawler.cli_daemon", "crawler.cli_rules", "crawler.cli_alerts", "crawler.cli_stories",
-            "crawler.cli_backfill")
+_MODULES = (
+    "crawler.cli_daemon",
+    "crawler.cli_rules",
+    "crawler.cli_alerts",
+    "crawler.cli_stories",
+    "crawler.cli_backfill",
+)
 
 
 def register_all(group: click.Group) -> None:

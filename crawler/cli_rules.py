@@ -56,20 +56,41 @@ def lint_cmd(obj: Ctx, paths: tuple[Path, ...]) -> None:
 
 
 @rules.command("test")
-@click.option("--rules", "rule_paths", multiple=True, type=click.Path(exists=True, path_type=Path),
-              help="Rule file or directory (repeatable; default: the configured rules).")
-@click.option("--jsonl", "jsonl", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help='One document per line: {"id", "title", "text", "source"?, "url"?, "published"?}.')
+@click.option(
+    "--rules",
+    "rule_paths",
+    multiple=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="Rule file or directory (repeatable; default: the configured rules).",
+)
+@click.option(
+    "--jsonl",
+    "jsonl",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help='One document per line: {"id", "title", "text", "source"?, "url"?, "published"?}.',
+)
 @click.option("--text", "text", help="Test one text.")
 @click.option("--title", default="", help="Title for --text.")
 @click.option("--source", "source_id", default="", help="Source id for --text (rules may condition on it).")
 @click.option("--url", "url", help="Fetch a page, extract its article and test it.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON line per document with the matches that fire.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="One JSON line per document with the matches that fire."
+)
 @click.option("--quiet-misses", is_flag=True, help="Hide hits that did not fire (hedged/negated).")
 @click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.pass_obj
-def test_cmd(obj: Ctx, rule_paths: tuple[Path, ...], jsonl: Path | None, text: str | None, title: str,
-             source_id: str, url: str | None, as_json: bool, quiet_misses: bool, files: tuple[Path, ...]) -> None:
+def test_cmd(
+    obj: Ctx,
+    rule_paths: tuple[Path, ...],
+    jsonl: Path | None,
+    text: str | None,
+    title: str,
+    source_id: str,
+    url: str | None,
+    as_json: bool,
+    quiet_misses: bool,
+    files: tuple[Path, ...],
+) -> None:
     """Run rules on documents and show what fires, with the evidence sentence highlighted.
 
     Without any document, runs the inline `tests:` of the rule files (exit 1 if one fails).
@@ -98,8 +119,15 @@ def test_cmd(obj: Ctx, rule_paths: tuple[Path, ...], jsonl: Path | None, text: s
     out.print(ruletest.render_report(ruleset, docs, show_suppressed=not quiet_misses))
 
 
-def _documents(obj: Ctx, jsonl: Path | None, text: str | None, title: str, source_id: str,
-               url: str | None, files: tuple[Path, ...]) -> list[dict[str, Any]]:
+def _documents(
+    obj: Ctx,
+    jsonl: Path | None,
+    text: str | None,
+    title: str,
+    source_id: str,
+    url: str | None,
+    files: tuple[Path, ...],
+) -> list[dict[str, Any]]:
     docs: list[dict[str, Any]] = []
     if jsonl is not None:
         for n, line in enumerate(jsonl.read_text("utf-8").splitlines(), 1):

@@ -14,8 +14,12 @@ from .cli import Ctx, _ago, out, parse_since, print_json
 
 
 @click.command()
-@click.option("--since", default="7d", show_default=True,
-              help="Stories active since a date (2026-11-20), ISO time, or duration ago (24h).")
+@click.option(
+    "--since",
+    default="7d",
+    show_default=True,
+    help="Stories active since a date (2026-11-20), ISO time, or duration ago (24h).",
+)
 @click.option("--limit", default=100, show_default=True)
 @click.option("--documents", is_flag=True, help="Also list each story's documents.")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
@@ -40,8 +44,15 @@ def stories(obj: Ctx, since: str, limit: int, documents: bool, as_json: bool) ->
     for col in ("id", "first seen", "title", "docs", "sources", "first source", "rules"):
         table.add_column(col, overflow="fold")
     for r in rows:
-        table.add_row(str(r.id), _ago(r.first_seen), r.title[:100], str(r.document_count), str(len(r.sources)),
-                      r.first_source_id or "-", ", ".join(r.rule_ids) or "-")
+        table.add_row(
+            str(r.id),
+            _ago(r.first_seen),
+            r.title[:100],
+            str(r.document_count),
+            str(len(r.sources)),
+            r.first_source_id or "-",
+            ", ".join(r.rule_ids) or "-",
+        )
         for d in docs.get(r.id, []):
             table.add_row("", "", f"  · {d.title[:80]}", "", ", ".join(d.sources), d.canonical_url, "")
     out.print(table)

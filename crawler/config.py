@@ -126,7 +126,9 @@ class SourceConfig(_Model):
             url=self.url,
             interval=self.interval,
             min_interval=self.min_interval if self.min_interval is not None else min(60.0, self.interval),
-            max_interval=self.max_interval if self.max_interval is not None else max(6 * 3600.0, self.interval),
+            max_interval=self.max_interval
+            if self.max_interval is not None
+            else max(6 * 3600.0, self.interval),
             selector=self.selector,
             tags=self.tags,
             ignore_patterns=self.ignore,
@@ -188,8 +190,13 @@ class ChannelConfig(_Model):
 
     @model_validator(mode="after")
     def _required(self) -> ChannelConfig:
-        need = {"slack": ("url",), "webhook": ("url",), "email": ("host", "sender", "recipients"),
-                "apprise": ("urls",), "console": ()}[self.type]
+        need = {
+            "slack": ("url",),
+            "webhook": ("url",),
+            "email": ("host", "sender", "recipients"),
+            "apprise": ("urls",),
+            "console": (),
+        }[self.type]
         missing = [k for k in need if not getattr(self, k)]
         if missing and self.enabled:
             raise ValueError(f"a {self.type} channel needs: {', '.join(missing)}")
@@ -204,7 +211,9 @@ class RouteConfig(_Model):
 
 
 class AlertsConfig(_Model):
-    channels: Mapping[str, ChannelConfig] = Field(default_factory=lambda: {"console": ChannelConfig(type="console")})
+    channels: Mapping[str, ChannelConfig] = Field(
+        default_factory=lambda: {"console": ChannelConfig(type="console")}
+    )
     routes: tuple[RouteConfig, ...] = ()  # empty = every rule to every enabled channel
     group_by: tuple[Literal["rule", "story", "severity"], ...] = ("rule", "story")
     repeat_interval: Duration = 0.0  # 0 = never re-send an unchanged alert
@@ -310,7 +319,9 @@ def find_config(explicit: str | os.PathLike[str] | None = None) -> Path | None:
     return path if path.exists() else None
 
 
-def load_settings(path: str | os.PathLike[str] | None = None, *, env: Mapping[str, str] | None = None) -> Settings:
+def load_settings(
+    path: str | os.PathLike[str] | None = None, *, env: Mapping[str, str] | None = None
+) -> Settings:
     """Load and validate; raises ConfigError naming file, key, line and problem."""
     found = find_config(path)
     name = str(found) if found else "<default config>"
@@ -344,7 +355,8 @@ def parse_settings(
         line = _line_of(node, exc.loc)
         raise ConfigError(
             f"{_fmt_line(line)}environment variable {exc.var} is not set (export it, or disable this entry)",
-            file=name, key=_fmt_loc(exc.loc),
+            file=name,
+            key=_fmt_loc(exc.loc),
         ) from None
     if path is not None:
         raw["path"] = str(path)
@@ -358,7 +370,9 @@ def parse_settings(
         if err["type"] == "extra_forbidden":
             msg = "unknown setting (check the spelling; see `storywatch init` for every key)"
         more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
-        raise ConfigError(f"{_fmt_line(_line_of(node, loc))}{msg}{more}", file=name, key=_fmt_loc(loc)) from None
+        raise ConfigError(
+            f"{_fmt_line(_line_of(node, loc))}{msg}{more}", file=name, key=_fmt_loc(loc)
+        ) from None
 
 
 class _MissingEnv(Exception):

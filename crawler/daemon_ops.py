@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import logging
 import signal
 import time
@@ -20,7 +19,7 @@ from storage import daemon_store
 from storage import sources as store_sources
 from storage.db import Database, open_database
 
-from .config import AlertsConfig, Settings, load_settings
+from .config import Settings, load_settings
 from .logs import LOGGER
 from .metrics import Metrics
 from .pipeline import load_ruleset, rule_files, utcnow

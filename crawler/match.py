@@ -29,12 +29,20 @@ from crawler.ruleeval import (
     DocContext,
     DocMeta,
     Hit,
+    Present,
     evaluate,
     hit_key,
 )
-from crawler.ruleload import Rule, load_files
-from crawler.ruleterms import TermMatcher, best_clause, compile_query, leaf_matchers, required_literals
 from crawler.rulelang import Node
+from crawler.ruleload import Rule, load_files
+from crawler.ruleterms import (
+    TermMatcher,
+    best_clause,
+    compile_query,
+    leaf_matchers,
+    rarity,
+    required_literals,
+)
 from crawler.types import Document, HitStatus, Match, SourceKind, Span
 
 PREFILTER_CLAUSES = 8  # literal clauses per rule checked by the prefilter
@@ -110,8 +118,10 @@ class RuleSet:
         self.rules: tuple[Rule, ...] = tuple(r for r in rules if r.enabled)
         cache: dict[str, TermMatcher] = {}
         queries = [compile_query(r.query, cache) for r in self.rules]
-        leaf_patterns = {m.prefilter for q in queries for m in leaf_matchers(q) if m.prefilter}
-        self._prefilter = _Prefilter([required_literals(q) for q in queries], leaf_patterns)
+        score: dict[str, int] = {}
+        for m in (m for q in queries for m in leaf_matchers(q) if m.prefilter):
+            score[m.prefilter] = min(score.get(m.prefilter, 1 << 30), rarity(m))  # type: ignore[index]
+        self._prefilter = _Prefilter([required_literals(q) for q in queries], score)
         self._compiled = tuple(
             CompiledRule(r, q, self._prefilter.clauses[i], max(LEVEL_STATUS.index(s) for s in r.fire_on))
             for i, (r, q) in enumerate(zip(self.rules, queries, strict=True))
@@ -127,7 +137,7 @@ class RuleSet:
         """Rules whose source condition holds and whose required literals all occur."""
         return self._candidates(doc)[0]
 
-    def _candidates(self, doc: RuleInput) -> tuple[list[CompiledRule], frozenset[str]]:
+    def _candidates(self, doc: RuleInput) -> tuple[list[CompiledRule], Present]:
         ids, present = self._prefilter.candidates(doc.title, doc.text)
         out = []
         for i in ids:
@@ -163,7 +173,7 @@ class RuleSet:
         return tuple(results)
 
 
-def _context(doc: RuleInput, present: frozenset[str]) -> DocContext:
+def _context(doc: RuleInput, present: Present) -> DocContext:
     meta = DocMeta(doc.source_id, doc.source_kind, doc.source_tags, doc.url, doc.language)
     return DocContext(doc.title, doc.text, meta, present)
 
@@ -250,21 +260,22 @@ class _Prefilter:
     rules (those whose chosen literal clauses all occur) and to the set of literals present, which
     lets the evaluator skip the search for terms that cannot occur."""
 
-    def __init__(self, rule_clauses: list[list[frozenset[str]]], leaf_patterns: set[str]) -> None:
+    def __init__(self, rule_clauses: list[list[frozenset[str]]], score: dict[str, int]) -> None:
         self._ids: dict[str, int] = {}
         self.clauses: list[tuple[frozenset[int], ...]] = []
         self._by_anchor: dict[int, list[int]] = {}
         self._always: list[int] = []
         for i, clauses in enumerate(rule_clauses):
-            chosen = _choose(clauses)
+            chosen = _choose(clauses, score)
             ids = tuple(frozenset(self._ids.setdefault(p, len(self._ids)) for p in c) for c in chosen)
             self.clauses.append(ids)
             if not ids:
                 self._always.append(i)
             for lid in ids[0] if ids else ():
                 self._by_anchor.setdefault(lid, []).append(i)
-        for p in sorted(leaf_patterns):
+        for p in sorted(score):  # every term's literal: tells the evaluator which terms cannot occur
             self._ids.setdefault(p, len(self._ids))
+        self._anchors = frozenset(self._by_anchor)
         self._patterns = list(self._ids)
         self._set = self._compile(self._patterns)
 
@@ -281,23 +292,23 @@ class _Prefilter:
         rset.Compile()
         return rset
 
-    def candidates(self, title: str, text: str) -> tuple[list[int], frozenset[str]]:
+    def candidates(self, title: str, text: str) -> tuple[list[int], Present]:
         if self._set is None:
-            return list(self._always), frozenset()
-        found = set(self._set.Match(f"{title}\n{text}".encode()) or ())  # type: ignore[attr-defined]
+            return list(self._always), Present({}, frozenset())
+        found = frozenset(self._set.Match(f"{title}\n{text}".encode()) or ())  # type: ignore[attr-defined]
         cands = set(self._always)
-        for lid in found:
-            cands.update(self._by_anchor.get(lid, ()))
+        for lid in found & self._anchors:
+            cands.update(self._by_anchor[lid])
         ids = sorted(i for i in cands if all(not c.isdisjoint(found) for c in self.clauses[i]))
-        return ids, frozenset(self._patterns[i] for i in found) if ids else frozenset()
+        return ids, Present(self._ids, found)
 
 
-def _choose(clauses: list[frozenset[str]]) -> list[frozenset[str]]:
+def _choose(clauses: list[frozenset[str]], score: dict[str, int]) -> list[frozenset[str]]:
     """Up to PREFILTER_CLAUSES distinct clauses, most selective first (the first is the anchor)."""
     unique = list(dict.fromkeys(c for c in clauses if c))
-    chosen = []
+    chosen: list[frozenset[str]] = []
     while unique and len(chosen) < PREFILTER_CLAUSES:
-        best = best_clause(unique)
+        best = best_clause(unique, score)
         chosen.append(best)
         unique.remove(best)
     return chosen

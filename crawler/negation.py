@@ -20,8 +20,8 @@ from bisect import bisect_left
 from dataclasses import dataclass
 from typing import Literal
 
-from crawler.textspans import units_to_words
 from crawler.textspans import tokenize as _tokenize
+from crawler.textspans import units_to_words
 from crawler.types import HitStatus
 
 FORWARD_WORDS = 8
@@ -33,31 +33,163 @@ Direction = Literal["fwd", "both"]
 # Trigger phrases, as written in text (case-insensitive; Chinese without spaces). Words ending in
 # n't/n’t (didn't, hasn't...) are negations too.
 NEGATIONS: tuple[str, ...] = (
-    "not", "no", "never", "none", "nobody", "no one", "nothing", "neither", "nor", "cannot", "without",
-    "decline to", "declined to", "declines to", "declining to", "refuse to", "refused to", "refuses to",
-    "has yet to", "have yet to", "had yet to", "is yet to", "are yet to", "was yet to", "were yet to",
-    "yet to", "deny", "denies", "denied", "denying", "rather than", "instead of", "ruled out", "rules out",
-    "未", "没有", "没", "不", "尚未", "否认", "并未", "从未", "拒绝", "无法",
+    "not",
+    "no",
+    "never",
+    "none",
+    "nobody",
+    "no one",
+    "nothing",
+    "neither",
+    "nor",
+    "cannot",
+    "without",
+    "decline to",
+    "declined to",
+    "declines to",
+    "declining to",
+    "refuse to",
+    "refused to",
+    "refuses to",
+    "has yet to",
+    "have yet to",
+    "had yet to",
+    "is yet to",
+    "are yet to",
+    "was yet to",
+    "were yet to",
+    "yet to",
+    "deny",
+    "denies",
+    "denied",
+    "denying",
+    "rather than",
+    "instead of",
+    "ruled out",
+    "rules out",
+    "未",
+    "没有",
+    "没",
+    "不",
+    "尚未",
+    "否认",
+    "并未",
+    "从未",
+    "拒绝",
+    "无法",
 )
 HEDGES: tuple[str, ...] = (
-    "may have", "may be", "may well", "might", "could", "would", "will", "shall", "can", "able to",
-    "plan to", "plans to", "planned to", "planning to", "aim to", "aims to", "aimed to",
-    "intend to", "intends to", "intended to", "hope to", "hopes to", "hoped to", "expected to",
-    "set to", "likely", "unlikely", "possibly", "probably", "perhaps", "once", "if", "whether",
-    "analyst speculates", "analysts speculate", "analysts speculated", "speculate", "speculates",
-    "speculated", "speculation that", "believed to", "thought to", "suspected", "rumour that",
-    "rumours that", "rumor that", "rumors that", "rumoured to", "rumored to", "estimate", "estimated",
-    "estimates", "so that", "in order to",
-    "可能", "计划", "预计", "或许", "也许", "猜测", "推测", "有望", "是否", "估计",
+    "may",
+    "may have",
+    "may be",
+    "may well",
+    "might",
+    "could",
+    "would",
+    "will",
+    "shall",
+    "can",
+    "able to",
+    "plan to",
+    "plans to",
+    "planned to",
+    "planning to",
+    "aim to",
+    "aims to",
+    "aimed to",
+    "intend to",
+    "intends to",
+    "intended to",
+    "hope to",
+    "hopes to",
+    "hoped to",
+    "expected to",
+    "set to",
+    "likely",
+    "unlikely",
+    "possibly",
+    "probably",
+    "perhaps",
+    "once",
+    "if",
+    "whether",
+    "analyst speculates",
+    "analysts speculate",
+    "analysts speculated",
+    "speculate",
+    "speculates",
+    "speculated",
+    "speculation that",
+    "believed to",
+    "thought to",
+    "suspected",
+    "rumour that",
+    "rumours that",
+    "rumor that",
+    "rumors that",
+    "rumoured to",
+    "rumored to",
+    "estimate",
+    "estimated",
+    "estimates",
+    "so that",
+    "in order to",
+    "可能",
+    "计划",
+    "预计",
+    "或许",
+    "也许",
+    "猜测",
+    "推测",
+    "有望",
+    "是否",
+    "估计",
 )
 BOTH_WAYS: tuple[str, ...] = (
-    "reportedly", "allegedly", "purportedly", "supposedly", "rumoured", "rumored", "unconfirmed",
-    "unverified", "unsubstantiated", "据称", "传闻", "据传", "疑似", "网传",
+    "reportedly",
+    "allegedly",
+    "purportedly",
+    "supposedly",
+    "rumoured",
+    "rumored",
+    "unconfirmed",
+    "unverified",
+    "unsubstantiated",
+    "据称",
+    "传闻",
+    "据传",
+    "疑似",
+    "网传",
 )
 PSEUDO: tuple[str, ...] = (
-    "not only", "not just", "not least", "no doubt", "without doubt", "nothing but", "whether or not",
-    "if any", "once again", "once more", "at once", "not to mention", "can't wait", "no longer than",
-    "不仅", "不但", "不断", "不少", "不同", "不久", "不错", "不管", "不论", "不过", "未来", "不只", "毫不", "不得不",
+    "not only",
+    "not just",
+    "not least",
+    "no doubt",
+    "without doubt",
+    "nothing but",
+    "whether or not",
+    "if any",
+    "once again",
+    "once more",
+    "at once",
+    "not to mention",
+    "can't wait",
+    "no longer than",
+    "不仅",
+    "不但",
+    "不断",
+    "不少",
+    "不同",
+    "不久",
+    "不错",
+    "不管",
+    "不论",
+    "不过",
+    "未来",
+    "不只",
+    "毫不",
+    "不得不",
 )
 
 
@@ -89,6 +221,10 @@ def _table() -> dict[str, list[tuple[tuple[str, ...], Kind, Direction]]]:
 
 
 _TABLE = _table()
+_LATIN_FIRST = frozenset(k for k in _TABLE if k.isascii())
+_CJK_FIRST = frozenset(k for k in _TABLE if not k.isascii())
+_EDGE_PUNCT = "\"'“”‘’()[]{}.,;:!?…-–—"
+_NO_TRIGGERS: tuple[Trigger, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -100,13 +236,26 @@ class ClauseScan:
     triggers: tuple[Trigger, ...]
 
 
+def might_trigger(low: str) -> bool:
+    """Cheap test on a lower-cased clause: could it contain a trigger at all?"""
+    if any(ch in low for ch in _CJK_FIRST):
+        return True
+    return any(
+        (w := word.strip(_EDGE_PUNCT)) in _LATIN_FIRST or w.endswith(("n't", "n’t")) for word in low.split()
+    )
+
+
 def scan_clause(text: str, start: int, end: int) -> ClauseScan:
     """Tokenize one clause and find its negation/hedge triggers (pseudo-triggers dropped)."""
-    tokens = _tokenize(text, start, end)
     low = text[start:end].lower()
-    words = [low[s - start : e - start] for s, e, _ in tokens] if len(low) == end - start else [
-        text[s:e].lower() for s, e, _ in tokens
-    ]
+    if not might_trigger(low):
+        return ClauseScan((), (), _NO_TRIGGERS)
+    tokens = _tokenize(text, start, end)
+    words = (
+        [low[s - start : e - start] for s, e, _ in tokens]
+        if len(low) == end - start
+        else [text[s:e].lower() for s, e, _ in tokens]
+    )
     units = [0]
     for t in tokens:
         units.append(units[-1] + t[2])
@@ -132,6 +281,8 @@ def _match_at(
         if tuple(words[i : i + len(seq)]) == seq:
             if seq == ("no",) and _is_number_sign(text, tokens, i):
                 return 1, "pseudo", "fwd"  # "No. 11"
+            if seq == ("may",) and text[tokens[i][0]] == "M":
+                return 1, "pseudo", "fwd"  # the month
             return len(seq), kind, direction
     if word.endswith(("n't", "n’t")):
         return 1, "negated", "both"
@@ -145,6 +296,8 @@ def _is_number_sign(text: str, tokens: list[tuple[int, int, int]], i: int) -> bo
 
 def classify(scan: ClauseScan, start: int, end: int, *, question: bool = False) -> HitStatus:
     """Status of the term at ``[start, end)`` (offsets inside the scanned clause)."""
+    if not scan.triggers:
+        return "hedged" if question else "asserted"
     first = bisect_left(scan.starts, start)  # first token of the term
     after = bisect_left(scan.starts, end)  # first token after the term
     reached = set()

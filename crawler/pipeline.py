@@ -36,14 +36,15 @@ from storage import ingest as store_ingest
 from storage import sources as store_sources
 from storage.db import Database
 
-from . import dedup, normalize, pagediff
+from . import normalize, pagediff
 from .config import Settings
 from .errors import FetchError, HTTPStatusError, ParseError, SelectorNotFound, StorywatchError
-from .extract import extract_article, extract_region
+from .extract import extract_region
 from .fetch import Fetcher
 from .match import RuleInput, RuleSet, load_rules
 from .parse import parse_feed
-from .types import Document, FeedEntry, FeedHints, Fetched, Match, SourceResult, SourceSpec
+from .types import Document, FeedEntry, FeedHints, Fetched, Match, SourceResult, SourceSpec, Validators
+from .workers import Analysis, ArticleJob, Built, CpuPool, TextParams, analyse, build_articles, make_document
 
 
 log = logging.getLogger("storywatch.pipeline")
@@ -63,6 +64,7 @@ class Runtime:
     rules: RuleSet
     clock: Callable[[], datetime] = utcnow
     origin: str = "live"
+    cpu: CpuPool | None = None  # a worker process for article extraction; None = inline
 
 
 @dataclass(frozen=True)
@@ -96,25 +98,65 @@ async def run_pass(
     *,
     on_done: Callable[[SourceOutcome], None] | None = None,
 ) -> list[SourceOutcome]:
-    """Process ``specs`` concurrently; results in the order given."""
+    """Process ``specs`` concurrently; results in the order given.
+
+    The sources' states are read in one query up front; their fetch records are written in
+    batches of ``RECORD_BATCH`` (and the rest when the pass ends), each in one transaction.
+    """
     store_sources.sync_sources(rt.db, specs)
+    states = store_sources.source_states(rt.db, [s.id for s in specs])
+    recorder = _Recorder(rt.db)
     gate = asyncio.Semaphore(rt.settings.fetch.concurrency)
 
     async def one(spec: SourceSpec) -> SourceOutcome:
         async with gate:
-            out = await run_source(rt, spec)
+            out = await run_source(rt, spec, state=states.get(spec.id), record=recorder.add)
         if on_done:
             on_done(out)
         return out
 
-    return list(await asyncio.gather(*(one(s) for s in specs)))
-
-
-async def run_source(rt: Runtime, spec: SourceSpec) -> SourceOutcome:
-    """One source, start to end. The per-source error boundary lives here."""
-    started, now = time.monotonic(), rt.clock()
     try:
-        outcome = await _process(rt, spec, now)
+        return list(await asyncio.gather(*(one(s) for s in specs)))
+    finally:
+        recorder.flush()
+
+
+RECORD_BATCH = 64
+
+
+class _Recorder:
+    """Fetch records waiting to be written together (validators included: after the documents)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.pending: list[store_sources.FetchRecord] = []
+
+    def add(self, record: store_sources.FetchRecord) -> None:
+        self.pending.append(record)
+        if len(self.pending) >= RECORD_BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        batch, self.pending = self.pending, []
+        store_sources.record_fetches(self.db, batch)
+
+
+async def run_source(
+    rt: Runtime,
+    spec: SourceSpec,
+    *,
+    state: store_sources.SourceState | None = None,
+    record: Callable[[store_sources.FetchRecord], None] | None = None,
+) -> SourceOutcome:
+    """One source, start to end. The per-source error boundary lives here.
+
+    ``state`` is the source's stored state when the caller already read it; ``record`` receives
+    the fetch record instead of it being written at once (``run_pass`` batches them).
+    """
+    started, now = time.monotonic(), rt.clock()
+    keep: _Keep | None = None
+    try:
+        outcome, keep = await _process(rt, spec, now, state)
     except StorywatchError as exc:
         outcome = _failure(spec, exc, _error_kind(exc))
     except Exception as exc:  # the one broad boundary: record, move on
@@ -123,8 +165,22 @@ async def run_source(rt: Runtime, spec: SourceSpec) -> SourceOutcome:
         outcome = _failure(spec, exc, "internal")
     result = replace(outcome.result, seconds=round(time.monotonic() - started, 3))
     outcome = replace(outcome, result=result)
-    store_sources.record_fetch(rt.db, spec, result, now=now, http_status=outcome.http_status)
+    rec = store_sources.FetchRecord(
+        spec, result, now, outcome.http_status, keep.validators if keep else None, keep.body_hash if keep else None
+    )
+    if record is not None:
+        record(rec)
+    else:
+        store_sources.record_fetches(rt.db, [rec])
     return outcome
+
+
+@dataclass(frozen=True)
+class _Keep:
+    """Validators and body hash to save with the fetch record (after the documents are stored)."""
+
+    validators: Validators
+    body_hash: str | None
 
 
 def _error_kind(exc: StorywatchError) -> str:
@@ -151,29 +207,32 @@ def _failure(spec: SourceSpec, exc: BaseException, kind: str) -> SourceOutcome:
     )
 
 
-async def _process(rt: Runtime, spec: SourceSpec, now: datetime) -> SourceOutcome:
-    state = store_sources.source_state(rt.db, spec.id)
+async def _process(
+    rt: Runtime, spec: SourceSpec, now: datetime, state: store_sources.SourceState | None
+) -> tuple[SourceOutcome, _Keep]:
+    if state is None:
+        state = store_sources.source_state(rt.db, spec.id)
     fetched = await rt.fetcher.fetch(spec.url, source_id=spec.id, validators=state.validators)
     body_hash = hashlib.sha256(fetched.body).hexdigest() if fetched.body else None
     max_age = _max_age(fetched)
     if fetched.not_modified or (body_hash and body_hash == state.body_hash):
         res = SourceResult(spec.id, "not-modified", bytes=len(fetched.body))
-        store_sources.save_validators(rt.db, spec.id, fetched.validators, body_hash or state.body_hash)
-        return SourceOutcome(res, http_status=fetched.status, cache_max_age=max_age)
+        keep = _Keep(fetched.validators, body_hash or state.body_hash)
+        return SourceOutcome(res, http_status=fetched.status, cache_max_age=max_age), keep
     if spec.kind == "feed":
         docs, warnings, hints, times = await _feed_documents(rt, spec, fetched, now)
     else:
         docs, warnings = _page_documents(rt, spec, fetched, state.last_snapshot, now)
         hints, times = FeedHints(), ()
     results = _store(rt, docs, now)
-    store_sources.save_validators(rt.db, spec.id, fetched.validators, body_hash)
     new = sum(r.status in ("new", "updated") for r in results)
     alert_ids = tuple(a for r in results for a in r.alert_ids)
     res = SourceResult(
         spec.id, "ok", new_documents=new, bytes=len(fetched.body), warnings=tuple(warnings),
         new_alerts=len(alert_ids),
     )
-    return SourceOutcome(res, fetched.status, times, None, max_age, hints, None, alert_ids)
+    outcome = SourceOutcome(res, fetched.status, times, None, max_age, hints, None, alert_ids)
+    return outcome, _Keep(fetched.validators, body_hash)
 
 
 def _max_age(fetched: Fetched) -> float | None:
@@ -187,57 +246,104 @@ def _max_age(fetched: Fetched) -> float | None:
 
 # --------------------------------------------------------------------------- feeds
 
+_Prepared = tuple[Document, Analysis | None]
+
 
 async def _feed_documents(
     rt: Runtime, spec: SourceSpec, fetched: Fetched, now: datetime
-) -> tuple[list[Document], list[str], FeedHints, tuple[datetime, ...]]:
+) -> tuple[list[_Prepared], list[str], FeedHints, tuple[datetime, ...]]:
+    """Parse, fetch the new entries' articles (I/O), then extract them as one batch (CPU)."""
     feed = parse_feed(fetched.body, url=fetched.final_url, headers=fetched.headers, source_id=spec.id)
     warnings = list(feed.warnings)
     fresh_ids = store_sources.unseen_entries(rt.db, spec.id, [e.entry_id for e in feed.entries])
     fresh = [e for e in feed.entries if e.entry_id in fresh_ids]
     gate = asyncio.Semaphore(rt.settings.fetch.article_concurrency)
 
-    async def one(entry: FeedEntry) -> tuple[Document | None, str | None]:
+    async def one(entry: FeedEntry) -> _ArticleFetch:
         async with gate:
-            return await entry_document(rt, spec, entry, now)
+            return await _fetch_article(rt, spec, entry)
 
-    pairs = await asyncio.gather(*(one(e) for e in fresh))
-    warnings.extend(w for _, w in pairs if w)
-    docs = [d for d, _ in pairs if d is not None]
+    got = await asyncio.gather(*(one(e) for e in fresh))
+    jobs = [ArticleJob(spec, g.entry, g.page, now) for g in got if g.page is not None]
+    built = iter(await rt.cpu.build(jobs, text_params(rt.settings)) if rt.cpu else build_articles(jobs, text_params(rt.settings)))
+    docs: list[_Prepared] = []
+    for g in got:
+        doc, warning = _entry_outcome(rt, spec, g, now, next(built) if g.page is not None else None)
+        if warning:
+            warnings.append(warning)
+        if doc is not None:
+            docs.append(doc)
     times = tuple(e.published or now for e in fresh)
     return docs, warnings, feed.hints, times
+
+
+@dataclass(frozen=True)
+class _ArticleFetch:
+    entry: FeedEntry
+    target: str | None
+    page: Fetched | None
+    warning: str | None = None
+
+
+async def _fetch_article(rt: Runtime, spec: SourceSpec, entry: FeedEntry) -> _ArticleFetch:
+    """The entry's article page (search-feed redirects unwrapped, robots.txt honoured), when wanted."""
+    link = entry.link
+    target = (normalize.unwrap_search_redirect(link) or link) if link else None
+    if not (target and spec.fetch_articles):
+        return _ArticleFetch(entry, target, None)
+    try:
+        page = await rt.fetcher.fetch(target, source_id=spec.id, check_robots=True)
+    except (FetchError, ParseError) as exc:
+        return _ArticleFetch(entry, target, None, _unavailable(target, str(exc)))
+    return _ArticleFetch(entry, target, page)
+
+
+def _unavailable(target: str, why: str) -> str:
+    return f"{target}: article unavailable ({why}); kept the feed summary"
+
+
+def _entry_outcome(
+    rt: Runtime, spec: SourceSpec, got: _ArticleFetch, now: datetime, built: Built | str | None
+) -> tuple[_Prepared | None, str | None]:
+    """The article's document when it was extracted (``built``), else the feed's own summary."""
+    warning = got.warning
+    if isinstance(built, Built):
+        return (built.document, built.analysis), None
+    if isinstance(built, str) and got.target:
+        warning = _unavailable(got.target, built)
+    doc = _summary_document(rt, spec, got.entry, got.target, now)
+    return ((doc, None) if doc is not None else None), warning
+
+
+def _summary_document(
+    rt: Runtime, spec: SourceSpec, entry: FeedEntry, target: str | None, now: datetime
+) -> Document | None:
+    if not (entry.summary or entry.title):
+        return None
+    url = target or f"urn:storywatch:{spec.id}:{entry.entry_id}"
+    canonical = _canonical(rt, url, None) if target else url
+    return make_document(
+        spec, now, url=url, canonical=canonical, title=entry.title, text=entry.summary or entry.title,
+        published=entry.published, author=entry.author, language=None,
+        aliases=tuple(u for u in (entry.link, target) if u), entry_id=entry.entry_id, origin="summary",
+    )
 
 
 async def entry_document(
     rt: Runtime, spec: SourceSpec, entry: FeedEntry, now: datetime
 ) -> tuple[Document | None, str | None]:
     """The document for one feed entry: the linked article, or the feed's own summary."""
-    link = entry.link
-    target = (normalize.unwrap_search_redirect(link) or link) if link else None
-    warning = None
-    if target and spec.fetch_articles:
-        try:
-            page = await rt.fetcher.fetch(target, source_id=spec.id, check_robots=True)
-            art = extract_article(page.body, url=page.final_url, content_type=page.headers.get("content-type"))
-            canonical = _canonical(rt, page.final_url, art.canonical_url)
-            aliases = tuple(u for u in (link, target, page.final_url, *page.redirects) if u)
-            return _document(
-                spec, now, url=page.final_url, canonical=canonical, title=art.title or entry.title,
-                text=art.text, published=art.published or entry.published, author=art.author or entry.author,
-                language=art.language, aliases=aliases, entry_id=entry.entry_id,
-            ), None
-        except (FetchError, ParseError) as exc:
-            warning = f"{target}: article unavailable ({exc}); kept the feed summary"
-    if not (entry.summary or entry.title):
-        return None, warning
-    url = target or f"urn:storywatch:{spec.id}:{entry.entry_id}"
-    canonical = _canonical(rt, url, None) if target else url
-    doc = _document(
-        spec, now, url=url, canonical=canonical, title=entry.title, text=entry.summary or entry.title,
-        published=entry.published, author=entry.author, language=None,
-        aliases=tuple(u for u in (link, target) if u), entry_id=entry.entry_id, origin="summary",
-    )
-    return doc, warning
+    got = await _fetch_article(rt, spec, entry)
+    built: Built | str | None = None
+    if got.page is not None:
+        built = build_articles([ArticleJob(spec, entry, got.page, now)], text_params(rt.settings))[0]
+    prepared, warning = _entry_outcome(rt, spec, got, now, built)
+    return (prepared[0] if prepared else None), warning
+
+
+def text_params(settings: Settings) -> TextParams:
+    d = settings.dedup
+    return TextParams(d.num_perm, d.bands, d.shingle_words, d.shingle_chars, d.tracking_params)
 
 
 def _canonical(rt: Runtime, url: str, page_canonical: str | None) -> str:
@@ -245,24 +351,12 @@ def _canonical(rt: Runtime, url: str, page_canonical: str | None) -> str:
     return normalize.canonicalize_url(url, extra_tracking=extra, page_canonical=page_canonical)
 
 
-def _document(spec: SourceSpec, now: datetime, *, url: str, canonical: str, title: str, text: str,
-              published: datetime | None, author: str | None, language: str | None,
-              aliases: tuple[str, ...], entry_id: str | None, origin: str = "article") -> Document:
-    return Document(
-        source_id=spec.id, url=url, canonical_url=canonical, title=title.strip(), text=text,
-        discovered=now, content_hash=normalize.content_hash(f"{text}"), published=published,
-        aliases=tuple(dict.fromkeys(aliases)), author=author, language=language,
-        origin=origin,  # type: ignore[arg-type]
-        entry_id=entry_id, source_kind=spec.kind, source_tags=spec.tags,
-    )
-
-
 # --------------------------------------------------------------------------- pages
 
 
 def _page_documents(
     rt: Runtime, spec: SourceSpec, fetched: Fetched, last: str | None, now: datetime
-) -> tuple[list[Document], list[str]]:
+) -> tuple[list[_Prepared], list[str]]:
     assert spec.selector is not None
     region = extract_region(
         fetched.body, url=fetched.final_url, selector=spec.selector,
@@ -281,41 +375,50 @@ def _page_documents(
         title=f"{spec.id}: page changed", text=added, discovered=now, content_hash=digest,
         origin="page", entry_id=f"snapshot:{digest[:20]}", source_kind=spec.kind, source_tags=spec.tags,
     )
-    return [doc], []
+    return [(doc, None)], []
 
 
 # --------------------------------------------------------------------------- storing
 
 
-def _store(rt: Runtime, docs: Sequence[Document], now: datetime) -> list[store_ingest.IngestResult]:
+def _store(rt: Runtime, docs: Sequence[_Prepared], now: datetime) -> list[store_ingest.IngestResult]:
     if not docs:
         return []
-    items = [prepare(rt, d) for d in docs]
+    items = prepare_many(rt, [d for d, _ in docs], [a for _, a in docs])
     cfg = rt.settings
     return store_ingest.ingest(
-        rt.db, [i for i in items if i is not None], alerts_cfg=cfg.alerts,
-        threshold=cfg.dedup.threshold, now=now, origin=rt.origin,
+        rt.db, items, alerts_cfg=cfg.alerts, threshold=cfg.dedup.threshold, now=now, origin=rt.origin,
     )
 
 
 def prepare(rt: Runtime, doc: Document) -> store_ingest.IngestItem:
     """Decide new / updated / duplicate and run the rules on the text that is new."""
-    known = store_ingest.lookup(rt.db, doc.canonical_url, doc.content_hash, doc.aliases)
-    sentences = normalize.split_sentences(doc.text)
-    keys = tuple(dict.fromkeys(normalize.sentence_key(s) for s in sentences))
+    return prepare_many(rt, [doc])[0]
+
+
+def prepare_many(
+    rt: Runtime, docs: Sequence[Document], analyses: Sequence[Analysis | None] | None = None
+) -> list[store_ingest.IngestItem]:
+    """``prepare`` for a batch: one database lookup for all; ``analyses`` when already computed."""
+    known = store_ingest.lookup_many(rt.db, [(d.canonical_url, d.content_hash, d.aliases) for d in docs])
+    params = text_params(rt.settings)
+    given = analyses if analyses is not None else [None] * len(docs)
+    return [
+        _decide(rt.rules, doc, k, a or analyse(doc, params)) for doc, k, a in zip(docs, known, given, strict=True)
+    ]
+
+
+def _decide(
+    rules: RuleSet, doc: Document, known: store_ingest.Known | None, analysis: Analysis
+) -> store_ingest.IngestItem:
     if known is not None and known.content_hash == doc.content_hash:
         return store_ingest.IngestItem(doc, None)  # same text: alias + sighting only
     if known is not None and known.canonical_url == doc.canonical_url:
+        sentences = normalize.split_sentences(doc.text)
         new_text = "\n\n".join(s for s in sentences if normalize.sentence_key(s) not in known.sentence_keys)
-        matches = evaluate(rt.rules, doc, new_text) if new_text else ()
-        return store_ingest.IngestItem(doc, None, matches, keys, update_of=known.document_id)
-    d = rt.settings.dedup
-    fp = None
-    if doc.origin != "page":
-        fp = dedup.fingerprint(
-            doc.text, num_perm=d.num_perm, bands=d.bands, word_k=d.shingle_words, char_k=d.shingle_chars
-        )
-    return store_ingest.IngestItem(doc, fp, evaluate(rt.rules, doc, doc.text), keys)
+        matches = evaluate(rules, doc, new_text) if new_text else ()
+        return store_ingest.IngestItem(doc, None, matches, analysis.keys, update_of=known.document_id)
+    return store_ingest.IngestItem(doc, analysis.fingerprint, evaluate(rules, doc, doc.text), analysis.keys)
 
 
 def evaluate(rules: RuleSet, doc: Document, text: str) -> tuple[Match, ...]:

@@ -16,6 +16,7 @@ negated. Exclusions (the right side of NOT) always see all occurrences, whatever
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Literal, NamedTuple
@@ -48,7 +49,13 @@ LEVELS: tuple[frozenset[HitStatus] | None, ...] = (
     None,
 )
 LEVEL_STATUS: tuple[HitStatus, ...] = ("asserted", "hedged", "negated")
-_FIELDS_OF = {"text": (TITLE, BODY), "title": (TITLE,), "body": (BODY,), "lead": (BODY,), "top": (TITLE, BODY)}
+_FIELDS_OF = {
+    "text": (TITLE, BODY),
+    "title": (TITLE,),
+    "body": (BODY,),
+    "lead": (BODY,),
+    "top": (TITLE, BODY),
+}
 
 UnitKind = Literal["sentence", "clause", "paragraph"]
 Window = tuple[int, int, int]  # (field, start, end)
@@ -68,6 +75,21 @@ Hit = tuple[Occ, ...]
 
 
 @dataclass(frozen=True)
+class Present:
+    """Which prefilter patterns occur in a document (ids of the prefilter's set)."""
+
+    ids: Mapping[str, int]
+    found: frozenset[int]
+
+    def absent(self, pattern: str | None) -> bool:
+        """True when the pattern is known to the prefilter and did not occur."""
+        if pattern is None:
+            return False
+        i = self.ids.get(pattern)
+        return i is not None and i not in self.found
+
+
+@dataclass(frozen=True)
 class DocMeta:
     source_id: str = ""
     source_kind: str = ""
@@ -79,10 +101,10 @@ class DocMeta:
 class DocContext:
     """Per-document caches: field geometry, occurrences per term, statuses per occurrence."""
 
-    def __init__(self, title: str, text: str, meta: DocMeta, present: frozenset[str] | None = None) -> None:
+    def __init__(self, title: str, text: str, meta: DocMeta, present: Present | None = None) -> None:
         self.fields = (FieldText(title), FieldText(text))
         self.meta = meta
-        self.present = present  # prefilter patterns found in the document (None: unknown)
+        self.present = present  # what the prefilter saw in the document (None: unknown)
         self._spans: dict[tuple[str, int], list[tuple[int, int]]] = {}
         self._occ: dict[str, tuple[tuple[list[Occ], list[int]], ...]] = {}
         self._status: dict[Occ, HitStatus] = {}
@@ -97,7 +119,7 @@ class DocContext:
     def _field_occurrences(self, leaf: CompiledLeaf, f: int) -> tuple[list[Occ], list[int]]:
         found: list[Occ] = []
         for matcher, cap, value in leaf.parts:
-            if self.present is not None and matcher.prefilter and matcher.prefilter not in self.present:
+            if self.present is not None and self.present.absent(matcher.prefilter):
                 continue  # the prefilter saw no trace of this term in the document
             key = (matcher.key, f)
             if key not in self._spans:
@@ -152,14 +174,18 @@ def _outermost(occs: list[Occ]) -> list[Occ]:
 
 def _site(meta: DocMeta, v: str) -> bool:
     host = (urlsplit(meta.url).hostname or "").lower()
-    return any(h == v or h.endswith("." + v) or fnmatchcase(h, v) for h in (host, meta.source_id.lower()) if h)
+    return any(
+        h == v or h.endswith("." + v) or fnmatchcase(h, v) for h in (host, meta.source_id.lower()) if h
+    )
 
 
 _FACTS = {
     "source": lambda m, v: fnmatchcase(m.source_id.lower(), v),
     "site": _site,
     "url": lambda m, v: fnmatchcase(m.url.lower(), v) if "*" in v else v in m.url.lower(),
-    "language": lambda m, v: bool(m.language) and (m.language.lower() == v or m.language.lower().startswith(v + "-")),
+    "language": lambda m, v: (
+        bool(m.language) and (m.language.lower() == v or m.language.lower().startswith(v + "-"))
+    ),
     "tag": lambda m, v: v in (t.lower() for t in m.source_tags),
     "kind": lambda m, v: m.source_kind.lower() == v,
 }
@@ -246,7 +272,9 @@ def anchor_leaves(node: Node, ctx: DocContext) -> list[Term | ListTerms]:
         options = [anchor_leaves(c, ctx) for c in node.children if not isinstance(c, Not | Fact)]
         return min(options, key=lambda leaves: _count(leaves, ctx)) if options else []
     if isinstance(node, Near):
-        return min((anchor_leaves(node.left, ctx), anchor_leaves(node.right, ctx)), key=lambda ls: _count(ls, ctx))
+        return min(
+            (anchor_leaves(node.left, ctx), anchor_leaves(node.right, ctx)), key=lambda ls: _count(ls, ctx)
+        )
     if isinstance(node, Exclude):
         return anchor_leaves(node.left, ctx)
     if isinstance(node, Not | Fact):
@@ -310,7 +338,11 @@ def _exclude(node: Exclude, ctx: DocContext, level: int, scope: Window | None) -
     if any(not b for b in blockers):
         return []  # a true source/url/tag condition excludes everything
     if node.scope == "near":
-        return [h for h in hits if h and not any(_close(ctx, _extent(h), _extent(b), node.n, False) for b in blockers)]
+        return [
+            h
+            for h in hits
+            if h and not any(_close(ctx, _extent(h), _extent(b), node.n, False) for b in blockers)
+        ]
     units = {ctx.unit(o, node.scope) for b in blockers for o in b}
     return [h for h in hits if not any(ctx.unit(o, node.scope) in units for o in h)]
 

@@ -12,16 +12,59 @@ an error), and ``~`` is refused with a hint to use ``NEAR/n``.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
-from dataclasses import field as dc_field
-from collections.abc import Callable
-from typing import Any, Literal, Union
+from dataclasses import replace
+from typing import Literal
 
 import re2
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
 from crawler.errors import RuleError
+from crawler.ruleast import (
+    And,
+    AtLeast,
+    Exclude,
+    ExcludeScope,
+    Fact,
+    ListItem,
+    ListRef,
+    ListTerms,
+    Near,
+    Node,
+    Not,
+    Or,
+    Scope,
+    Term,
+    TermKind,
+    children,
+    has_evidence,
+    walk,
+    with_children,
+)
+
+__all__ = [
+    "And",
+    "AtLeast",
+    "Exclude",
+    "Fact",
+    "ListItem",
+    "ListRef",
+    "ListTerms",
+    "Near",
+    "Node",
+    "Not",
+    "Or",
+    "QuerySyntaxError",
+    "Scope",
+    "Term",
+    "children",
+    "has_evidence",
+    "parse_list_entry",
+    "parse_query",
+    "walk",
+    "with_children",
+    "with_field",
+]
 
 TEXT_FIELDS = ("title", "lead", "top", "body", "text")
 META_FIELDS = ("source", "site", "url", "language", "lang", "tag", "kind")
@@ -49,7 +92,6 @@ prox: unary (PROXOP unary)*
 
 LPAR: "("
 RPAR: ")"
-TILDE.5: /~\d*/
 BOOLOP.3: /(AND|OR|NOT\/[scp]|NOTNEAR\/\d+)(?![^\s()])/
 NOT.3: /NOT(?![^\s()])/
 PROXOP.3: /(NEAR\/\d+|ONEAR\/\d+|[wW]\/[sSpP])(?![^\s()])/
@@ -73,107 +115,6 @@ class QuerySyntaxError(RuleError):
     def __init__(self, message: str, offset: int) -> None:
         self.offset = offset
         super().__init__(message)
-
-
-TermKind = Literal["word", "phrase", "cased", "regex"]
-ExcludeScope = Literal["sentence", "clause", "paragraph", "near"]
-
-
-@dataclass(frozen=True)
-class Term:
-    kind: TermKind
-    text: str  # as written: disclos*, "Huawei Ascend", {AMD}, /x+/i
-    value: str  # without quotes, braces or slashes
-    flags: str = ""
-    field: str = "text"
-    offset: int = 0
-    compiled: Any = dc_field(default=None, compare=False, repr=False)  # set by ruleterms.compile_query
-
-
-@dataclass(frozen=True)
-class ListRef:
-    name: str
-    field: str = "text"
-    offset: int = 0
-
-
-@dataclass(frozen=True)
-class ListItem:
-    term: Term
-    value: str  # the captured value: the canonical name, or the term as written
-
-
-@dataclass(frozen=True)
-class ListTerms:
-    """A resolved ``@name``: the list's terms (filled in by the loader)."""
-
-    name: str
-    items: tuple[ListItem, ...]
-    capture: str | None
-    field: str = "text"
-    offset: int = 0
-    compiled: Any = dc_field(default=None, compare=False, repr=False)
-
-
-@dataclass(frozen=True)
-class Fact:
-    field: str  # one of META_FIELDS
-    value: str
-    offset: int = 0
-
-
-@dataclass(frozen=True)
-class Not:
-    child: Node
-    offset: int = 0
-
-
-@dataclass(frozen=True)
-class And:
-    children: tuple[Node, ...]
-    offset: int = 0
-
-
-@dataclass(frozen=True)
-class Or:
-    children: tuple[Node, ...]
-    offset: int = 0
-
-
-@dataclass(frozen=True)
-class Near:
-    left: Node
-    right: Node
-    n: int
-    ordered: bool
-    offset: int = 0
-
-
-@dataclass(frozen=True)
-class Scope:
-    kind: Literal["sentence", "paragraph"]
-    child: Node
-    offset: int = 0
-
-
-@dataclass(frozen=True)
-class Exclude:
-    left: Node
-    right: Node
-    scope: ExcludeScope
-    n: int = 0
-    offset: int = 0
-
-
-@dataclass(frozen=True)
-class AtLeast:
-    n: int
-    child: Node
-    offset: int = 0
-
-
-Node = Union[Term, ListRef, ListTerms, Fact, Not, And, Or, Near, Scope, Exclude, AtLeast]
-Leaf = Union[Term, ListTerms]
 
 
 def parse_query(text: str) -> Node:
@@ -204,7 +145,9 @@ def _check_parentheses(text: str) -> None:
                 stack.append(tok.start_pos or 0)
             elif tok.type == "RPAR":
                 if not stack:
-                    raise QuerySyntaxError("unbalanced parentheses: ')' has no matching '('", tok.start_pos or 0)
+                    raise QuerySyntaxError(
+                        "unbalanced parentheses: ')' has no matching '('", tok.start_pos or 0
+                    )
                 stack.pop()
     except UnexpectedInput as exc:
         raise _friendly(exc, text) from None
@@ -244,8 +187,6 @@ _TILDE_HINT = (
 
 def _unexpected_token(tok: Token, expected: set[str], pos: int) -> QuerySyntaxError:
     pos = tok.start_pos if tok.start_pos is not None else pos
-    if tok.type == "TILDE":
-        return QuerySyntaxError(_TILDE_HINT, pos)
     if tok.type == "$END":
         return QuerySyntaxError("unexpected end of query: a term is missing after the last operator", pos)
     if tok.type in _TERM_TYPES and expected & _OPERATOR_TYPES:
@@ -279,7 +220,13 @@ def _build(t: Tree | Token) -> Node:
 
 def _build_expr(t: Tree) -> Node:
     operands = [_build(c) for c in t.children[0::2]]
-    ops = [c.children[0] for c in t.children[1::2]]
+    ops = [
+        tok
+        for c in t.children[1::2]
+        if isinstance(c, Tree)
+        for tok in c.children[:1]
+        if isinstance(tok, Token)
+    ]
     if not ops:
         return operands[0]
     families = [_bool_family(op) for op in ops]
@@ -324,15 +271,15 @@ def _build_prox(t: Tree) -> Node:
         return operands[0]
     for op in ops:
         if str(op).lower() != str(ops[0]).lower():
+            example = f"(a {ops[0]} b) {op} c"
             raise QuerySyntaxError(
-                f"{ops[0]} and {op} are mixed without parentheses; add parentheses, e.g. (a {ops[0]} b) {op} c",
-                _off(op),
+                f"{ops[0]} and {op} are mixed without parentheses; add parentheses, e.g. {example}", _off(op)
             )
     for op, o in zip([ops[0], *ops], operands, strict=True):
         if isinstance(o, Not | Fact):
             what = "NOT" if isinstance(o, Not) else f"{o.field}:"
             hint = "; use NOTNEAR/n for 'not near'" if isinstance(o, Not) else ""
-            raise QuerySyntaxError(f"{what} cannot be an operand of {op}{hint}", _off(op))
+            raise QuerySyntaxError(f"{what} cannot be an operand of {op}{hint}", o.offset)
     kind = str(ops[0])
     if kind.lower() in ("w/s", "w/p"):
         scope: Literal["sentence", "paragraph"] = "sentence" if kind.lower() == "w/s" else "paragraph"
@@ -352,11 +299,16 @@ def _build_fielded(t: Tree) -> Node:
     tok = t.children[0]
     assert isinstance(tok, Token)
     name = str(tok)[:-1].lower()
-    child = _build(t.children[1])
     if name in META_FIELDS:
-        if not isinstance(child, Term) or child.kind not in ("word", "phrase"):
-            raise QuerySyntaxError(f"{name}: takes one word or quoted value; use OR between conditions", _off(tok))
-        return Fact("language" if name == "lang" else name, child.value, _off(tok))
+        value = t.children[1]
+        if not (isinstance(value, Tree) and value.data in ("word", "phrase")):
+            raise QuerySyntaxError(
+                f"{name}: takes one word or quoted value; use OR between conditions", _off(tok)
+            )
+        raw = str(value.children[0])
+        raw = re.sub(r"\\(.)", r"\1", raw[1:-1]) if value.data == "phrase" else raw
+        return Fact("language" if name == "lang" else name, raw, _off(tok))
+    child = _build(t.children[1])
     if name not in TEXT_FIELDS:
         known = ", ".join(f"{f}:" for f in TEXT_FIELDS + META_FIELDS)
         raise QuerySyntaxError(f"unknown field {name + ':'!r}; known fields: {known}", _off(tok))
@@ -477,13 +429,17 @@ def regex_options() -> re2.Options:
 def check_regex(body: str, flags: str, offset: int) -> None:
     bad = set(flags) - set(REGEX_FLAGS)
     if bad:
-        raise QuerySyntaxError(f"unknown regular expression flag(s) {''.join(sorted(bad))!r}; use i, m, s", offset)
+        raise QuerySyntaxError(
+            f"unknown regular expression flag(s) {''.join(sorted(bad))!r}; use i, m, s", offset
+        )
     if len(body) > MAX_REGEX_LENGTH:
         raise QuerySyntaxError(f"regular expression longer than {MAX_REGEX_LENGTH} characters", offset)
     try:
         compiled = re2.compile(regex_source(body, flags), regex_options())
     except re2.error as exc:
-        raise QuerySyntaxError(f"invalid regular expression (RE2 refused it: {_re2_reason(exc)})", offset) from None
+        raise QuerySyntaxError(
+            f"invalid regular expression (RE2 refused it: {_re2_reason(exc)})", offset
+        ) from None
     if compiled.search("") is not None:
         raise QuerySyntaxError("regular expression matches the empty string", offset)
 
@@ -495,7 +451,11 @@ def regex_source(body: str, flags: str) -> str:
 def _re2_reason(exc: Exception) -> str:
     arg = exc.args[0] if exc.args else b""
     text = (arg.decode("utf-8", "replace") if isinstance(arg, bytes) else str(arg)).strip()
-    if "escape sequence: \\" in text and text[-1:].isdigit() or "perl operator: (?<" in text or "(?=" in text:
+    if (
+        ("escape sequence: \\" in text and text[-1:].isdigit())
+        or "perl operator: (?<" in text
+        or "(?=" in text
+    ):
         text += "; backreferences and look-around are not available in RE2, the linear-time engine"
     elif "too large" in text or "repetition size" in text:
         text += "; the pattern is over the size budget, simplify the repetition"
@@ -520,50 +480,6 @@ def _check_structure(node: Node, *, top: bool = False) -> None:
         return
     for child in children(node):
         _check_structure(child)
-
-
-def children(node: Node) -> tuple[Node, ...]:
-    if isinstance(node, And | Or):
-        return node.children
-    if isinstance(node, Near | Exclude):
-        return (node.left, node.right)
-    if isinstance(node, Not | Scope | AtLeast):
-        return (node.child,)
-    return ()
-
-
-def has_evidence(node: Node) -> bool:
-    """True when every way the node can match includes at least one text term."""
-    if isinstance(node, Term | ListRef | ListTerms | Near):
-        return True
-    if isinstance(node, Fact | Not):
-        return False
-    if isinstance(node, Or):
-        return all(has_evidence(c) for c in node.children)
-    if isinstance(node, And):
-        return any(has_evidence(c) for c in node.children if not isinstance(c, Not))
-    if isinstance(node, Exclude):
-        return has_evidence(node.left)
-    return has_evidence(node.child)
-
-
-def walk(node: Node) -> list[Node]:
-    """Every node of the tree, parents before children."""
-    out = [node]
-    for c in children(node):
-        out.extend(walk(c))
-    return out
-
-
-def with_children(node: Node, fn: Callable[[Node], Node]) -> Node:
-    """A copy of ``node`` with ``fn`` applied to each direct child (leaves are returned as is)."""
-    if isinstance(node, And | Or):
-        return replace(node, children=tuple(fn(c) for c in node.children))
-    if isinstance(node, Near | Exclude):
-        return replace(node, left=fn(node.left), right=fn(node.right))
-    if isinstance(node, Not | Scope | AtLeast):
-        return replace(node, child=fn(node.child))
-    return node
 
 
 _ENTRY_REGEX = re.compile(r"/(?P<body>.+)/(?P<flags>[a-z]*)", re.S)

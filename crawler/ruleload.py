@@ -9,10 +9,10 @@ even inside a ``|`` or ``>`` block scalar. :func:`load_files` collects *all* err
 from __future__ import annotations
 
 import json
-from fnmatch import fnmatchcase
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from dataclasses import field as dc_field
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, cast
 
@@ -131,22 +131,27 @@ def load_files(paths: Sequence[Path]) -> LoadResult:
     """Load every rule file; collect every error instead of stopping at the first."""
     files, errors = expand_paths(paths)
     rules: list[Rule] = []
-    seen: dict[str, Rule] = {}
+    seen: dict[str, str] = {}  # rule id -> file:line where first defined
     for path in files:
-        file_rules, file_errors = _FileLoader(path).load()
-        errors.extend(file_errors)
-        for rule in file_rules:
-            if rule.id in seen:
-                first = seen[rule.id]
-                errors.append(
+        loader = _FileLoader(path)
+        file_rules, file_errors = loader.load()
+        for rule_id, node in loader.ids:
+            line, col = mark_of(node)
+            if rule_id in seen:
+                file_errors.append(
                     RuleError(
-                        f"duplicate rule id {rule.id!r} (first defined at {first.file}:{first.line})",
-                        file=rule.file, line=rule.line, column=1, rule_id=rule.id,
+                        f"duplicate rule id {rule_id!r} (first defined at {seen[rule_id]})",
+                        file=loader.file,
+                        line=line,
+                        column=col,
+                        rule_id=rule_id,
                     )
                 )
-                continue
-            seen[rule.id] = rule
-            rules.append(rule)
+            else:
+                seen.setdefault(rule_id, f"{loader.file}:{line}")
+        errors.extend(sorted(file_errors, key=lambda e: (e.line or 0, e.column or 0)))
+        duplicates = {e.rule_id for e in file_errors if e.message.startswith("duplicate rule id")}
+        rules.extend(r for r in file_rules if r.id not in duplicates)
     return LoadResult(tuple(rules), tuple(errors))
 
 
@@ -162,6 +167,7 @@ class _FileLoader:
         self.file = str(path)
         self.source = ""
         self.errors: list[RuleError] = []
+        self.ids: list[tuple[str, yaml.Node]] = []  # every rule id scalar, in file order
 
     def load(self) -> tuple[list[Rule], list[RuleError]]:
         root = self._compose()
@@ -187,18 +193,20 @@ class _FileLoader:
         try:
             root = yaml.compose(self.source, Loader=yaml.SafeLoader)
         except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
-            self.errors.append(RuleError(f"invalid YAML: {exc.problem}", file=self.file, line=line, column=col))
+            self.errors.append(_yaml_error(exc, self.file))
             return None
         except yaml.YAMLError as exc:
             self.errors.append(RuleError(f"invalid YAML: {exc}", file=self.file))
             return None
         if root is None:
-            self.errors.append(RuleError("empty rule file: expected 'version: 1' and 'rules:'", file=self.file))
+            self.errors.append(
+                RuleError("empty rule file: expected 'version: 1' and 'rules:'", file=self.file)
+            )
         return root
 
-    def _error(self, message: str, node: yaml.Node, rule_id: str | None = None, offset: int | None = None) -> None:
+    def _error(
+        self, message: str, node: yaml.Node, rule_id: str | None = None, offset: int | None = None
+    ) -> None:
         line, col = scalar_position(self.source, node, offset) if offset is not None else mark_of(node)
         self.errors.append(RuleError(message, file=self.file, line=line, column=col, rule_id=rule_id))
 
@@ -250,6 +258,8 @@ class _FileLoader:
             return None
         values = {str(k.value): v for k, v in node.value}
         rule_id = _text(values.get("id"))
+        if rule_id is not None:
+            self.ids.append((rule_id, values["id"]))
         before = len(self.errors)
         query_node = values.get("query")
         query = self._query(query_node, lists, rule_id) if _is_str(query_node) else None
@@ -277,7 +287,9 @@ class _FileLoader:
             line=mark_of(node)[0],
         )
 
-    def _query(self, node: yaml.Node | None, lists: Mapping[str, ListTerms], rule_id: str | None) -> Node | None:
+    def _query(
+        self, node: yaml.Node | None, lists: Mapping[str, ListTerms], rule_id: str | None
+    ) -> Node | None:
         if not _is_str(node):
             return None
         assert isinstance(node, yaml.ScalarNode)
@@ -304,7 +316,9 @@ class _FileLoader:
         if not isinstance(node, yaml.MappingNode):
             return SourceCondition()
         values = {str(k.value): tuple(_str_list(v)) for k, v in node.value}
-        return SourceCondition(**{k: v for k, v in values.items() if k in SourceCondition.__dataclass_fields__})
+        return SourceCondition(
+            **{k: v for k, v in values.items() if k in SourceCondition.__dataclass_fields__}
+        )
 
     def _tests(self, node: yaml.Node | None, rule_id: str) -> tuple[InlineTest, ...]:
         if not isinstance(node, yaml.SequenceNode):
@@ -314,21 +328,43 @@ class _FileLoader:
             if not isinstance(item, yaml.MappingNode):
                 continue
             v = {str(k.value): n for k, n in item.value}
-            src = {str(k.value): n for k, n in v["source"].value} if isinstance(v.get("source"), yaml.MappingNode) else {}
+            src = (
+                {str(k.value): n for k, n in v["source"].value}
+                if isinstance(v.get("source"), yaml.MappingNode)
+                else {}
+            )
             if "text" not in v or "fires" not in v:
                 continue  # reported by the schema check
             out.append(
                 InlineTest(
-                    rule_id=rule_id, index=i + 1, text=_text(v.get("text")) or "",
-                    fires=scalar_value(v["fires"]) is True, name=_text(v.get("name")) or "",
-                    title=_text(v.get("title")) or "", url=_text(v.get("url")) or "",
-                    language=_text(v.get("language")), source_id=_text(src.get("id")) or "inline-test",
-                    source_kind=_text(src.get("kind")) or "feed", source_tags=tuple(_str_list(src.get("tags"))),
+                    rule_id=rule_id,
+                    index=i + 1,
+                    text=_text(v.get("text")) or "",
+                    fires=scalar_value(v["fires"]) is True,
+                    name=_text(v.get("name")) or "",
+                    title=_text(v.get("title")) or "",
+                    url=_text(v.get("url")) or "",
+                    language=_text(v.get("language")),
+                    source_id=_text(src.get("id")) or "inline-test",
+                    source_kind=_text(src.get("kind")) or "feed",
+                    source_tags=tuple(_str_list(src.get("tags"))),
                     status=cast(HitStatus | None, _text(v.get("status"))),
-                    captures=_str_map(v.get("captures")), file=self.file, line=mark_of(item)[0],
+                    captures=_str_map(v.get("captures")),
+                    file=self.file,
+                    line=mark_of(item)[0],
                 )
             )
         return tuple(out)
+
+
+def _yaml_error(exc: yaml.MarkedYAMLError, file: str) -> RuleError:
+    mark = exc.problem_mark or exc.context_mark
+    line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
+    message = f"invalid YAML: {exc.problem}"
+    if exc.context and exc.context_mark is not None:
+        where = f"line {exc.context_mark.line + 1}, column {exc.context_mark.column + 1}"
+        message += f" ({exc.context} at {where})"
+    return RuleError(message, file=file, line=line, column=col)
 
 
 def _apply_veto(query: Node, veto: Node, scope: str) -> Node:
@@ -400,7 +436,7 @@ def _is_str(node: yaml.Node | None) -> bool:
 
 
 def _text(node: yaml.Node | None) -> str | None:
-    return str(node.value) if _is_str(node) else None
+    return str(node.value) if node is not None and _is_str(node) else None
 
 
 def _str_list(node: yaml.Node | None) -> list[str]:

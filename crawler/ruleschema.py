@@ -95,14 +95,20 @@ class SchemaValidator:
             self._one_of(node, schema["oneOf"], what, rule_id)
             return
         if "const" in schema and scalar_value(node) != schema["const"]:
-            self._error(f"{what} must be {schema['const']!r} (the rule format version this storywatch reads)", node, rule_id)
+            self._error(
+                f"{what} must be {schema['const']!r} (the rule format version this storywatch reads)",
+                node,
+                rule_id,
+            )
             return
         if "enum" in schema:
             self._enum(node, schema["enum"], what, rule_id)
             return
         expected = schema.get("type")
         if expected and not _type_ok(node, expected):
-            self._error(f"{what} must be {_TYPE_NAMES[expected]}, not {_TYPE_NAMES[node_type(node)]}", node, rule_id)
+            self._error(
+                f"{what} must be {_TYPE_NAMES[expected]}, not {_TYPE_NAMES[node_type(node)]}", node, rule_id
+            )
             return
         if isinstance(node, yaml.MappingNode):
             self._mapping(node, schema, what, rule_id)
@@ -111,7 +117,9 @@ class SchemaValidator:
         else:
             self._string(node, schema, what, rule_id)
 
-    def _one_of(self, node: yaml.Node, branches: list[dict[str, Any]], what: str, rule_id: str | None) -> None:
+    def _one_of(
+        self, node: yaml.Node, branches: list[dict[str, Any]], what: str, rule_id: str | None
+    ) -> None:
         resolved = [self._resolve(b) for b in branches]
         for branch in resolved:
             if "type" not in branch or _type_ok(node, branch["type"]):
@@ -126,11 +134,16 @@ class SchemaValidator:
             shown = node.value if isinstance(node, yaml.ScalarNode) else _TYPE_NAMES[node_type(node)]
             self._error(f"{what} must be one of {', '.join(map(str, allowed))}, not {shown!r}", node, rule_id)
 
-    def _mapping(self, node: yaml.MappingNode, schema: dict[str, Any], what: str, rule_id: str | None) -> None:
+    def _mapping(
+        self, node: yaml.MappingNode, schema: dict[str, Any], what: str, rule_id: str | None
+    ) -> None:
         props: dict[str, Any] = schema.get("properties", {})
         extra = schema.get("additionalProperties", True)
         if schema.get("title") == "rule":
-            rule_id = next((str(v.value) for k, v in node.value if k.value == "id" and isinstance(v, yaml.ScalarNode)), None)
+            rule_id = next(
+                (str(v.value) for k, v in node.value if k.value == "id" and isinstance(v, yaml.ScalarNode)),
+                None,
+            )
         seen: set[str] = set()
         for key, value in node.value:
             name = str(key.value)
@@ -152,9 +165,13 @@ class SchemaValidator:
     def _key_name(self, key: yaml.Node, schema: dict[str, Any], what: str, rule_id: str | None) -> None:
         names = schema.get("propertyNames")
         if names and not re.fullmatch(names["pattern"], str(key.value)):
-            self._error(f"bad name {key.value!r} in {what}: {names.get('x-message', names['pattern'])}", key, rule_id)
+            self._error(
+                f"bad name {key.value!r} in {what}: {names.get('x-message', names['pattern'])}", key, rule_id
+            )
 
-    def _sequence(self, node: yaml.SequenceNode, schema: dict[str, Any], what: str, rule_id: str | None) -> None:
+    def _sequence(
+        self, node: yaml.SequenceNode, schema: dict[str, Any], what: str, rule_id: str | None
+    ) -> None:
         if len(node.value) < schema.get("minItems", 0):
             self._error(f"{what} needs at least {schema['minItems']} item(s)", node, rule_id)
         items = schema.get("items")

@@ -17,6 +17,7 @@ for the prefilter, or None for regexes.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 import re2
@@ -56,6 +57,7 @@ class TermMatcher:
     right_word: bool = False
     left_digit: bool = False  # starts with a digit: not inside a longer number
     right_digit: bool = False
+    prefix: bool = False  # every match starts with the literal: find it with str.find
 
     def find(self, ft: FieldText) -> list[tuple[int, int]]:
         """Spans of all matches in the field (non-overlapping, left to right)."""
@@ -65,7 +67,22 @@ class TermMatcher:
             return [m.span() for m in self.regex.finditer(ft.text) if m.end() > m.start()]  # type: ignore[attr-defined]
         assert self.pattern is not None
         text = ft.text if self.cased else ft.lower
+        if self.prefix and self.literal:
+            return self._find_from_literal(ft, text, self.literal)
         return [m.span() for m in self.pattern.finditer(text) if self._bounded(ft.text, *m.span())]
+
+    def _find_from_literal(self, ft: FieldText, text: str, literal: str) -> list[tuple[int, int]]:
+        assert self.pattern is not None
+        low, out, last_end = ft.lower, [], 0
+        pos = low.find(literal)
+        while pos >= 0:
+            if pos >= last_end:
+                m = self.pattern.match(text, pos)
+                if m is not None and self._bounded(ft.text, pos, m.end()):
+                    out.append((pos, m.end()))
+                    last_end = m.end()
+            pos = low.find(literal, pos + 1)
+        return out
 
     def _bounded(self, text: str, s: int, e: int) -> bool:
         if self.left_word and s > 0 and _WORD_RE.match(text, s - 1):
@@ -105,6 +122,7 @@ def compile_term(term: Term) -> TermMatcher:
         right_word=right_word,
         left_digit=first.isdigit(),
         right_digit=last.isdigit() and not value.endswith("*"),
+        prefix=at_start,
     )
 
 
@@ -231,9 +249,19 @@ def required_literals(node: Node) -> list[frozenset[str]]:
     return []
 
 
-def best_clause(clauses: list[frozenset[str]]) -> frozenset[str]:
-    """The most selective clause: fewest alternatives, then longest shortest literal."""
-    return min(clauses, key=lambda c: (len(c), -min((len(p) for p in c), default=0)))
+def best_clause(clauses: list[frozenset[str]], score: Mapping[str, int] | None = None) -> frozenset[str]:
+    """The most selective clause: the one whose most common alternative is rarest, then the one
+    with fewest alternatives. Rarity is guessed: longer literals, and names (capitals, digits,
+    CJK) are rarer than lower-case words."""
+    scores = score or {}
+    return max(clauses, key=lambda c: (min((scores.get(p, len(p)) for p in c), default=0), -len(c)))
+
+
+def rarity(matcher: TermMatcher) -> int:
+    """Guessed rarity of a matcher's prefilter literal (see best_clause)."""
+    literal = matcher.literal or ""
+    name_like = any(c.isupper() or c.isdigit() for c in matcher.label) or bool(re.search(f"[{CJK_RANGES}]", literal))
+    return len(literal) + (8 if name_like else 0)
 
 
 def leaf_matchers(node: Node) -> list[TermMatcher]:

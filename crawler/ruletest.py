@@ -6,6 +6,7 @@ Pure functions; the CLI reads files / URLs and prints what these return::
     test_documents(ruleset_or_paths, docs) -> list[dict]     # the --json output
     render_report(ruleset_or_paths, docs) -> rich.text.Text  # the human output
     lint_report(errors) -> str                               # file:line:column: [rule-id] message
+    lint_and_test(paths) -> (report, ok)                     # `storywatch rules lint`
 """
 
 from __future__ import annotations
@@ -19,11 +20,17 @@ from typing import Any
 from rich.text import Text
 
 from crawler.errors import RuleError
-from crawler.match import RuleInput, RuleResult, RuleSet, load_rules
+from crawler.match import RuleInput, RuleResult, RuleSet, lint_paths, load_rules
 from crawler.ruleload import InlineTest
 from crawler.types import HitStatus, Match
 
-SEVERITY_STYLE = {"info": "dim", "low": "cyan", "medium": "yellow", "high": "bold red", "critical": "bold white on red"}
+SEVERITY_STYLE = {
+    "info": "dim",
+    "low": "cyan",
+    "medium": "yellow",
+    "high": "bold red",
+    "critical": "bold white on red",
+}
 STATUS_STYLE = {"asserted": "green", "hedged": "yellow", "negated": "red"}
 
 
@@ -47,8 +54,13 @@ def run_inline_tests(ruleset: RuleSet) -> list[InlineTestResult]:
 
 def _run_one(ruleset: RuleSet, test: InlineTest) -> InlineTestResult:
     doc = RuleInput(
-        title=test.title, text=test.text, source_id=test.source_id, source_kind=test.source_kind,  # type: ignore[arg-type]
-        source_tags=test.source_tags, url=test.url, language=test.language,
+        title=test.title,
+        text=test.text,
+        source_id=test.source_id,
+        source_kind=test.source_kind,  # type: ignore[arg-type]
+        source_tags=test.source_tags,
+        url=test.url,
+        language=test.language,
     )
     result = next((r for r in ruleset.explain(doc) if r.rule_id == test.rule_id), None)
     fired = result is not None and result.fires
@@ -64,8 +76,15 @@ def _run_one(ruleset: RuleSet, test: InlineTest) -> InlineTestResult:
         if got != value:
             problems.append(f"expected capture {key}={value!r}, got {got!r}")
     return InlineTestResult(
-        rule_id=test.rule_id, index=test.index, passed=not problems, message="; ".join(problems) or "ok",
-        file=test.file, line=test.line, name=test.name, fired=fired, status=best.status if best else None,
+        rule_id=test.rule_id,
+        index=test.index,
+        passed=not problems,
+        message="; ".join(problems) or "ok",
+        file=test.file,
+        line=test.line,
+        name=test.name,
+        fired=fired,
+        status=best.status if best else None,
     )
 
 
@@ -84,6 +103,19 @@ def inline_test_report(results: Sequence[InlineTestResult]) -> str:
 def lint_report(errors: Iterable[RuleError]) -> str:
     """``file:line:column: [rule-id] message`` lines, one per error."""
     return "\n".join(str(e) for e in errors)
+
+
+def lint_and_test(paths: Sequence[Path]) -> tuple[str, bool]:
+    """What ``storywatch rules lint`` prints, and whether everything is fine.
+
+    Every load error (file:line:column); when the files load, the failing inline tests and a
+    summary line.
+    """
+    errors = lint_paths(paths)
+    if errors:
+        return lint_report(errors) + f"\n{len(errors)} error(s)", False
+    results = run_inline_tests(load_rules(paths))
+    return inline_test_report(results), all(r.passed for r in results)
 
 
 # --- rules test on documents -------------------------------------------------------------------
@@ -116,7 +148,9 @@ def _ruleset(rules: RuleSet | Sequence[Path]) -> RuleSet:
     return rules if isinstance(rules, RuleSet) else load_rules(list(rules))
 
 
-def test_documents(rules: RuleSet | Sequence[Path], docs: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def test_documents(
+    rules: RuleSet | Sequence[Path], docs: Iterable[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
     """Per document: {"id", "matches": [{"rule","severity","status","evidence","spans","captures"}]}.
 
     Only matches that fire are listed; spans are [start, end, term] offsets into the evidence.

@@ -16,8 +16,8 @@ excepted), ``。！？`` anywhere, and every line break. Paragraphs are separate
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from bisect import bisect_right, insort
+from collections.abc import Iterator
 
 CJK_RANGES = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af\u3005"
 # A "word character" that is not CJK: letters and digits of alphabetic scripts.
@@ -29,9 +29,10 @@ CJK_UNITS = 1
 
 _PARA_RE = re.compile(r"\n[ \t\r\f\v]*\n\s*")
 _ABBREVIATIONS = (
-    "mr mrs ms dr prof sr jr st inc ltd co corp vs etc e.g i.e u.s u.k fig jan feb mar apr jun jul aug "
-    "sep sept oct nov dec gov gen col lt sgt rep sen est approx dept univ"
-).split()
+    *("mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "inc", "ltd", "co", "corp", "vs", "etc", "e.g"),
+    *("i.e", "u.s", "u.k", "fig", "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct"),
+    *("nov", "dec", "gov", "gen", "col", "lt", "sgt", "rep", "sen", "est", "approx", "dept", "univ"),
+)
 _NOT_AFTER = "".join(rf"(?<!\b{re.escape(a)}\.)" for a in _ABBREVIATIONS)
 _CLOSERS = "[\"'”’)\\]]*"
 # Sentence ends: CJK terminators anywhere; . ! ? before white space and a character that is not
@@ -43,12 +44,11 @@ _SENT_END_RE = re.compile(
     r"|\n"
 )
 _SENT_END_CANDIDATE = re.compile(r"[.!?\n。！？]")
-_CLAUSE_CUT_RE = re.compile(
+_CLAUSE_CUT_RE = re.compile(  # run on lower-cased text
     r"[;；:：，,。!?！？]|\s[-–—]+\s"
     r"|\b(?:but|however|although|though|while|whereas|except|separately|meanwhile|nevertheless"
     r"|nonetheless|instead)\b"
-    r"|但是|但|然而|不过|而是",
-    re.IGNORECASE,
+    r"|但是|但|然而|不过|而是"
 )
 # English commas do not end a clause (NegEx does not stop there); Chinese commas do.
 _ENGLISH_SOFT = frozenset({",", "!", "?"})
@@ -96,18 +96,21 @@ def _add_trimmed(spans: list[Span], text: str, start: int, end: int) -> None:
         spans.append((s, s + len(stripped)))
 
 
-def split_clauses(text: str, start: int, end: int) -> list[Span]:
+def split_clauses(text: str, start: int, end: int, lower: str | None = None) -> list[Span]:
     """Clause spans inside one sentence: cut at ; : and but/however/while/although/separately...
 
-    For Chinese, also at ，；。 and 但/但是/然而/不过. English commas do not cut.
+    For Chinese, also at ，；。 and 但/但是/然而/不过. English commas do not cut. ``lower`` is
+    the lower-cased ``text`` when the caller has it already.
     """
+    low = lower if lower is not None else lower_same_length(text)
     spans: list[Span] = []
     pos = start
-    for m in _CLAUSE_CUT_RE.finditer(text, start, end):
-        if m.group() in _ENGLISH_SOFT and not _cjk_context(text, m.start()):
+    for m in _CLAUSE_CUT_RE.finditer(low, start, end):
+        cut = m.group()
+        if cut in _ENGLISH_SOFT and not _cjk_context(text, m.start()):
             continue
         spans.append((pos, m.start()))
-        pos = m.end() if not m.group()[0].isalpha() else m.start()
+        pos = m.end() if not cut[0].isalpha() else m.start()
     spans.append((pos, end))
     return [s for s in spans if s[1] > s[0]] or [(start, end)]
 
@@ -228,7 +231,7 @@ class FieldText:
 
     def clauses(self, sentence: Span) -> list[Span]:
         if sentence[0] not in self._clauses:
-            self._clauses[sentence[0]] = split_clauses(self.text, *sentence)
+            self._clauses[sentence[0]] = split_clauses(self.text, *sentence, lower=self.lower)
         return self._clauses[sentence[0]]
 
     def clause_at(self, offset: int) -> tuple[Span, Span]:

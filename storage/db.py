@@ -18,7 +18,6 @@ from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.sql.dml import Insert
 
 from crawler.errors import StorageError
 
@@ -87,7 +86,7 @@ class Database:
         with self._read() as session, session.begin():
             yield session
 
-    def insert(self, table: Any) -> Insert:
+    def insert(self, table: Any) -> Any:
         """A dialect-specific INSERT that supports ``on_conflict_do_nothing/update``."""
         if self.dialect == "sqlite":
             return sqlite.insert(table)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
@@ -57,23 +57,55 @@ class IngestResult:
 
 def lookup(db: Database, canonical_url: str, content_hash: str, aliases: Sequence[str] = ()) -> Known | None:
     """The stored document with this canonical URL, alias or text, if any (a read-only hint)."""
+    return lookup_many(db, [(canonical_url, content_hash, aliases)])[0]
+
+
+def lookup_many(db: Database, keys: Sequence[tuple[str, str, Sequence[str]]]) -> list[Known | None]:
+    """``lookup`` for a batch of (canonical URL, content hash, aliases): a few queries for all of them.
+
+    Per key: the document with that canonical URL, else the one with that text, else the one
+    stored under the first of its aliases that is known.
+    """
+    out: list[Known | None] = []
     with db.read() as s:
-        return _lookup(s, canonical_url, content_hash, aliases)
+        for i in range(0, len(keys), LOOKUP_CHUNK):
+            out.extend(_lookup_chunk(s, keys[i : i + LOOKUP_CHUNK]))
+    return out
+
+
+LOOKUP_CHUNK = 200
+_KNOWN_COLS = (DocumentRow.id, DocumentRow.canonical_url, DocumentRow.content_hash,
+               DocumentRow.sentence_hashes, DocumentRow.story_id)
+
+
+def _lookup_chunk(s: Session, keys: Sequence[tuple[str, str, Sequence[str]]]) -> list[Known | None]:
+    urls = list({k[0] for k in keys})
+    hashes = list({k[1] for k in keys})
+    rows = s.execute(
+        select(*_KNOWN_COLS).where(or_(DocumentRow.canonical_url.in_(urls), DocumentRow.content_hash.in_(hashes)))
+    ).all()
+    by_url = {r.canonical_url: r for r in rows}
+    by_hash = {r.content_hash: r for r in rows}
+    found = [by_url.get(url) or by_hash.get(h) for url, h, _ in keys]
+    missing = list({a for (_, _, aliases), row in zip(keys, found, strict=True) if row is None for a in aliases})
+    if missing:
+        alias_doc = dict(s.execute(select(AliasRow.url, AliasRow.document_id).where(AliasRow.url.in_(missing))).all())
+        ids = list(set(alias_doc.values()))
+        by_id = {r.id: r for r in s.execute(select(*_KNOWN_COLS).where(DocumentRow.id.in_(ids))).all()} if ids else {}
+        for n, (_, _, aliases) in enumerate(keys):
+            if found[n] is None:
+                doc_id = next((alias_doc[a] for a in aliases if a in alias_doc), None)
+                found[n] = by_id.get(doc_id) if doc_id is not None else None
+    return [_known(r) if r is not None else None for r in found]
+
+
+def _known(row: Any) -> Known:
+    keys = frozenset((row.sentence_hashes or {}).get("keys", ()))
+    return Known(row.id, row.canonical_url, row.content_hash, keys, row.story_id)
 
 
 def _lookup(s: Session, canonical_url: str, content_hash: str, aliases: Sequence[str] = ()) -> Known | None:
-    row = s.scalars(
-        select(DocumentRow).where(
-            or_(DocumentRow.canonical_url == canonical_url, DocumentRow.content_hash == content_hash)
-        )
-    ).first()
-    if row is None and aliases:
-        doc_id = s.scalars(select(AliasRow.document_id).where(AliasRow.url.in_(list(aliases)))).first()
-        row = s.get(DocumentRow, doc_id) if doc_id is not None else None
-    if row is None:
-        return None
-    keys = frozenset((row.sentence_hashes or {}).get("keys", ()))
-    return Known(row.id, row.canonical_url, row.content_hash, keys, row.story_id)
+    return _lookup_chunk(s, [(canonical_url, content_hash, aliases)])[0]
 
 
 def ingest(

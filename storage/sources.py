@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import case, delete, func, select, update
+from sqlalchemy import Table, bindparam, case, delete, func, insert, select, update
+from sqlalchemy.sql.dml import Update
 
 from crawler.types import SourceResult, SourceSpec, Validators
 
@@ -51,30 +53,67 @@ class SourceStatus:
 
 
 def sync_sources(db: Database, specs: Sequence[SourceSpec]) -> None:
-    """Insert configured sources (keeping state of known ones); URL/kind changes reset validators."""
+    """Insert configured sources (keeping state of known ones); URL/kind changes reset validators.
+
+    One read of the known sources, then one batched insert of the new ones and an update per
+    changed one, all in one write transaction.
+    """
+    if not specs:
+        return
     with db.write() as s:
+        known = {sid: (url, kind) for sid, url, kind in s.execute(select(SourceRow.id, SourceRow.url, SourceRow.kind))}
+        new = [
+            {"id": spec.id, "kind": spec.kind, "url": spec.url, "interval": spec.interval}
+            for spec in dict((sp.id, sp) for sp in specs).values() if spec.id not in known
+        ]
+        if new:
+            s.execute(db.insert(SourceRow).on_conflict_do_nothing(), new)
         for spec in specs:
-            stmt = db.insert(SourceRow).values(id=spec.id, kind=spec.kind, url=spec.url, interval=spec.interval)
-            s.execute(stmt.on_conflict_do_nothing())
-            s.execute(
-                update(SourceRow)
-                .where(SourceRow.id == spec.id, (SourceRow.url != spec.url) | (SourceRow.kind != spec.kind))
-                .values(url=spec.url, kind=spec.kind, etag=None, last_modified=None, body_hash=None)
-            )
+            if spec.id in known and known[spec.id] != (spec.url, spec.kind):
+                s.execute(
+                    update(SourceRow)
+                    .where(SourceRow.id == spec.id)
+                    .values(url=spec.url, kind=spec.kind, etag=None, last_modified=None, body_hash=None)
+                )
 
 
 def source_state(db: Database, source_id: str) -> SourceState:
+    return source_states(db, [source_id])[source_id]
+
+
+def source_states(db: Database, source_ids: Sequence[str]) -> dict[str, SourceState]:
+    """The state of each source (unknown ids get an empty state): two queries per 500 ids."""
+    out: dict[str, SourceState] = {}
+    ids = list(dict.fromkeys(source_ids))
     with db.read() as s:
-        row = s.get(SourceRow, source_id)
-        snap = s.scalars(
-            select(SnapshotRow.text)
-            .where(SnapshotRow.source_id == source_id)
-            .order_by(SnapshotRow.id.desc())
-            .limit(1)
-        ).first()
-    if row is None:
-        return SourceState(source_id, Validators(), None, snap)
-    return SourceState(source_id, Validators(row.etag, row.last_modified), row.body_hash, snap)
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            rows = s.execute(
+                select(SourceRow.id, SourceRow.etag, SourceRow.last_modified, SourceRow.body_hash)
+                .where(SourceRow.id.in_(chunk))
+            ).all()
+            latest = (
+                select(func.max(SnapshotRow.id)).where(SnapshotRow.source_id.in_(chunk)).group_by(SnapshotRow.source_id)
+            )
+            snaps = dict(s.execute(select(SnapshotRow.source_id, SnapshotRow.text).where(SnapshotRow.id.in_(latest))).all())
+            found = {r.id: r for r in rows}
+            for sid in chunk:
+                r = found.get(sid)
+                validators = Validators(r.etag, r.last_modified) if r is not None else Validators()
+                out[sid] = SourceState(sid, validators, r.body_hash if r is not None else None, snaps.get(sid))
+    return out
+
+
+@dataclass(frozen=True)
+class FetchRecord:
+    """One source's fetch, to log: ``validators`` (with the body hash) are saved with it when given."""
+
+    spec: SourceSpec
+    result: SourceResult
+    now: datetime
+    http_status: int | None = None
+    validators: Validators | None = None
+    body_hash: str | None = None
 
 
 def record_fetch(
@@ -84,30 +123,63 @@ def record_fetch(
     *,
     now: datetime,
     http_status: int | None = None,
+    validators: Validators | None = None,
+    body_hash: str | None = None,
 ) -> None:
-    """Log one fetch and update the source's validators, streak and simple health."""
-    ok = result.status in ("ok", "not-modified")
+    """Log one fetch and update the source's streak, simple health and (when given) its validators."""
+    record_fetches(db, [FetchRecord(spec, result, now, http_status, validators, body_hash)])
+
+
+def record_fetches(db: Database, records: Sequence[FetchRecord]) -> None:
+    """Log several fetches in ONE write transaction (see :func:`record_fetch`); batched statements."""
+    if not records:
+        return
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for r in records:
+        values = _source_values(r)
+        groups.setdefault(tuple(values), []).append({"_id": r.spec.id, **values})
     with db.write() as s:
-        s.execute(
-            db.insert(FetchLogRow).values(
-                source_id=spec.id, url=spec.url, started_at=now, status=result.status,
-                http_status=http_status, bytes=result.bytes, seconds=result.seconds,
-                new_documents=result.new_documents, error=result.error,
-                warnings="\n".join(result.warnings) or None,
-            )
-        )
-        values: dict[str, Any] = {"last_fetch_at": now, "last_status": result.status}
-        if ok:
-            values.update(error_streak=0, last_error=None, last_success_at=now, health="ok")
-            if result.new_documents:
-                values["last_new_at"] = now
-        else:
-            values.update(
-                error_streak=SourceRow.error_streak + 1,
-                last_error=result.error,
-                health=case((SourceRow.error_streak + 1 >= 3, "failing"), else_="degraded"),
-            )
-        s.execute(update(SourceRow).where(SourceRow.id == spec.id).values(**values))
+        s.execute(insert(_FETCH_LOG), [_log_values(r) for r in records])
+        for keys, rows in groups.items():
+            s.execute(_update_sources(keys), rows)
+
+
+_FETCH_LOG = cast(Table, FetchLogRow.__table__)
+_SOURCES = cast(Table, SourceRow.__table__)
+_FAILED = {  # SQL expressions: the same for every failed fetch
+    "error_streak": _SOURCES.c.error_streak + 1,
+    "health": case((_SOURCES.c.error_streak + 1 >= 3, "failing"), else_="degraded"),
+}
+
+
+@lru_cache(maxsize=32)
+def _update_sources(keys: tuple[str, ...]) -> Update:
+    values = {k: _FAILED[k] if k in _FAILED else bindparam(k) for k in keys}
+    return update(_SOURCES).where(_SOURCES.c.id == bindparam("_id")).values(values)
+
+
+def _log_values(r: FetchRecord) -> dict[str, Any]:
+    res = r.result
+    return {
+        "source_id": r.spec.id, "url": r.spec.url, "started_at": r.now, "status": res.status,
+        "http_status": r.http_status, "bytes": res.bytes, "seconds": res.seconds,
+        "new_documents": res.new_documents, "error": res.error, "warnings": "\n".join(res.warnings) or None,
+    }
+
+
+def _source_values(r: FetchRecord) -> dict[str, Any]:
+    """Column -> value; for a failure, ``error_streak`` and ``health`` map to None (see ``_FAILED``)."""
+    result, now = r.result, r.now
+    values: dict[str, Any] = {"last_fetch_at": now, "last_status": result.status}
+    if result.status in ("ok", "not-modified"):
+        values.update(error_streak=0, last_error=None, last_success_at=now, health="ok")
+        if result.new_documents:
+            values["last_new_at"] = now
+    else:
+        values.update(last_error=result.error, error_streak=None, health=None)
+    if r.validators is not None:
+        values.update(etag=r.validators.etag, last_modified=r.validators.last_modified, body_hash=r.body_hash)
+    return values
 
 
 def save_validators(db: Database, source_id: str, validators: Validators, body_hash: str | None) -> None:

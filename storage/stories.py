@@ -31,16 +31,26 @@ def list_stories(db: Database, *, since: datetime, limit: int = 100) -> list[Sto
 
 def story_documents(db: Database, story_id: int) -> list[StoryDocument]:
     with db.read() as s:
-        docs = s.scalars(select(DocumentRow).where(DocumentRow.story_id == story_id).order_by(DocumentRow.id)).all()
+        docs = s.scalars(
+            select(DocumentRow).where(DocumentRow.story_id == story_id).order_by(DocumentRow.id)
+        ).all()
         seen: dict[int, set[str]] = {}
         for doc_id, src in s.execute(
             select(SightingRow.document_id, SightingRow.source_id).where(
                 SightingRow.document_id.in_([d.id for d in docs])
             )
         ):
-            seen.setdefault(doc_id, set()).add(src)
+            if doc_id is not None:
+                seen.setdefault(doc_id, set()).add(src)
         return [
-            StoryDocument(d.id, d.title, d.canonical_url, d.source_id, d.discovered, d.published,
-                          tuple(sorted(seen.get(d.id, {d.source_id}))))
+            StoryDocument(
+                d.id,
+                d.title,
+                d.canonical_url,
+                d.source_id,
+                d.discovered,
+                d.published,
+                tuple(sorted(seen.get(d.id, {d.source_id}))),
+            )
             for d in docs
         ]

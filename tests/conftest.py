@@ -34,7 +34,7 @@ def _pg_available() -> str | None:
         return f"no PostgreSQL server at 127.0.0.1:5432 ({type(exc).__name__})"
 
 
-_PG_REASON: str | None | bool = False
+_PG_REASON: str | bool | None = False
 
 
 def pg_skip_reason() -> str | None:

@@ -64,7 +64,9 @@ class Site:
     def url(self, path: str) -> str:
         return self.base + path
 
-    def add(self, path: str, body: str | bytes, content_type: str = "text/html; charset=utf-8", **kw: Any) -> str:
+    def add(
+        self, path: str, body: str | bytes, content_type: str = "text/html; charset=utf-8", **kw: Any
+    ) -> str:
         data = body.encode("utf-8") if isinstance(body, str) else body
         with self._lock:
             self.routes[path] = Route(data, content_type, **kw)
@@ -106,8 +108,14 @@ class Site:
         extra["Content-Type"] = route.content_type
         self._send(req, route.status, route.body, extra, headers)
 
-    def _send(self, req: BaseHTTPRequestHandler, status: int, body: bytes, hdrs: dict[str, str],
-              seen: dict[str, str]) -> None:
+    def _send(
+        self,
+        req: BaseHTTPRequestHandler,
+        status: int,
+        body: bytes,
+        hdrs: dict[str, str],
+        seen: dict[str, str],
+    ) -> None:
         with self._lock:
             self.hits.append(Hit(req.path.split("?", 1)[0], status, seen))
         req.send_response(status)
@@ -144,8 +152,14 @@ BOILERPLATE_BOTTOM = """
 """
 
 
-def article_page(title: str, paragraphs: list[str], *, canonical: str | None = None,
-                 published: str = "2026-11-20T08:00:00Z", author: str = "Staff Reporter") -> str:
+def article_page(
+    title: str,
+    paragraphs: list[str],
+    *,
+    canonical: str | None = None,
+    published: str = "2026-11-20T08:00:00Z",
+    author: str = "Staff Reporter",
+) -> str:
     """A realistic news page: cookie banner, navigation, share bar, related list, comments, footer."""
     paras = "\n".join(f"<p>{html.escape(p)}</p>" for p in paragraphs)
     canon = f'<link rel="canonical" href="{html.escape(canonical)}">' if canonical else ""
@@ -173,20 +187,24 @@ def rss(items: list[dict[str, str]], *, title: str = "Example feed", version: st
             f"<item><title>{html.escape(it['title'])}</title><link>{html.escape(it['link'])}</link>"
             f"{guid}<description>{html.escape(it.get('description', ''))}</description>{date}</item>"
         )
-    return (f'<?xml version="1.0" encoding="utf-8"?><rss version="{version}"><channel><title>{title}</title>'
-            f"<link>http://example.org/</link><description>d</description>{''.join(body)}</channel></rss>")
+    return (
+        f'<?xml version="1.0" encoding="utf-8"?><rss version="{version}"><channel><title>{title}</title>'
+        f"<link>http://example.org/</link><description>d</description>{''.join(body)}</channel></rss>"
+    )
 
 
 def atom(entries: list[dict[str, str]], *, title: str = "Example Atom") -> str:
     body = []
     for e in entries:
         body.append(
-            f"<entry><title>{html.escape(e['title'])}</title><link href=\"{html.escape(e['link'])}\"/>"
+            f'<entry><title>{html.escape(e["title"])}</title><link href="{html.escape(e["link"])}"/>'
             f"<id>{html.escape(e.get('id', e['link']))}</id><updated>{e.get('updated', '2026-11-20T08:00:00Z')}</updated>"
             f"<summary>{html.escape(e.get('summary', ''))}</summary></entry>"
         )
-    return (f'<?xml version="1.0" encoding="utf-8"?><feed xmlns="http://www.w3.org/2005/Atom"><title>{title}</title>'
-            f"<id>urn:x</id><updated>2026-11-20T08:00:00Z</updated>{''.join(body)}</feed>")
+    return (
+        f'<?xml version="1.0" encoding="utf-8"?><feed xmlns="http://www.w3.org/2005/Atom"><title>{title}</title>'
+        f"<id>urn:x</id><updated>2026-11-20T08:00:00Z</updated>{''.join(body)}</feed>"
+    )
 
 
 def rdf(items: list[dict[str, str]], *, title: str = "Example RDF") -> str:
@@ -195,6 +213,8 @@ def rdf(items: list[dict[str, str]], *, title: str = "Example RDF") -> str:
         f"<link>{html.escape(i['link'])}</link><description>{html.escape(i.get('description', ''))}</description></item>"
         for i in items
     )
-    return ('<?xml version="1.0"?><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#" '
-            'xmlns="http://purl.org/rss/1.0/"><channel rdf:about="http://example.org/"><title>'
-            f"{title}</title><link>http://example.org/</link><description>d</description></channel>{body}</rdf:RDF>")
+    return (
+        '<?xml version="1.0"?><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#" '
+        'xmlns="http://purl.org/rss/1.0/"><channel rdf:about="http://example.org/"><title>'
+        f"{title}</title><link>http://example.org/</link><description>d</description></channel>{body}</rdf:RDF>"
+    )

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from crawler.config import Settings, parse_settings
 from crawler.runner import run_once
 from storage.db import open_database
-from storage.models import AliasRow, AlertRow, DocumentRow, SightingRow, StoryRow
+from storage.models import AlertRow, AliasRow, DocumentRow, SightingRow, StoryRow
 from tests.sitekit import Site, article_page, rss
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,8 +32,10 @@ WIRE = [
     "Shares of Meituan rose in Hong Kong trading after the announcement, extending gains for a third "
     "consecutive session as investors welcomed the company's push into artificial intelligence.",
 ]
-NEW_SENTENCE = ("In a later filing, Meituan said the cluster was built from Huawei Ascend 910C "
-                "accelerators supplied under a multi-year agreement.")
+NEW_SENTENCE = (
+    "In a later filing, Meituan said the cluster was built from Huawei Ascend 910C "
+    "accelerators supplied under a multi-year agreement."
+)
 OTHER_1 = [
     "Chinese technology companies are racing to build their own large language models as export "
     "controls limit access to the most advanced foreign chips, analysts at several brokerages wrote.",
@@ -58,14 +60,17 @@ rules:
 
 def _settings(tmp_path: Path, db_url: str, sources: str) -> Settings:
     (tmp_path / "rules.yaml").write_text(RULE, "utf-8")
-    return parse_settings(f"""
+    return parse_settings(
+        f"""
 database: "{db_url}"
 fetch: {{allow_private_networks: ["127.0.0.1/32"], per_host_min_gap: 0s, per_host_concurrency: 8, deadline: 10s}}
-rules: {{paths: ["{tmp_path / 'rules.yaml'}"]}}
+rules: {{paths: ["{tmp_path / "rules.yaml"}"]}}
 alerts: {{channels: {{console: {{type: console}}}}}}
 sources:
 {sources}
-""", name="test.yaml")
+""",
+        name="test.yaml",
+    )
 
 
 def _wire_site(site: Site, *, extended: bool = True) -> str:
@@ -81,16 +86,21 @@ def _wire_site(site: Site, *, extended: bool = True) -> str:
     site.add("/e/story", article_page("LongCat chips named", [*WIRE, NEW_SENTENCE]))
     feeds = {
         "a": [("Meituan trains LongCat-2.0", "/a/wire"), ("AI build-out", "/a/other-1")],
-        "b": [("What we know", "/b/story?utm_source=twitter&utm_medium=social&fbclid=abc"),
-              ("Developers weigh open models", "/b/other-2")],
+        "b": [
+            ("What we know", "/b/story?utm_source=twitter&utm_medium=social&fbclid=abc"),
+            ("Developers weigh open models", "/b/other-2"),
+        ],
         "c": [("Meituan's big cluster", "/c/story/amp")],
         "d": [("Inside the LongCat cluster", "/rss/articles/CBMiQWh0")],
         "e": [("LongCat chips named", "/e/story")] if extended else [],
     }
     lines = []
     for outlet, items in feeds.items():
-        site.add(f"/feeds/{outlet}", rss([{"title": t, "link": u(p), "guid": f"{outlet}{i}"}
-                                          for i, (t, p) in enumerate(items)]), "application/rss+xml")
+        site.add(
+            f"/feeds/{outlet}",
+            rss([{"title": t, "link": u(p), "guid": f"{outlet}{i}"} for i, (t, p) in enumerate(items)]),
+            "application/rss+xml",
+        )
         lines.append(f"  - {{id: outlet-{outlet}, kind: feed, url: '{u('/feeds/' + outlet)}'}}")
     return "\n".join(lines)
 
@@ -105,7 +115,9 @@ def _counts(db_url: str) -> tuple[int, int, list[AlertRow]]:
     return docs, stories, alerts
 
 
-def test_wire_story_reprinted_by_five_outlets_is_one_story_with_two_alerts(tmp_path: Path, db_url: str) -> None:
+def test_wire_story_reprinted_by_five_outlets_is_one_story_with_two_alerts(
+    tmp_path: Path, db_url: str
+) -> None:
     with Site() as site:
         settings = _settings(tmp_path, db_url, _wire_site(site, extended=False))
         report = asyncio.run(run_once(settings, settings.source_specs()))
@@ -125,7 +137,8 @@ def test_wire_story_reprinted_by_five_outlets_is_one_story_with_two_alerts(tmp_p
                 .where(AliasRow.url == site.url("/a/wire"))
             ).one()
             members = s.scalars(
-                select(SightingRow.source_id).join(DocumentRow, DocumentRow.id == SightingRow.document_id)
+                select(SightingRow.source_id)
+                .join(DocumentRow, DocumentRow.id == SightingRow.document_id)
                 .where(DocumentRow.story_id == wire_story)
             ).all()
             aliases = set(s.scalars(select(AliasRow.url).where(AliasRow.document_id == wire_doc)))
@@ -154,8 +167,11 @@ PAGE = """<html><body><div class="ad-slot">{ad}</div><main>
 def test_page_changes_only_timestamps_and_ads_then_a_row(tmp_path: Path, db_url: str) -> None:
     with Site() as site:
         url = site.add("/board", PAGE.format(ad="Buy now", stamp="5 minutes ago", views="1,204", rows=""))
-        settings = _settings(tmp_path, db_url, f"  - {{id: board, kind: page, url: '{url}', selector: main, "
-                                                 "tags: [leaderboard]}")
+        settings = _settings(
+            tmp_path,
+            db_url,
+            f"  - {{id: board, kind: page, url: '{url}', selector: main, tags: [leaderboard]}}",
+        )
         specs = settings.source_specs()
         first = asyncio.run(run_once(settings, specs))
         assert first.new_documents == 0  # the first snapshot is the baseline
@@ -184,9 +200,16 @@ def test_selector_that_stops_matching_is_a_source_error(tmp_path: Path, db_url: 
 
 
 VARIANTS = [
-    "/x/story", "/x/story?utm_source=a", "/x/story?utm_campaign=b&utm_medium=c", "/x/story#comments",
-    "/x/story?fbclid=123", "/x/story?gclid=9&mc_cid=1", "/x/story/amp", "/x/story?ref=homepage",
-    "/x/story?utm_content=z&ocid=rss", "/x/story/?utm_term=q",
+    "/x/story",
+    "/x/story?utm_source=a",
+    "/x/story?utm_campaign=b&utm_medium=c",
+    "/x/story#comments",
+    "/x/story?fbclid=123",
+    "/x/story?gclid=9&mc_cid=1",
+    "/x/story/amp",
+    "/x/story?ref=homepage",
+    "/x/story?utm_content=z&ocid=rss",
+    "/x/story/?utm_term=q",
 ]
 
 
@@ -212,13 +235,25 @@ def test_two_processes_ingesting_the_same_feeds_at_once(tmp_path: Path, db_url: 
             f'database: "{db_url}"\n'
             'fetch: {allow_private_networks: ["127.0.0.1/32"], per_host_min_gap: 0s, per_host_concurrency: 8}\n'
             f'rules: {{paths: ["{tmp_path / "rules.yaml"}"]}}\nalerts: {{channels: {{console: {{type: console}}}}}}\n'
-            f"sources:\n{sources}\n", "utf-8")
+            f"sources:\n{sources}\n",
+            "utf-8",
+        )
         open_database(db_url).dispose()  # migrate once up front, as the daemon would
         env = {**os.environ, "PYTHONPATH": str(REPO)}
-        cmd = [sys.executable, "-c", "from crawler.cli import main; main()", "--config", str(cfg), "once",
-               "--json", "--no-deliver"]
-        procs = [subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-                 for _ in range(2)]
+        cmd = [
+            sys.executable,
+            "-c",
+            "from crawler.cli import main; main()",
+            "--config",
+            str(cfg),
+            "once",
+            "--json",
+            "--no-deliver",
+        ]
+        procs = [
+            subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            for _ in range(2)
+        ]
         for p in procs:
             _, stderr = p.communicate(timeout=120)
             assert p.returncode == 0, stderr.decode()[-2000:]

@@ -1,0 +1,312 @@
+"""Ingest throughput: a storywatch pass against a naive crawler and the raw HTTP limit, in one run.
+
+    python bench/ingest.py                       # 2,000 feeds x 20 entries (the issue's target)
+    python bench/ingest.py --quick               # 200 x 20
+    python bench/ingest.py --feeds 500 --entries 20 --naive-feeds 50 --profile /tmp/cold.prof
+
+A local site (bench/ingest_site.py: F RSS feeds of E entries, each linking a distinct 5-8 KB news page
+with boilerplate) is served by an asyncio HTTP/1.1 server with keep-alive and ETag/304 in a SEPARATE
+process. Measured, in this order, against that one server:
+
+1. raw limit: every feed and article URL fetched with one ``httpx.AsyncClient`` (``--raw-concurrency``
+   requests in flight, keep-alive pool of the same size), bodies read, nothing else; then raw 304: the
+   feeds re-fetched with If-None-Match (all 304).
+2. naive baseline, on the first ``--naive-feeds`` feeds: sequential ``httpx.get`` (a new client and
+   connection per request, as the function does), ``feedparser.parse`` of the feed bytes,
+   ``BeautifulSoup(page, "lxml").get_text()`` (what ``BeautifulSoup(page)`` picks here) and one sqlite3
+   INSERT per article, committed per feed. A second naive variant reuses one ``httpx.Client``.
+3. storywatch, in a child process (spawned, so its peak RSS is its own): ``runner.run_once`` with
+   ``deliver=False`` on a fresh SQLite database in a temporary directory, the default rule pack
+   (builtin LongCat), every feed a source; cold (all new), then warm (the same pass again: all 304).
+   Settings: fetch.allow_private_networks ["127.0.0.1/32"], per_host_min_gap 0, per_host_concurrency =
+   concurrency = ``--concurrency`` (every feed is on one host, so the per-host cap is the global cap),
+   article_concurrency 16 (default), robots.txt honoured (fetched once, cached per origin).
+
+Documents/s = article documents / wall seconds (feed fetches included in every variant). Printed: each
+rate, cold/naive, cold/raw, warm/raw-304 (time ratio), and the storywatch child's peak RSS
+(``resource.getrusage(RUSAGE_SELF).ru_maxrss`` at its end). Targets at 2,000 x 20: cold >= 25x naive,
+cold >= 40% of raw, warm time <= 1.5x raw 304 time, peak RSS <= 300 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing as mp
+import resource
+import sqlite3
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bench.ingest_site import article_path, feed_path, serve  # noqa: E402
+
+TARGETS = {"cold_vs_naive": 25.0, "cold_vs_raw": 0.40, "warm_vs_raw304": 1.5, "rss_mb": 300.0}
+
+
+@dataclass(frozen=True)
+class Site:
+    base: str
+    feeds: int
+    entries: int
+
+    def feed_urls(self, n: int | None = None) -> list[str]:
+        return [self.base + feed_path(f) for f in range(n if n is not None else self.feeds)]
+
+    def all_urls(self) -> list[str]:
+        out = []
+        for f in range(self.feeds):
+            out.append(self.base + feed_path(f))
+            out.extend(self.base + article_path(f, e) for e in range(self.entries))
+        return out
+
+    @property
+    def documents(self) -> int:
+        return self.feeds * self.entries
+
+
+# --------------------------------------------------------------------------- raw limit
+
+
+async def _raw(urls: list[str], concurrency: int, etags: dict[str, str] | None) -> tuple[float, dict[str, str]]:
+    import httpx
+
+    import crawler.fetch  # noqa: F401  (same httpcore conditions as storywatch: see _fail_fast_without_sniffio)
+
+    gate = asyncio.Semaphore(concurrency)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    seen: dict[str, str] = {}
+    statuses: list[int] = []
+    started = time.perf_counter()
+    async with httpx.AsyncClient(limits=limits, trust_env=False) as client:
+
+        async def one(url: str) -> None:
+            headers = {"If-None-Match": etags[url]} if etags and url in etags else {}
+            async with gate:
+                r = await client.get(url, headers=headers)
+                await r.aread()
+            statuses.append(r.status_code)
+            if "etag" in r.headers:
+                seen[url] = r.headers["etag"]
+
+        await asyncio.gather(*(one(u) for u in urls))
+    elapsed = time.perf_counter() - started
+    expected = 304 if etags else 200
+    bad = sum(s != expected for s in statuses)
+    if bad:
+        raise SystemExit(f"raw fetch: {bad} responses were not {expected}")
+    return elapsed, seen
+
+
+def raw_limit(site: Site, concurrency: int) -> tuple[float, float]:
+    """(seconds for every feed and article, seconds for the feeds again with If-None-Match)."""
+    full, etags = asyncio.run(_raw(site.all_urls(), concurrency, None))
+    feeds = site.feed_urls()
+    again, _ = asyncio.run(_raw(feeds, concurrency, {u: etags[u] for u in feeds}))
+    return full, again
+
+
+# --------------------------------------------------------------------------- naive baseline
+
+
+def naive(site: Site, feeds: int, *, reuse_client: bool) -> tuple[int, float]:
+    """Sequential fetch + feedparser + BeautifulSoup + sqlite; (documents, seconds)."""
+    import feedparser
+    import httpx
+    from bs4 import BeautifulSoup
+
+    with tempfile.TemporaryDirectory(prefix="naive-") as tmp:
+        con = sqlite3.connect(Path(tmp) / "naive.db")
+        con.execute("CREATE TABLE docs (url TEXT PRIMARY KEY, title TEXT, text TEXT, feed TEXT)")
+        client = httpx.Client(trust_env=False) if reuse_client else None
+        get = client.get if client is not None else httpx.get
+        count, started = 0, time.perf_counter()
+        for url in site.feed_urls(feeds):
+            parsed = feedparser.parse(get(url).content)
+            for entry in parsed.entries:
+                page = get(entry.link).content
+                text = BeautifulSoup(page, "lxml").get_text(" ", strip=True)
+                con.execute("INSERT OR IGNORE INTO docs VALUES (?, ?, ?, ?)", (entry.link, entry.title, text, url))
+                count += 1
+            con.commit()
+        elapsed = time.perf_counter() - started
+        if client is not None:
+            client.close()
+        con.close()
+    return count, elapsed
+
+
+# --------------------------------------------------------------------------- storywatch (child process)
+
+
+def _settings(site: Site, tmp: str, concurrency: int) -> Any:
+    from crawler.config import Settings
+
+    return Settings.model_validate({
+        "database": f"sqlite:///{tmp}/storywatch.db",
+        "data_dir": tmp,
+        "fetch": {
+            "allow_private_networks": ["127.0.0.1/32"],
+            "per_host_min_gap": 0,
+            "per_host_concurrency": concurrency,
+            "concurrency": concurrency,
+        },
+        "alerts": {"channels": {"console": {"type": "console"}}},
+        "sources": [{"id": f"feed-{f:05d}", "kind": "feed", "url": u} for f, u in enumerate(site.feed_urls())],
+    })
+
+
+def storywatch_child(site: Site, concurrency: int, profile: str | None, out: Any) -> None:
+    """Cold pass, warm pass, peak RSS; the result dict goes through ``out`` (a Connection)."""
+    from crawler.runner import run_once
+    from storage.db import open_database
+    from storage.sources import document_count
+
+    with tempfile.TemporaryDirectory(prefix="swbench-") as tmp:
+        settings = _settings(site, tmp, concurrency)
+        specs = settings.source_specs()
+        started = time.perf_counter()
+        if profile:
+            import cProfile
+
+            prof = cProfile.Profile()
+            cold = prof.runcall(asyncio.run, run_once(settings, specs, deliver=False))
+            prof.dump_stats(profile)
+        else:
+            cold = asyncio.run(run_once(settings, specs, deliver=False))
+        cold_s = time.perf_counter() - started
+        started = time.perf_counter()
+        warm = asyncio.run(run_once(settings, specs, deliver=False))
+        warm_s = time.perf_counter() - started
+        db = open_database(settings.database_url)
+        stored = document_count(db)
+        db.dispose()
+    out.send({
+        "cold_s": cold_s, "cold_new": cold.new_documents, "cold_failed": len(cold.failed),
+        "cold_alerts": cold.new_alerts, "cold_errors": [o.result.error for o in cold.failed][:3],
+        "warm_s": warm_s, "warm_not_modified": sum(o.result.status == "not-modified" for o in warm.outcomes),
+        "warm_new": warm.new_documents, "stored": stored,
+        "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    })
+
+
+def run_storywatch(site: Site, concurrency: int, profile: str | None) -> dict[str, Any]:
+    ctx = mp.get_context("spawn")
+    recv, send = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=storywatch_child, args=(site, concurrency, profile, send))
+    child.start()
+    result: dict[str, Any] = _receive(recv, child, "the storywatch child")
+    child.join()
+    return result
+
+
+def _receive(conn: Any, proc: Any, what: str) -> Any:
+    """The process's message; exits when it dies first (instead of waiting forever)."""
+    while not conn.poll(1.0):
+        if not proc.is_alive():
+            raise SystemExit(f"{what} exited with code {proc.exitcode} before reporting")
+    return conn.recv()
+
+
+# --------------------------------------------------------------------------- main
+
+
+def server_stats(site: Site) -> dict[str, int]:
+    import httpx
+
+    return dict(httpx.get(site.base + "/__stats", trust_env=False).json())
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--feeds", type=int, default=2000)
+    ap.add_argument("--entries", type=int, default=20)
+    ap.add_argument("--quick", action="store_true", help="200 feeds x 20 entries")
+    ap.add_argument("--naive-feeds", type=int, default=100, help="feeds in the naive baseline's subset")
+    ap.add_argument("--concurrency", type=int, default=64, help="storywatch fetch.concurrency (= per host)")
+    ap.add_argument("--raw-concurrency", type=int, default=64)
+    ap.add_argument("--skip-naive", action="store_true")
+    ap.add_argument("--profile", metavar="FILE", help="cProfile the cold pass into FILE (slows it down)")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.feeds, args.entries, args.naive_feeds = 200, 20, min(args.naive_feeds, 50)
+    ctx = mp.get_context("spawn")
+    recv, send = ctx.Pipe(duplex=False)
+    server = ctx.Process(target=serve, args=(args.feeds, args.entries, send), daemon=True)
+    t0 = time.perf_counter()
+    server.start()
+    port, routes, article_bytes, origin = _receive(recv, server, "the site server")
+    site = Site(f"http://127.0.0.1:{port}", args.feeds, args.entries)
+    n = site.documents
+    print(f"site: {args.feeds} feeds x {args.entries} entries = {n} articles "
+          f"({article_bytes / n / 1024:.1f} KB avg, texts from {origin}); server pid {server.pid}, "
+          f"built in {time.perf_counter() - t0:.1f} s; 2 cores shared with the server")
+    try:
+        return _measure(site, args)
+    finally:
+        server.terminate()
+        server.join()
+
+
+def _measure(site: Site, args: argparse.Namespace) -> int:
+    n = site.documents
+    raw_s, raw304_s = raw_limit(site, args.raw_concurrency)
+    print(f"raw limit      : {raw_s:7.2f} s  {n / raw_s:8.1f} docs/s  (httpx.AsyncClient, "
+          f"{args.raw_concurrency} in flight, {n + site.feeds} GETs)")
+    print(f"raw 304        : {raw304_s:7.2f} s  ({site.feeds} feeds with If-None-Match)")
+    naive_rate = naive_ka = None
+    if not args.skip_naive:
+        feeds = min(args.naive_feeds, site.feeds)
+        docs, secs = naive(site, feeds, reuse_client=False)
+        naive_rate = docs / secs
+        print(f"naive baseline : {secs:7.2f} s  {naive_rate:8.1f} docs/s  ({docs} docs from {feeds} feeds; "
+              "httpx.get + feedparser + BeautifulSoup(lxml).get_text + sqlite3)")
+        docs, secs = naive(site, feeds, reuse_client=True)
+        naive_ka = docs / secs
+        print(f"naive, 1 client: {secs:7.2f} s  {naive_ka:8.1f} docs/s  (same, one keep-alive httpx.Client)")
+    before = server_stats(site)
+    sw = run_storywatch(site, args.concurrency, args.profile)
+    after = server_stats(site)
+    requests = {k: after.get(k, 0) - before.get(k, 0) for k in after if after.get(k, 0) != before.get(k, 0)}
+    cold_rate = sw["cold_new"] / sw["cold_s"]
+    print(f"storywatch cold: {sw['cold_s']:7.2f} s  {cold_rate:8.1f} docs/s  ({sw['cold_new']} new documents, "
+          f"{sw['stored']} stored, {sw['cold_alerts']} alerts, {sw['cold_failed']} failed sources)")
+    if sw["cold_errors"]:
+        print(f"  first errors: {sw['cold_errors']}")
+    print(f"storywatch warm: {sw['warm_s']:7.2f} s  ({sw['warm_not_modified']}/{site.feeds} not modified, "
+          f"{sw['warm_new']} new)")
+    print(f"server saw (storywatch, both passes): {requests}")
+    print(f"peak RSS (storywatch process): {sw['rss_mb']:.0f} MB")
+    return _ratios(sw, cold_rate, n / raw_s, raw304_s, naive_rate, naive_ka, site)
+
+
+def _ratios(sw: dict[str, Any], cold_rate: float, raw_rate: float, raw304_s: float,
+            naive_rate: float | None, naive_ka: float | None, site: Site) -> int:
+    checks = []
+    if naive_rate:
+        r = cold_rate / naive_rate
+        checks.append(("cold vs naive", f"{r:6.1f}x", f">= {TARGETS['cold_vs_naive']:.0f}x", r >= 25))
+        assert naive_ka
+        checks.append(("cold vs naive (1 client)", f"{cold_rate / naive_ka:6.1f}x", "(info)", None))
+    r = cold_rate / raw_rate
+    checks.append(("cold vs raw", f"{r:6.1%}", ">= 40%", r >= TARGETS["cold_vs_raw"]))
+    r = sw["warm_s"] / raw304_s
+    checks.append(("warm vs raw 304 (time)", f"{r:6.2f}x", "<= 1.5x", r <= TARGETS["warm_vs_raw304"]))
+    checks.append(("peak RSS", f"{sw['rss_mb']:5.0f} MB", "<= 300 MB", sw["rss_mb"] <= TARGETS["rss_mb"]))
+    at_target = site.feeds >= 2000 and site.entries >= 20
+    print(f"ratios ({'targets apply' if at_target else 'targets are set for 2,000 x 20; shown for reference'}):")
+    for name, value, target, ok in checks:
+        flag = "" if ok is None else ("met" if ok else "NOT met")
+        print(f"  {name:<26} {value:>9}   target {target:<10} {flag}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
