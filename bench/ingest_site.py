@@ -55,8 +55,12 @@ def load_corpus() -> Corpus:
         story = tuple((r["title"], r["text"]) for r in rows if r.get("text"))
     if AEB_TRUTH.exists():
         truth = json.loads(AEB_TRUTH.read_text("utf-8"))
-        pool = [s.strip() for t in truth.values() for para in t["articleBody"].split("\n")
-                for s in _SENTENCE.split(para)]
+        pool = [
+            s.strip()
+            for t in truth.values()
+            for para in t["articleBody"].split("\n")
+            for s in _SENTENCE.split(para)
+        ]
         sentences = tuple(dict.fromkeys(s for s in pool if 50 <= len(s) <= 320))
         return Corpus(sentences, story, "aeb-dev")
     return Corpus(_synthetic_sentences(), story, "synthetic")
@@ -64,9 +68,34 @@ def load_corpus() -> Corpus:
 
 def _synthetic_sentences(n: int = 4000) -> tuple[str, ...]:
     rng = random.Random(7)
-    words = ("market", "officials", "company", "report", "growth", "network", "energy", "court", "city",
-             "council", "budget", "players", "season", "research", "climate", "policy", "investors", "data",
-             "service", "election", "hospital", "school", "prices", "workers", "industry", "software")
+    words = (
+        "market",
+        "officials",
+        "company",
+        "report",
+        "growth",
+        "network",
+        "energy",
+        "court",
+        "city",
+        "council",
+        "budget",
+        "players",
+        "season",
+        "research",
+        "climate",
+        "policy",
+        "investors",
+        "data",
+        "service",
+        "election",
+        "hospital",
+        "school",
+        "prices",
+        "workers",
+        "industry",
+        "software",
+    )
     out = []
     for i in range(n):
         body = " ".join(rng.choice(words) for _ in range(rng.randint(12, 30)))
@@ -84,9 +113,9 @@ class Article:
 def make_article(corpus: Corpus, feed: int, entry: int) -> Article:
     rng = random.Random(feed * 1_000_003 + entry)
     picked = rng.sample(corpus.sentences, rng.randint(20, 30))
-    title = " ".join(picked[0].split()[:rng.randint(6, 11)]).rstrip(",.;:")
+    title = " ".join(picked[0].split()[: rng.randint(6, 11)]).rstrip(",.;:")
     lead = f"LONDON, Nov {1 + (feed + entry) % 28} (Bench Wire {feed}-{entry}) - {picked[0]}"
-    paras = [lead] + [" ".join(picked[i:i + 3]) for i in range(1, len(picked), 3)]
+    paras = [lead] + [" ".join(picked[i : i + 3]) for i in range(1, len(picked), 3)]
     if corpus.story and (feed * 31 + entry) % LONGCAT_EVERY == 0:
         story_title, story_text = corpus.story[(feed + entry) % len(corpus.story)]
         title = f"{story_title} ({feed}-{entry})"
@@ -111,8 +140,9 @@ def site_pages(corpus: Corpus, base: str, feeds: int, entries: int) -> Iterator[
             art = make_article(corpus, f, e)
             url = base + article_path(f, e)
             day = formatdate(1_763_600_000 + f * 60 + e * 3600, usegmt=True)
-            items.append({"title": art.title, "link": url, "guid": url, "description": art.summary,
-                          "pubDate": day})
+            items.append(
+                {"title": art.title, "link": url, "guid": url, "description": art.summary, "pubDate": day}
+            )
             page = article_page(art.title, list(art.paragraphs), canonical=url, author=f"Reporter {f % 50}")
             yield article_path(f, e), "text/html; charset=utf-8", page.encode()
         yield feed_path(f), "application/rss+xml", rss(items, title=f"Bench feed {f}").encode()
@@ -127,8 +157,10 @@ class _Routes:
         self.stats: Counter[str] = Counter()
 
     def add(self, path: str, content_type: str, body: bytes, etag: str) -> None:
-        head = (f"HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
-                f'ETag: "{etag}"\r\nLast-Modified: {LAST_MODIFIED}\r\nCache-Control: max-age=60\r\n\r\n')
+        head = (
+            f"HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
+            f'ETag: "{etag}"\r\nLast-Modified: {LAST_MODIFIED}\r\nCache-Control: max-age=60\r\n\r\n'
+        )
         self.full[path.encode()] = (f'"{etag}"'.encode(), head.encode() + body)
 
     def answer(self, target: bytes, inm: bytes | None) -> bytes:
@@ -146,16 +178,19 @@ class _Routes:
         etag, response = route
         if inm is not None and inm == etag:
             self.stats[f"{kind} 304"] += 1
-            return (f"HTTP/1.1 304 Not Modified\r\nETag: {etag.decode()}\r\n"
-                    f"Last-Modified: {LAST_MODIFIED}\r\n\r\n").encode()
+            return (
+                f"HTTP/1.1 304 Not Modified\r\nETag: {etag.decode()}\r\n"
+                f"Last-Modified: {LAST_MODIFIED}\r\n\r\n"
+            ).encode()
         self.stats[f"{kind} 200"] += 1
         return response
 
 
 def _plain(status: int, body: bytes) -> bytes:
     reason = {200: "OK", 404: "Not Found", 400: "Bad Request"}[status]
-    return (f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\n\r\n"
-            ).encode() + body
+    return (
+        f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
 
 
 class _Http(asyncio.Protocol):
@@ -176,7 +211,7 @@ class _Http(asyncio.Protocol):
             end = self.buf.find(b"\r\n\r\n")
             if end < 0:
                 return
-            head, self.buf = self.buf[:end], self.buf[end + 4:]
+            head, self.buf = self.buf[:end], self.buf[end + 4 :]
             self._respond(head)
 
     def _respond(self, head: bytes) -> None:

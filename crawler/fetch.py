@@ -73,7 +73,6 @@ __all__ = [
 ]
 
 
-
 def _fail_fast_without_sniffio() -> None:
     """httpcore runs ``import sniffio`` each time it sets up a lock or an event (several per request).
     Without sniffio installed, each failed import searches sys.path again: measured here, that
@@ -315,10 +314,19 @@ class Fetcher:
                 return _Hop(url, status, hop_headers, location=self._location(call, url, status, hop_headers))
             if status >= 300 and status != 304:
                 raise self._status_error(call, url, response, hop_headers)
-            body = b"" if status in (204, 304) else await self._read_body(call, url, response)
-            return _Hop(url, status, hop_headers, body)
+            if status in (204, 304):
+                await self._finish_empty(response)
+                return _Hop(url, status, hop_headers, b"")
+            return _Hop(url, status, hop_headers, await self._read_body(call, url, response))
         finally:
             await response.aclose()
+
+    @staticmethod
+    async def _finish_empty(response: httpx.Response) -> None:
+        """Read a 204/304 to its (empty) end, so that httpcore keeps the connection alive: a response
+        closed before its end closes the connection, and every 304 would cost a new TCP/TLS setup."""
+        async for _ in response.aiter_raw():
+            break  # h11 frames 204/304 without a body: nothing arrives, the loop ends at once
 
     @staticmethod
     def _location(call: _Call, url: str, status: int, headers: Mapping[str, str]) -> str:

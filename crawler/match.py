@@ -119,8 +119,9 @@ class RuleSet:
         cache: dict[str, TermMatcher] = {}
         queries = [compile_query(r.query, cache) for r in self.rules]
         score: dict[str, int] = {}
-        for m in (m for q in queries for m in leaf_matchers(q) if m.prefilter):
-            score[m.prefilter] = min(score.get(m.prefilter, 1 << 30), rarity(m))  # type: ignore[index]
+        for m in (m for q in queries for m in leaf_matchers(q)):
+            if m.prefilter is not None:
+                score[m.prefilter] = min(score.get(m.prefilter, 1 << 30), rarity(m))
         self._prefilter = _Prefilter([required_literals(q) for q in queries], score)
         self._compiled = tuple(
             CompiledRule(r, q, self._prefilter.clauses[i], max(LEVEL_STATUS.index(s) for s in r.fire_on))
@@ -168,7 +169,8 @@ class RuleSet:
             hits = _all_hits(cr, ctx)
             if hits:
                 matches = tuple(_to_match(cr.rule, ctx, h, s) for h, s in hits)
-                fired = next((m for m in matches if m.status in cr.rule.fire_on), None)
+                firing = _first_firing(cr, ctx)
+                fired = _to_match(cr.rule, ctx, *firing) if firing else None
                 results.append(RuleResult(cr.rule.id, fired is not None, matches, fired))
         return tuple(results)
 
@@ -183,14 +185,21 @@ def _level_hits(cr: CompiledRule, ctx: DocContext, level: int) -> list[Hit]:
 
 
 def _first_firing(cr: CompiledRule, ctx: DocContext) -> tuple[Hit, HitStatus] | None:
-    # Evaluation is monotone in the occurrences it may use. So: no hit with every status allowed
-    # means no hit at all (checked without classifying a single occurrence); and when every
-    # occurrence of every such hit is asserted, the asserted-only evaluation finds the same hits.
-    everything = _level_hits(cr, ctx, 2)
+    """The hit that fires the rule, and its class; None when the rule does not fire.
+
+    Evaluation is monotone in the occurrences it may use: no hit with every status allowed means
+    no hit at all (found without classifying a single occurrence), and a hit whose occurrences
+    are all asserted is also found when only asserted occurrences are allowed. So the best such
+    hit fires an ``asserted`` rule without re-evaluating; only otherwise are the stricter levels
+    evaluated.
+    """
+    everything = sorted(_level_hits(cr, ctx, 2), key=_rank)
     if not everything:
         return None
-    if all(ctx.status(o) == "asserted" for h in everything for o in h):
-        return (_best(everything), "asserted") if "asserted" in cr.rule.fire_on else None
+    if "asserted" in cr.rule.fire_on:
+        for hit in everything:
+            if all(ctx.status(o) == "asserted" for o in hit):
+                return hit, "asserted"
     seen: set[tuple[int, int, int]] = set()
     for level in range(cr.max_level + 1):
         status = LEVEL_STATUS[level]

@@ -245,9 +245,12 @@ def might_trigger(low: str) -> bool:
     )
 
 
-def scan_clause(text: str, start: int, end: int) -> ClauseScan:
-    """Tokenize one clause and find its negation/hedge triggers (pseudo-triggers dropped)."""
-    low = text[start:end].lower()
+def scan_clause(text: str, start: int, end: int, lower: str | None = None) -> ClauseScan:
+    """Tokenize one clause and find its negation/hedge triggers (pseudo-triggers dropped).
+
+    ``lower`` is the lower-cased ``text`` (same length) when the caller has it already.
+    """
+    low = lower[start:end] if lower is not None else text[start:end].lower()
     if not might_trigger(low):
         return ClauseScan((), (), _NO_TRIGGERS)
     tokens = _tokenize(text, start, end)
@@ -315,6 +318,3 @@ def classify(scan: ClauseScan, start: int, end: int, *, question: bool = False) 
     if "hedged" in reached or question:
         return "hedged"
     return "asserted"
-
-
-STATUS_ORDER: dict[HitStatus, int] = {"asserted": 0, "hedged": 1, "negated": 2}

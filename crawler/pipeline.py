@@ -5,20 +5,29 @@ One pass over a source, step by step:
 1. Load the source's state (HTTP validators, last body hash, last page snapshot).
 2. Fetch the source URL with a conditional GET (fetch). A 304 or an unchanged body ends here.
 3. Feeds: parse entries (parse); drop entries already seen; for each new entry follow its link
-   (search-feed redirects unwrapped), fetch the article and extract its main text (extract);
-   when the article cannot be fetched, keep the feed's summary and say so.
+   (search-feed redirects unwrapped) and fetch the article, all concurrently; then extract the
+   pages' main text as one batch (extract, via crawler.workers);
+   when the article cannot be fetched or extracted, keep the feed's summary and say so.
    Pages: extract the watched region (extract), diff it against the last snapshot (pagediff);
    the added text becomes a document.
 4. Canonicalise the URL and hash the normalised text (normalize). A document already stored
-   under that URL is re-read on its changed sentences only; the same text is only an alias.
+   under that URL is re-read on its changed sentences only; the same text is only an alias
+   (one lookup query for the whole batch).
 5. Fingerprint the text for near-duplicate detection (dedup) and run the rules on the new text
    (match).
 6. Store everything in one transaction (storage.ingest): document, aliases, sighting, story,
    matches, alerts and their outbox rows. The relay delivers the outbox later.
-7. Record the fetch result and the source's health (storage.sources).
+7. Record the fetch result, the source's health and its new validators (storage.sources), after
+   the documents.
 
 Each source is processed inside the single broad ``except`` of the program (``run_source``):
 one broken source is recorded and never stops the others.
+
+A pass (``run_pass``) reads every source's state in one query and writes the fetch records in
+batches. With ``Runtime.offload`` (``runner.open_runtime(cpu_workers=1)``, used by ``run_once`` for
+many feeds), step 3's extraction and the text analysis of steps 4-5 run in a worker process and
+steps 4-6's database work in one writer thread, so HTTP, CPU and SQLite overlap; the results are
+the same as inline.
 """
 
 from __future__ import annotations
@@ -28,9 +37,12 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import cast
 
 from storage import ingest as store_ingest
 from storage import sources as store_sources
@@ -44,8 +56,19 @@ from .fetch import Fetcher
 from .match import RuleInput, RuleSet, load_rules
 from .parse import parse_feed
 from .types import Document, FeedEntry, FeedHints, Fetched, Match, SourceResult, SourceSpec, Validators
-from .workers import Analysis, ArticleJob, Built, CpuPool, TextParams, analyse, build_articles, make_document
-
+from .workers import (
+    Analysis,
+    ArticleJob,
+    Built,
+    Offload,
+    TextParams,
+    Write,
+    WriterProcess,
+    analyse,
+    article_document,
+    build_articles,
+    make_document,
+)
 
 log = logging.getLogger("storywatch.pipeline")
 
@@ -64,7 +87,7 @@ class Runtime:
     rules: RuleSet
     clock: Callable[[], datetime] = utcnow
     origin: str = "live"
-    cpu: CpuPool | None = None  # a worker process for article extraction; None = inline
+    offload: Offload | None = None  # article worker process + database writer thread; None = inline
 
 
 @dataclass(frozen=True)
@@ -105,7 +128,7 @@ async def run_pass(
     """
     store_sources.sync_sources(rt.db, specs)
     states = store_sources.source_states(rt.db, [s.id for s in specs])
-    recorder = _Recorder(rt.db)
+    recorder = _Recorder(rt)
     gate = asyncio.Semaphore(rt.settings.fetch.concurrency)
 
     async def one(spec: SourceSpec) -> SourceOutcome:
@@ -118,18 +141,23 @@ async def run_pass(
     try:
         return list(await asyncio.gather(*(one(s) for s in specs)))
     finally:
-        recorder.flush()
+        await recorder.close()
 
 
 RECORD_BATCH = 64
 
 
 class _Recorder:
-    """Fetch records waiting to be written together (validators included: after the documents)."""
+    """Fetch records waiting to be written together (validators included: after the documents).
 
-    def __init__(self, db: Database) -> None:
-        self.db = db
+    With an ``Offload``, batches go to its writer, in order after the documents stored before them;
+    ``close`` waits for them and re-raises a failed write.
+    """
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
         self.pending: list[store_sources.FetchRecord] = []
+        self.writes: list[tuple[Future[None], Write[None]]] = []
 
     def add(self, record: store_sources.FetchRecord) -> None:
         self.pending.append(record)
@@ -138,7 +166,23 @@ class _Recorder:
 
     def flush(self) -> None:
         batch, self.pending = self.pending, []
-        store_sources.record_fetches(self.db, batch)
+        if not batch:
+            return
+        if self.rt.offload is None:
+            store_sources.record_fetches(self.rt.db, batch)
+            return
+        call = _record_call(self.rt, batch)
+        self.writes.append((self.rt.offload.submit_write(call), call))
+
+    async def close(self) -> None:
+        self.flush()
+        writes, self.writes = self.writes, []
+        for queued, call in writes:
+            try:
+                await asyncio.wrap_future(queued)
+            except BrokenProcessPool:  # the writer process died: write the batch again from here
+                assert self.rt.offload is not None
+                await self.rt.offload.write(call)
 
 
 async def run_source(
@@ -160,13 +204,21 @@ async def run_source(
     except StorywatchError as exc:
         outcome = _failure(spec, exc, _error_kind(exc))
     except Exception as exc:  # the one broad boundary: record, move on
-        log.exception("source %s: internal error; recorded, other sources continue", spec.id,
-                      extra={"source_id": spec.id})
+        log.exception(
+            "source %s: internal error; recorded, other sources continue",
+            spec.id,
+            extra={"source_id": spec.id},
+        )
         outcome = _failure(spec, exc, "internal")
     result = replace(outcome.result, seconds=round(time.monotonic() - started, 3))
     outcome = replace(outcome, result=result)
     rec = store_sources.FetchRecord(
-        spec, result, now, outcome.http_status, keep.validators if keep else None, keep.body_hash if keep else None
+        spec,
+        result,
+        now,
+        outcome.http_status,
+        keep.validators if keep else None,
+        keep.body_hash if keep else None,
     )
     if record is not None:
         record(rec)
@@ -203,7 +255,9 @@ def _failure(spec: SourceSpec, exc: BaseException, kind: str) -> SourceOutcome:
     status = exc.status if isinstance(exc, HTTPStatusError) else None
     return SourceOutcome(
         SourceResult(spec.id, "error", error=f"{msg}; will retry with back-off"),
-        http_status=status, retry_after=retry_after, error_kind=kind,
+        http_status=status,
+        retry_after=retry_after,
+        error_kind=kind,
     )
 
 
@@ -224,11 +278,15 @@ async def _process(
     else:
         docs, warnings = _page_documents(rt, spec, fetched, state.last_snapshot, now)
         hints, times = FeedHints(), ()
-    results = _store(rt, docs, now)
+    results = await rt.offload.write(_store_call(rt, docs, now)) if rt.offload else _store(rt, docs, now)
     new = sum(r.status in ("new", "updated") for r in results)
     alert_ids = tuple(a for r in results for a in r.alert_ids)
     res = SourceResult(
-        spec.id, "ok", new_documents=new, bytes=len(fetched.body), warnings=tuple(warnings),
+        spec.id,
+        "ok",
+        new_documents=new,
+        bytes=len(fetched.body),
+        warnings=tuple(warnings),
         new_alerts=len(alert_ids),
     )
     outcome = SourceOutcome(res, fetched.status, times, None, max_age, hints, None, alert_ids)
@@ -265,7 +323,8 @@ async def _feed_documents(
 
     got = await asyncio.gather(*(one(e) for e in fresh))
     jobs = [ArticleJob(spec, g.entry, g.page, now) for g in got if g.page is not None]
-    built = iter(await rt.cpu.build(jobs, text_params(rt.settings)) if rt.cpu else build_articles(jobs, text_params(rt.settings)))
+    params = text_params(rt.settings)
+    built = iter(await rt.offload.build(jobs, params) if rt.offload else build_articles(jobs, params))
     docs: list[_Prepared] = []
     for g in got:
         doc, warning = _entry_outcome(rt, spec, g, now, next(built) if g.page is not None else None)
@@ -323,9 +382,18 @@ def _summary_document(
     url = target or f"urn:storywatch:{spec.id}:{entry.entry_id}"
     canonical = _canonical(rt, url, None) if target else url
     return make_document(
-        spec, now, url=url, canonical=canonical, title=entry.title, text=entry.summary or entry.title,
-        published=entry.published, author=entry.author, language=None,
-        aliases=tuple(u for u in (entry.link, target) if u), entry_id=entry.entry_id, origin="summary",
+        spec,
+        now,
+        url=url,
+        canonical=canonical,
+        title=entry.title,
+        text=entry.summary or entry.title,
+        published=entry.published,
+        author=entry.author,
+        language=None,
+        aliases=tuple(u for u in (entry.link, target) if u),
+        entry_id=entry.entry_id,
+        origin="summary",
     )
 
 
@@ -334,10 +402,13 @@ async def entry_document(
 ) -> tuple[Document | None, str | None]:
     """The document for one feed entry: the linked article, or the feed's own summary."""
     got = await _fetch_article(rt, spec, entry)
-    built: Built | str | None = None
+    failed: str | None = None
     if got.page is not None:
-        built = build_articles([ArticleJob(spec, entry, got.page, now)], text_params(rt.settings))[0]
-    prepared, warning = _entry_outcome(rt, spec, got, now, built)
+        try:
+            return article_document(ArticleJob(spec, entry, got.page, now), text_params(rt.settings)), None
+        except ParseError as exc:
+            failed = str(exc)
+    prepared, warning = _entry_outcome(rt, spec, got, now, failed)
     return (prepared[0] if prepared else None), warning
 
 
@@ -359,7 +430,9 @@ def _page_documents(
 ) -> tuple[list[_Prepared], list[str]]:
     assert spec.selector is not None
     region = extract_region(
-        fetched.body, url=fetched.final_url, selector=spec.selector,
+        fetched.body,
+        url=fetched.final_url,
+        selector=spec.selector,
         content_type=fetched.headers.get("content-type"),
     )
     snapshot = pagediff.normalize_snapshot(region)
@@ -371,9 +444,17 @@ def _page_documents(
         return [], []
     digest = normalize.content_hash(f"{spec.id}\n{added}")
     doc = Document(
-        source_id=spec.id, url=spec.url, canonical_url=f"{spec.url}#storywatch-{digest[:20]}",
-        title=f"{spec.id}: page changed", text=added, discovered=now, content_hash=digest,
-        origin="page", entry_id=f"snapshot:{digest[:20]}", source_kind=spec.kind, source_tags=spec.tags,
+        source_id=spec.id,
+        url=spec.url,
+        canonical_url=f"{spec.url}#storywatch-{digest[:20]}",
+        title=f"{spec.id}: page changed",
+        text=added,
+        discovered=now,
+        content_hash=digest,
+        origin="page",
+        entry_id=f"snapshot:{digest[:20]}",
+        source_kind=spec.kind,
+        source_tags=spec.tags,
     )
     return [(doc, None)], []
 
@@ -387,8 +468,54 @@ def _store(rt: Runtime, docs: Sequence[_Prepared], now: datetime) -> list[store_
     items = prepare_many(rt, [d for d, _ in docs], [a for _, a in docs])
     cfg = rt.settings
     return store_ingest.ingest(
-        rt.db, items, alerts_cfg=cfg.alerts, threshold=cfg.dedup.threshold, now=now, origin=rt.origin,
+        rt.db,
+        items,
+        alerts_cfg=cfg.alerts,
+        threshold=cfg.dedup.threshold,
+        now=now,
+        origin=rt.origin,
     )
+
+
+def _store_call(
+    rt: Runtime, docs: Sequence[_Prepared], now: datetime
+) -> Write[list[store_ingest.IngestResult]]:
+    serves = (rt.settings, rt.rules)
+    return Write(lambda: _store(rt, docs, now), _writer_store, (list(docs), now, rt.origin), serves)
+
+
+def _record_call(rt: Runtime, batch: list[store_sources.FetchRecord]) -> Write[None]:
+    return Write(
+        lambda: store_sources.record_fetches(rt.db, batch), _writer_record, (batch,), (rt.settings, rt.rules)
+    )
+
+
+# The database writer process (``workers.WriterProcess``): its own connection and rule set, loaded
+# from the settings the main process started it with.
+_WRITER: Runtime | None = None
+
+
+def writer_process(settings: Settings, rules: RuleSet, database_url: str) -> WriterProcess:
+    """What ``Offload`` needs to start a writer process for a runtime with these settings and rules."""
+    return WriterProcess(_writer_start, (settings, database_url), (settings, rules))
+
+
+def _writer_start(settings: Settings, database_url: str) -> None:
+    global _WRITER
+    from storage.db import open_database
+
+    db = open_database(database_url, migrate=False)  # the main process migrated it
+    _WRITER = Runtime(settings, db, cast(Fetcher, None), load_ruleset(settings))  # it never fetches
+
+
+def _writer_store(docs: list[_Prepared], now: datetime, origin: str) -> list[store_ingest.IngestResult]:
+    assert _WRITER is not None, "not in the writer process"
+    return _store(replace(_WRITER, origin=origin), docs, now)
+
+
+def _writer_record(batch: list[store_sources.FetchRecord]) -> None:
+    assert _WRITER is not None, "not in the writer process"
+    store_sources.record_fetches(_WRITER.db, batch)
 
 
 def prepare(rt: Runtime, doc: Document) -> store_ingest.IngestItem:
@@ -404,7 +531,8 @@ def prepare_many(
     params = text_params(rt.settings)
     given = analyses if analyses is not None else [None] * len(docs)
     return [
-        _decide(rt.rules, doc, k, a or analyse(doc, params)) for doc, k, a in zip(docs, known, given, strict=True)
+        _decide(rt.rules, doc, k, a or analyse(doc, params))
+        for doc, k, a in zip(docs, known, given, strict=True)
     ]
 
 
@@ -424,8 +552,14 @@ def _decide(
 def evaluate(rules: RuleSet, doc: Document, text: str) -> tuple[Match, ...]:
     """Per firing rule: its best hit, then its other firing hits with distinct evidence sentences."""
     given = RuleInput(
-        title=doc.title, text=text, source_id=doc.source_id, source_kind=doc.source_kind,
-        source_tags=doc.source_tags, url=doc.canonical_url, language=doc.language, published=doc.published,
+        title=doc.title,
+        text=text,
+        source_id=doc.source_id,
+        source_kind=doc.source_kind,
+        source_tags=doc.source_tags,
+        url=doc.canonical_url,
+        language=doc.language,
+        published=doc.published,
     )
     best = rules.evaluate(given)
     if not best:

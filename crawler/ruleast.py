@@ -109,7 +109,6 @@ class AtLeast:
 
 
 Node = Term | ListRef | ListTerms | Fact | Not | And | Or | Near | Scope | Exclude | AtLeast
-Leaf = Term | ListTerms
 
 
 def children(node: Node) -> tuple[Node, ...]:
@@ -135,14 +134,6 @@ def has_evidence(node: Node) -> bool:
     if isinstance(node, Exclude):
         return has_evidence(node.left)
     return has_evidence(node.child)
-
-
-def walk(node: Node) -> list[Node]:
-    """Every node of the tree, parents before children."""
-    out = [node]
-    for c in children(node):
-        out.extend(walk(c))
-    return out
 
 
 def with_children(node: Node, fn: Callable[[Node], Node]) -> Node:

@@ -106,15 +106,16 @@ class DocContext:
         self.meta = meta
         self.present = present  # what the prefilter saw in the document (None: unknown)
         self._spans: dict[tuple[str, int], list[tuple[int, int]]] = {}
-        self._occ: dict[str, tuple[tuple[list[Occ], list[int]], ...]] = {}
+        self._occ: dict[tuple[str, int], tuple[list[Occ], list[int]]] = {}
         self._status: dict[Occ, HitStatus] = {}
         self._scans: dict[tuple[int, int, int], ClauseScan] = {}  # by (field, clause span)
 
-    def occurrences(self, leaf: CompiledLeaf) -> tuple[tuple[list[Occ], list[int]], ...]:
-        """Per field: occurrences sorted by offset, and their start offsets (for bisect)."""
-        if leaf.key not in self._occ:
-            self._occ[leaf.key] = tuple(self._field_occurrences(leaf, f) for f in (TITLE, BODY))
-        return self._occ[leaf.key]
+    def occurrences(self, leaf: CompiledLeaf, f: int) -> tuple[list[Occ], list[int]]:
+        """Occurrences of a leaf in field ``f``, sorted by offset, and their start offsets."""
+        key = (leaf.key, f)
+        if key not in self._occ:
+            self._occ[key] = self._field_occurrences(leaf, f)
+        return self._occ[key]
 
     def _field_occurrences(self, leaf: CompiledLeaf, f: int) -> tuple[list[Occ], list[int]]:
         found: list[Occ] = []
@@ -136,7 +137,7 @@ class DocContext:
             sent, clause = ft.clause_at(occ.start)
             key = (occ.field, *clause)
             if key not in self._scans:
-                self._scans[key] = scan_clause(ft.text, *clause)
+                self._scans[key] = scan_clause(ft.text, *clause, lower=ft.lower)
             question = ft.text[sent[0] : sent[1]].endswith(("?", "？"))
             self._status[occ] = classify(self._scans[key], occ.start, occ.end, question=question)
         return self._status[occ]
@@ -217,13 +218,12 @@ def evaluate(node: Node, ctx: DocContext, level: int, scope: Window | None = Non
 
 
 def leaf_occurrences(node: Term | ListTerms, ctx: DocContext, level: int, scope: Window | None) -> list[Occ]:
-    per_field = ctx.occurrences(node.compiled)
     allowed = LEVELS[level]
     out: list[Occ] = []
     for f in _FIELDS_OF[node.field]:
         if scope is not None and scope[0] != f:
             continue
-        occs, starts = per_field[f]
+        occs, starts = ctx.occurrences(node.compiled, f)
         lo, hi = 0, len(occs)
         if scope is not None:
             lo, hi = bisect_left(starts, scope[1]), bisect_left(starts, scope[2])
@@ -252,29 +252,15 @@ def _and(node: And, ctx: DocContext, level: int, scope: Window | None) -> list[H
     return hits
 
 
-def positive_leaves(node: Node) -> list[Term | ListTerms]:
-    """Leaves that can contribute evidence (not under NOT, not on the right of an exclusion)."""
-    if isinstance(node, Term | ListTerms):
-        return [node]
-    if isinstance(node, Not | Fact):
-        return []
-    if isinstance(node, Exclude):
-        return positive_leaves(node.left)
-    return [leaf for c in children(node) for leaf in positive_leaves(c)]
-
-
 def anchor_leaves(node: Node, ctx: DocContext) -> list[Term | ListTerms]:
     """Leaves one of whose occurrences every hit of ``node`` contains: for an AND, those of its
     operand with the fewest occurrences in the document (so SENT/PARA try the fewest windows)."""
     if isinstance(node, Term | ListTerms):
         return [node]
-    if isinstance(node, And):
-        options = [anchor_leaves(c, ctx) for c in node.children if not isinstance(c, Not | Fact)]
+    if isinstance(node, And | Near):
+        parts = node.children if isinstance(node, And) else (node.left, node.right)
+        options = [leaves for c in parts if not isinstance(c, Not) and (leaves := anchor_leaves(c, ctx))]
         return min(options, key=lambda leaves: _count(leaves, ctx)) if options else []
-    if isinstance(node, Near):
-        return min(
-            (anchor_leaves(node.left, ctx), anchor_leaves(node.right, ctx)), key=lambda ls: _count(ls, ctx)
-        )
     if isinstance(node, Exclude):
         return anchor_leaves(node.left, ctx)
     if isinstance(node, Not | Fact):
@@ -283,7 +269,7 @@ def anchor_leaves(node: Node, ctx: DocContext) -> list[Term | ListTerms]:
 
 
 def _count(leaves: list[Term | ListTerms], ctx: DocContext) -> int:
-    return sum(len(per_field[0]) for leaf in leaves for per_field in ctx.occurrences(leaf.compiled))
+    return sum(len(ctx.occurrences(leaf.compiled, f)[0]) for leaf in leaves for f in _FIELDS_OF[leaf.field])
 
 
 def _scope(node: Scope, ctx: DocContext, level: int, scope: Window | None) -> list[Hit]:

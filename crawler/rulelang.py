@@ -38,7 +38,6 @@ from crawler.ruleast import (
     TermKind,
     children,
     has_evidence,
-    walk,
     with_children,
 )
 
@@ -61,7 +60,6 @@ __all__ = [
     "has_evidence",
     "parse_list_entry",
     "parse_query",
-    "walk",
     "with_children",
     "with_field",
 ]

@@ -260,7 +260,9 @@ def best_clause(clauses: list[frozenset[str]], score: Mapping[str, int] | None =
 def rarity(matcher: TermMatcher) -> int:
     """Guessed rarity of a matcher's prefilter literal (see best_clause)."""
     literal = matcher.literal or ""
-    name_like = any(c.isupper() or c.isdigit() for c in matcher.label) or bool(re.search(f"[{CJK_RANGES}]", literal))
+    name_like = any(c.isupper() or c.isdigit() for c in matcher.label) or bool(
+        re.search(f"[{CJK_RANGES}]", literal)
+    )
     return len(literal) + (8 if name_like else 0)
 
 

@@ -15,9 +15,9 @@ from storage.db import Database, open_database
 
 from .config import Settings, fetch_settings
 from .fetch import Fetcher
-from .pipeline import Runtime, SourceOutcome, load_ruleset, run_pass, utcnow
+from .pipeline import Runtime, SourceOutcome, load_ruleset, run_pass, utcnow, writer_process
 from .types import SourceSpec
-from .workers import CpuPool
+from .workers import Offload
 
 
 @dataclass(frozen=True)
@@ -66,19 +66,22 @@ def _jsonable(obj: Any) -> Any:
 async def open_runtime(
     settings: Settings, *, db: Database | None = None, origin: str = "live", cpu_workers: int = 0
 ) -> AsyncIterator[Runtime]:
-    """Database, rules, the shared Fetcher and, with ``cpu_workers`` > 0, the article worker process."""
+    """Database, rules, the shared Fetcher and, with ``cpu_workers`` > 0, the article worker process(es)
+    and the database writer process (``pipeline.Runtime.offload``)."""
     from .alerts.admin import check_alerts
 
     check_alerts(settings)
     database = db or open_database(settings.database_url)
     rules = load_ruleset(settings)
-    cpu = CpuPool(cpu_workers) if cpu_workers > 0 else None
+    offload = None
+    if cpu_workers > 0:
+        offload = Offload(cpu_workers, writer=writer_process(settings, rules, database.url))
     try:
         async with Fetcher(fetch_settings(settings)) as fetcher:
-            yield Runtime(settings, database, fetcher, rules, utcnow, origin, cpu)
+            yield Runtime(settings, database, fetcher, rules, utcnow, origin, offload)
     finally:
-        if cpu is not None:
-            cpu.close()
+        if offload is not None:
+            offload.close()
         if db is None:
             database.dispose()
 

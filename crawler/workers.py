@@ -6,10 +6,10 @@ the database holds (``Analysis``: sentence keys and the near-duplicate fingerpri
 is pure and synchronous: bytes and frozen dataclasses in, frozen dataclasses out. Rules are not run
 here: they are cheap, and the live rule set (the daemon reloads it) stays in the main process.
 
-``CpuPool`` runs batches of jobs in ONE worker process (``spawn``) so that extraction and
-fingerprinting overlap with the main process's HTTP and database work on a second core. When the
-pool is absent (``workers=0``) or breaks (a killed worker), the same functions run inline, so the
-results never depend on where they were computed.
+``Offload`` runs batches of jobs in a worker process (``spawn``) so that extraction and
+fingerprinting overlap with the main process's HTTP work on another core, and runs database writes
+in one writer (a process, or a thread). When the pool is absent (``workers=0``) or breaks (a killed
+worker), the same functions run inline, so the results never depend on where they were computed.
 """
 
 from __future__ import annotations
@@ -17,11 +17,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
-from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, Generic, TypeVar
 
 from . import dedup, normalize
 from .errors import ParseError
@@ -29,6 +30,7 @@ from .extract import extract_article
 from .types import Document, FeedEntry, Fetched, SourceSpec
 
 log = logging.getLogger("storywatch.workers")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -76,18 +78,42 @@ def analyse(doc: Document, params: TextParams) -> Analysis:
 
 
 def canonical(url: str, page_canonical: str | None, params: TextParams) -> str:
-    return normalize.canonicalize_url(url, extra_tracking=params.tracking_params, page_canonical=page_canonical)
+    return normalize.canonicalize_url(
+        url, extra_tracking=params.tracking_params, page_canonical=page_canonical
+    )
 
 
-def make_document(spec: SourceSpec, now: datetime, *, url: str, canonical: str, title: str, text: str,
-                  published: datetime | None, author: str | None, language: str | None,
-                  aliases: tuple[str, ...], entry_id: str | None, origin: str = "article") -> Document:
+def make_document(
+    spec: SourceSpec,
+    now: datetime,
+    *,
+    url: str,
+    canonical: str,
+    title: str,
+    text: str,
+    published: datetime | None,
+    author: str | None,
+    language: str | None,
+    aliases: tuple[str, ...],
+    entry_id: str | None,
+    origin: str = "article",
+) -> Document:
     return Document(
-        source_id=spec.id, url=url, canonical_url=canonical, title=title.strip(), text=text,
-        discovered=now, content_hash=normalize.content_hash(f"{text}"), published=published,
-        aliases=tuple(dict.fromkeys(aliases)), author=author, language=language,
+        source_id=spec.id,
+        url=url,
+        canonical_url=canonical,
+        title=title.strip(),
+        text=text,
+        discovered=now,
+        content_hash=normalize.content_hash(f"{text}"),
+        published=published,
+        aliases=tuple(dict.fromkeys(aliases)),
+        author=author,
+        language=language,
         origin=origin,  # type: ignore[arg-type]
-        entry_id=entry_id, source_kind=spec.kind, source_tags=spec.tags,
+        entry_id=entry_id,
+        source_kind=spec.kind,
+        source_tags=spec.tags,
     )
 
 
@@ -98,10 +124,17 @@ def article_document(job: ArticleJob, params: TextParams) -> Document:
     link = entry.link
     target = (normalize.unwrap_search_redirect(link) or link) if link else None
     return make_document(
-        job.spec, job.now, url=page.final_url, canonical=canonical(page.final_url, art.canonical_url, params),
-        title=art.title or entry.title, text=art.text, published=art.published or entry.published,
-        author=art.author or entry.author, language=art.language,
-        aliases=tuple(u for u in (link, target, page.final_url, *page.redirects) if u), entry_id=entry.entry_id,
+        job.spec,
+        job.now,
+        url=page.final_url,
+        canonical=canonical(page.final_url, art.canonical_url, params),
+        title=art.title or entry.title,
+        text=art.text,
+        published=art.published or entry.published,
+        author=art.author or entry.author,
+        language=art.language,
+        aliases=tuple(u for u in (link, target, page.final_url, *page.redirects) if u),
+        entry_id=entry.entry_id,
     )
 
 
@@ -118,15 +151,44 @@ def build_articles(jobs: Sequence[ArticleJob], params: TextParams) -> list[Built
     return out
 
 
-class CpuPool:
-    """``workers`` processes for :func:`build_articles`; 0 runs it inline. Close it when done."""
+@dataclass(frozen=True)
+class WriterProcess:
+    """How to start a database writer process: ``start(*args)`` runs in it first. ``serves`` are the
+    objects it was started for (settings, rules): the pipeline writes through it only while its
+    runtime still uses those very objects."""
 
-    def __init__(self, workers: int) -> None:
+    start: Callable[..., None]
+    args: tuple[Any, ...]
+    serves: tuple[object, ...]
+
+
+class Offload:
+    """Work moved off the event loop: article batches to ``workers`` processes (0: inline) and database
+    writes to ONE writer, a process when ``writer`` is given, else a thread. One writer keeps the writes
+    in submission order and never makes two write transactions wait on each other. A writer process
+    that dies is replaced by the thread (the transaction it had open was rolled back by the database).
+    Close it when done."""
+
+    def __init__(self, workers: int, *, writer: WriterProcess | None = None) -> None:
         self.workers = workers
-        self._pool: ProcessPoolExecutor | None = None
-        if workers > 0:
-            ctx = multiprocessing.get_context("spawn")
-            self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+        ctx = multiprocessing.get_context("spawn")
+        self._pool = ProcessPoolExecutor(workers, mp_context=ctx) if workers > 0 else None
+        self._thread: ThreadPoolExecutor | None = ThreadPoolExecutor(1, thread_name_prefix="storywatch-db")
+        self._process: ProcessPoolExecutor | None = None
+        self._serves: tuple[object, ...] = ()
+        if writer is not None:
+            self._process = ProcessPoolExecutor(
+                1, mp_context=ctx, initializer=writer.start, initargs=writer.args
+            )
+            self._serves = writer.serves
+
+    def writer_process_for(self, *objects: object) -> bool:
+        """Whether writes for a runtime holding ``objects`` may go to the writer process."""
+        return (
+            self._process is not None
+            and len(objects) == len(self._serves)
+            and all(a is b for a, b in zip(objects, self._serves, strict=True))
+        )
 
     async def build(self, jobs: Sequence[ArticleJob], params: TextParams) -> list[Built | str]:
         if self._pool is None or not jobs:
@@ -136,10 +198,55 @@ class CpuPool:
             return await loop.run_in_executor(self._pool, build_articles, list(jobs), params)
         except BrokenProcessPool:
             log.warning("the article worker process died; extracting in the main process from now on")
-            self.close()
+            _shutdown(self._pool)
+            self._pool = None
             return build_articles(jobs, params)
 
+    async def write(self, call: Write[T]) -> T:
+        """Run ``call`` on the writer (see ``submit_write``) and wait for it."""
+        try:
+            return await asyncio.wrap_future(self.submit_write(call))
+        except BrokenProcessPool:
+            self._writer_died()
+            return await asyncio.wrap_future(self.submit_write(call))
+
+    def submit_write(self, call: Write[T]) -> Future[T]:
+        """Queue ``call`` on the writer: ``call.remote`` in the writer process when there is one (and
+        ``call.serves`` matches), else ``call.local`` in the writer thread."""
+        if self._process is not None and call.remote is not None and self.writer_process_for(*call.serves):
+            try:
+                return self._process.submit(call.remote, *call.remote_args)
+            except BrokenProcessPool:
+                self._writer_died()
+        assert self._thread is not None, "Offload used after close()"
+        return self._thread.submit(call.local)
+
+    def _writer_died(self) -> None:
+        if self._process is not None:
+            log.warning("the database writer process died; writing from the main process from now on")
+            _shutdown(self._process)
+            self._process = None
+
     def close(self) -> None:
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+        pool, process, self._pool, self._process = self._pool, self._process, None, None
+        _shutdown(pool)
+        _shutdown(process)
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.shutdown(wait=True)
+
+
+@dataclass(frozen=True)
+class Write(Generic[T]):
+    """One database write: ``local()`` runs in this process; ``remote(*remote_args)`` (a module-level
+    function, picklable arguments) runs in the writer process started for ``serves``."""
+
+    local: Callable[[], T]
+    remote: Callable[..., T] | None = None
+    remote_args: tuple[Any, ...] = ()
+    serves: tuple[object, ...] = ()
+
+
+def _shutdown(pool: ProcessPoolExecutor | None) -> None:
+    if pool is not None:
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -11,20 +11,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import Table, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from crawler.alerts.payload import evidence_hash
 from crawler.config import AlertsConfig
-from crawler.normalize import normalize_text
 from crawler.dedup import Fingerprint
+from crawler.normalize import normalize_text
 from crawler.types import Document, Match
 
 from . import dedup_store, outbox
 from .db import Database
-from .models import AliasRow, AlertRow, DocumentRow, SightingRow
+from .models import AlertRow, AliasRow, DocumentRow, SightingRow
 
 
 @dataclass(frozen=True)
@@ -74,24 +74,39 @@ def lookup_many(db: Database, keys: Sequence[tuple[str, str, Sequence[str]]]) ->
 
 
 LOOKUP_CHUNK = 200
-_KNOWN_COLS = (DocumentRow.id, DocumentRow.canonical_url, DocumentRow.content_hash,
-               DocumentRow.sentence_hashes, DocumentRow.story_id)
+_KNOWN_COLS = (
+    DocumentRow.id,
+    DocumentRow.canonical_url,
+    DocumentRow.content_hash,
+    DocumentRow.sentence_hashes,
+    DocumentRow.story_id,
+)
 
 
 def _lookup_chunk(s: Session, keys: Sequence[tuple[str, str, Sequence[str]]]) -> list[Known | None]:
     urls = list({k[0] for k in keys})
     hashes = list({k[1] for k in keys})
     rows = s.execute(
-        select(*_KNOWN_COLS).where(or_(DocumentRow.canonical_url.in_(urls), DocumentRow.content_hash.in_(hashes)))
+        select(*_KNOWN_COLS).where(
+            or_(DocumentRow.canonical_url.in_(urls), DocumentRow.content_hash.in_(hashes))
+        )
     ).all()
     by_url = {r.canonical_url: r for r in rows}
     by_hash = {r.content_hash: r for r in rows}
     found = [by_url.get(url) or by_hash.get(h) for url, h, _ in keys]
-    missing = list({a for (_, _, aliases), row in zip(keys, found, strict=True) if row is None for a in aliases})
+    missing = list(
+        {a for (_, _, aliases), row in zip(keys, found, strict=True) if row is None for a in aliases}
+    )
     if missing:
-        alias_doc = dict(s.execute(select(AliasRow.url, AliasRow.document_id).where(AliasRow.url.in_(missing))).all())
+        alias_doc = dict(
+            s.execute(select(AliasRow.url, AliasRow.document_id).where(AliasRow.url.in_(missing))).all()
+        )
         ids = list(set(alias_doc.values()))
-        by_id = {r.id: r for r in s.execute(select(*_KNOWN_COLS).where(DocumentRow.id.in_(ids))).all()} if ids else {}
+        by_id = (
+            {r.id: r for r in s.execute(select(*_KNOWN_COLS).where(DocumentRow.id.in_(ids))).all()}
+            if ids
+            else {}
+        )
         for n, (_, _, aliases) in enumerate(keys):
             if found[n] is None:
                 doc_id = next((alias_doc[a] for a in aliases if a in alias_doc), None)
@@ -118,100 +133,185 @@ def ingest(
     origin: str = "live",
     backfill_policy: str = "digest",
 ) -> list[IngestResult]:
-    """Store a batch in ONE write transaction; each item in its own savepoint.
+    """Store a batch in ONE write transaction: every item is stored, or none (any error rolls back all).
 
-    ``backfill_policy`` (none | digest | all) decides the deliveries of alerts whose origin is not live.
+    Items are processed in order, so a document sees the ones before it in the batch (a near-duplicate
+    joins their story). The batch's alias URLs are inserted together at the end (nothing in between
+    reads them). ``backfill_policy`` (none | digest | all) decides the deliveries of alerts whose
+    origin is not live.
     """
     results: list[IngestResult] = []
     with db.write() as s:
         # lock every band first so two batches with crossing near-duplicates cannot deadlock (PostgreSQL)
         dedup_store.lock_fingerprints(s, [i.fingerprint for i in items if i.fingerprint is not None])
+        batch = _Batch(
+            s,
+            db,
+            _Policy(alerts_cfg, cast(outbox.Origin, origin), cast(outbox.BackfillPolicy, backfill_policy)),
+            threshold,
+            now,
+        )
         for item in items:
-            with s.begin_nested():
-                results.append(_ingest_one(s, db, item, _Policy(alerts_cfg, origin, backfill_policy), threshold, now))
+            results.append(_ingest_one(batch, item))
+        batch.flush_aliases()
     return results
 
 
 @dataclass(frozen=True)
 class _Policy:
     alerts: AlertsConfig
-    origin: str
-    backfill: str
+    origin: outbox.Origin
+    backfill: outbox.BackfillPolicy
 
 
-def _ingest_one(
-    s: Session, db: Database, item: IngestItem, policy: _Policy, threshold: float, now: datetime
-) -> IngestResult:
+@dataclass
+class _Batch:
+    """The open transaction of one ``ingest`` call and what it still has to write."""
+
+    s: Session
+    db: Database
+    policy: _Policy
+    threshold: float
+    now: datetime
+    aliases: list[dict[str, Any]] = field(default_factory=list)
+
+    def sighting(self, doc_id: int, doc: Document) -> None:
+        """Record the document's URLs (at the end of the batch) and its sighting (now)."""
+        for url in dict.fromkeys((doc.canonical_url, doc.url, *doc.aliases)):
+            if url:
+                self.aliases.append({"url": url, "document_id": doc_id})
+        entry = doc.entry_id or doc.canonical_url
+        self.s.execute(
+            _statements(self.db).sighting,
+            {
+                "source_id": doc.source_id,
+                "entry_id": entry,
+                "document_id": doc_id,
+                "url": doc.url,
+                "seen_at": doc.discovered,
+            },
+        )
+
+    def flush_aliases(self) -> None:
+        if self.aliases:
+            self.s.execute(_statements(self.db).alias, self.aliases)
+            self.aliases = []
+
+
+_DOCS = cast(Table, DocumentRow.__table__)
+_ALIASES = cast(Table, AliasRow.__table__)
+_SIGHTINGS = cast(Table, SightingRow.__table__)
+_ALERTS = cast(Table, AlertRow.__table__)
+_DOC_COLUMNS = (
+    "canonical_url",
+    "url",
+    "source_id",
+    "title",
+    "text",
+    "content_hash",
+    "published",
+    "discovered",
+    "author",
+    "language",
+    "origin",
+    "sentence_hashes",
+)
+_ANY_ALERT = select(_ALERTS.c.id).where(_ALERTS.c.story_id == bindparam("story")).limit(1)
+_RAISE_COUNTS = (
+    update(_ALERTS)
+    .where(_ALERTS.c.story_id == bindparam("story"), _ALERTS.c.source_count < bindparam("n"))
+    .values(source_count=bindparam("n"))
+)
+
+
+@dataclass(frozen=True)
+class _Statements:
+    document: Any
+    sighting: Any
+    alias: Any
+
+
+_BUILT: dict[str, _Statements] = {}
+
+
+def _statements(db: Database) -> _Statements:
+    """Statements built once per dialect: building a statement costs far more than running it."""
+    built = _BUILT.get(db.dialect)
+    if built is None:
+        doc = (
+            db.insert(_DOCS)
+            .values({c: bindparam(c, type_=_DOCS.c[c].type) for c in _DOC_COLUMNS})
+            .on_conflict_do_nothing()
+            .returning(_DOCS.c.id)
+        )
+        cols = ("source_id", "entry_id", "document_id", "url", "seen_at")
+        sighting = db.insert(_SIGHTINGS).values({c: bindparam(c, type_=_SIGHTINGS.c[c].type) for c in cols})
+        alias = db.insert(_ALIASES).on_conflict_do_nothing()
+        built = _BUILT[db.dialect] = _Statements(doc, sighting.on_conflict_do_nothing(), alias)
+    return built
+
+
+def _ingest_one(b: _Batch, item: IngestItem) -> IngestResult:
     doc = item.document
     if item.update_of is not None:
-        return _update_in_place(s, db, item, policy, now)
-    inserted = s.execute(
-        db.insert(DocumentRow)
-        .values(
-            canonical_url=doc.canonical_url, url=doc.url, source_id=doc.source_id, title=doc.title,
-            text=doc.text, content_hash=doc.content_hash, published=doc.published,
-            discovered=doc.discovered, author=doc.author, language=doc.language, origin=doc.origin,
-            sentence_hashes={"keys": list(item.sentence_keys)},
-        )
-        .on_conflict_do_nothing()
-        .returning(DocumentRow.id)
-    ).scalar()
+        return _update_in_place(b, item)
+    values = {c: getattr(doc, c) for c in _DOC_COLUMNS if c != "sentence_hashes"}
+    values["sentence_hashes"] = {"keys": list(item.sentence_keys)}
+    inserted = b.s.execute(_statements(b.db).document, values).scalar()
     if inserted is None:  # someone stored it first: an alias and a sighting only
-        known = _lookup(s, doc.canonical_url, doc.content_hash)
+        known = _lookup(b.s, doc.canonical_url, doc.content_hash)
         if known is None:  # pragma: no cover - conflicting row vanished (deleted concurrently)
             raise RuntimeError(f"document {doc.canonical_url} conflicted but cannot be found")
-        _record_sighting(s, db, known.document_id, doc)
-        _refresh_source_counts(s, known.story_id)
+        b.sighting(known.document_id, doc)
+        _refresh_source_counts(b.s, known.story_id)
         return IngestResult("duplicate", known.document_id, known.story_id)
     doc_id = int(inserted)
-    _record_sighting(s, db, doc_id, doc)
-    story_id = _assign_story(s, db, doc_id, item, threshold, now)
-    alert_ids, corr = _record_matches(s, db, item.matches, doc, doc_id, story_id, policy, now)
+    b.sighting(doc_id, doc)
+    story_id, new_story = _assign_story(b.s, b.db, doc_id, item, b.threshold, b.now)
+    alert_ids, corr = _record_matches(
+        b.s, b.db, item.matches, doc, doc_id, story_id, b.policy, b.now, new_story
+    )
     return IngestResult("new", doc_id, story_id, len(alert_ids), corr, tuple(alert_ids))
 
 
-def _update_in_place(s: Session, db: Database, item: IngestItem, policy: _Policy, now: datetime) -> IngestResult:
-    doc, doc_id = item.document, item.update_of
+def _update_in_place(b: _Batch, item: IngestItem) -> IngestResult:
+    s, doc, doc_id, now = b.s, item.document, item.update_of, b.now
     assert doc_id is not None
     clash = s.scalars(
         select(DocumentRow.id).where(DocumentRow.content_hash == doc.content_hash, DocumentRow.id != doc_id)
     ).first()
-    values: dict[str, object] = {"title": doc.title, "text": doc.text, "sentence_hashes": {"keys": list(item.sentence_keys)}}
+    values: dict[str, object] = {
+        "title": doc.title,
+        "text": doc.text,
+        "sentence_hashes": {"keys": list(item.sentence_keys)},
+    }
     if clash is None:
         values["content_hash"] = doc.content_hash
     s.execute(update(DocumentRow).where(DocumentRow.id == doc_id).values(**values))
-    _record_sighting(s, db, doc_id, doc)
+    b.sighting(doc_id, doc)
     story_id = s.scalar(select(DocumentRow.story_id).where(DocumentRow.id == doc_id))
     if story_id is None:
         story_id = dedup_store.assign_story(
-            s, db, doc_id, near_document_id=None, title=doc.title, source_id=doc.source_id, seen_at=now
+            s, b.db, doc_id, near_document_id=None, title=doc.title, source_id=doc.source_id, seen_at=now
         )
-    alert_ids, corr = _record_matches(s, db, item.matches, doc, doc_id, story_id, policy, now)
+    alert_ids, corr = _record_matches(s, b.db, item.matches, doc, doc_id, story_id, b.policy, now)
     return IngestResult("updated", doc_id, story_id, len(alert_ids), corr, tuple(alert_ids))
 
 
-def _assign_story(s: Session, db: Database, doc_id: int, item: IngestItem, threshold: float, now: datetime) -> int:
+def _assign_story(
+    s: Session, db: Database, doc_id: int, item: IngestItem, threshold: float, now: datetime
+) -> tuple[int, bool]:
+    """The new document's story, and whether that story was created for it (no near-duplicate)."""
     doc, fp = item.document, item.fingerprint
     near = None
     if fp is not None:
         hit = dedup_store.find_near_duplicate(s, fp, threshold=threshold, exclude_document_id=doc_id)
         near = hit[0] if hit else None
         dedup_store.index_document(s, db, doc_id, fp)
-    return dedup_store.assign_story(
+    story_id = dedup_store.assign_story(
         s, db, doc_id, near_document_id=near, title=doc.title, source_id=doc.source_id, seen_at=now
     )
-
-
-def _record_sighting(s: Session, db: Database, doc_id: int, doc: Document) -> None:
-    for url in dict.fromkeys((doc.canonical_url, doc.url, *doc.aliases)):
-        if url:
-            s.execute(db.insert(AliasRow).values(url=url, document_id=doc_id).on_conflict_do_nothing())
-    entry = doc.entry_id or doc.canonical_url
-    s.execute(
-        db.insert(SightingRow)
-        .values(source_id=doc.source_id, entry_id=entry, document_id=doc_id, url=doc.url, seen_at=doc.discovered)
-        .on_conflict_do_nothing()
-    )
+    return story_id, near is None
 
 
 def record_seen(db: Database, source_id: str, entry_ids: Sequence[str], now: datetime) -> None:
@@ -226,8 +326,15 @@ def record_seen(db: Database, source_id: str, entry_ids: Sequence[str], now: dat
 
 
 def _record_matches(
-    s: Session, db: Database, matches: Sequence[Match], doc: Document, doc_id: int, story_id: int,
-    policy: _Policy, now: datetime,
+    s: Session,
+    db: Database,
+    matches: Sequence[Match],
+    doc: Document,
+    doc_id: int,
+    story_id: int,
+    policy: _Policy,
+    now: datetime,
+    new_story: bool = False,
 ) -> tuple[list[int], int]:
     """One alert per development: per rule, the evidence sentences are checked against the story.
 
@@ -237,16 +344,27 @@ def _record_matches(
     a known sentence is a corroboration.
     """
     if not matches:
-        _refresh_source_counts(s, story_id)
+        if not new_story:  # a story created for this document has no alert to update yet
+            _refresh_source_counts(s, story_id)
         return [], 0
     sources = _story_links(s, story_id)
     new_ids: list[int] = []
     corroborations = 0
     for m in _developments(s, matches, story_id, doc_id):
         out = outbox.record_alert(
-            s, db, match=m, story_id=story_id, document_id=doc_id, source_count=len(sources),
-            sources=sources, alerts_cfg=policy.alerts, origin=policy.origin, backfill_policy=policy.backfill,
-            now=now, headline=doc.title, link=doc.url,
+            s,
+            db,
+            match=m,
+            story_id=story_id,
+            document_id=doc_id,
+            source_count=len(sources),
+            sources=sources,
+            alerts_cfg=policy.alerts,
+            origin=policy.origin,
+            backfill_policy=policy.backfill,
+            now=now,
+            headline=doc.title,
+            link=doc.url,
         )
         if out.created:
             new_ids.append(out.alert_id)
@@ -275,8 +393,16 @@ def _developments(s: Session, matches: Sequence[Match], story_id: int, doc_id: i
             story_text = _story_text(s, story_id, doc_id)
         known = {h: ev for h, ev in alerted}
         # a new headline is not a new development: only body sentences can be new to the story
-        fresh = next((m for m in ms if m.field != "title" and evidence_hash(m.evidence) not in known
-                      and normalize_text(m.evidence) not in story_text), None)
+        fresh = next(
+            (
+                m
+                for m in ms
+                if m.field != "title"
+                and evidence_hash(m.evidence) not in known
+                and normalize_text(m.evidence) not in story_text
+            ),
+            None,
+        )
         if fresh is not None:
             chosen.append(fresh)
             continue
@@ -316,7 +442,7 @@ def _refresh_source_counts(s: Session, story_id: int | None, count: int | None =
     if story_id is None:
         return
     if count is None:
+        if s.execute(_ANY_ALERT, {"story": story_id}).first() is None:
+            return  # no alert of this story shows a count
         count = len(dedup_store.story_sources(s, story_id))
-    s.execute(
-        update(AlertRow).where(AlertRow.story_id == story_id, AlertRow.source_count < count).values(source_count=count)
-    )
+    s.execute(_RAISE_COUNTS, {"story": story_id, "n": count})

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, case, delete, func, insert, select, update
@@ -61,10 +61,14 @@ def sync_sources(db: Database, specs: Sequence[SourceSpec]) -> None:
     if not specs:
         return
     with db.write() as s:
-        known = {sid: (url, kind) for sid, url, kind in s.execute(select(SourceRow.id, SourceRow.url, SourceRow.kind))}
+        known = {
+            sid: (url, kind)
+            for sid, url, kind in s.execute(select(SourceRow.id, SourceRow.url, SourceRow.kind))
+        }
         new = [
             {"id": spec.id, "kind": spec.kind, "url": spec.url, "interval": spec.interval}
-            for spec in dict((sp.id, sp) for sp in specs).values() if spec.id not in known
+            for spec in dict((sp.id, sp) for sp in specs).values()
+            if spec.id not in known
         ]
         if new:
             s.execute(db.insert(SourceRow).on_conflict_do_nothing(), new)
@@ -89,18 +93,27 @@ def source_states(db: Database, source_ids: Sequence[str]) -> dict[str, SourceSt
         for i in range(0, len(ids), 500):
             chunk = ids[i : i + 500]
             rows = s.execute(
-                select(SourceRow.id, SourceRow.etag, SourceRow.last_modified, SourceRow.body_hash)
-                .where(SourceRow.id.in_(chunk))
+                select(SourceRow.id, SourceRow.etag, SourceRow.last_modified, SourceRow.body_hash).where(
+                    SourceRow.id.in_(chunk)
+                )
             ).all()
             latest = (
-                select(func.max(SnapshotRow.id)).where(SnapshotRow.source_id.in_(chunk)).group_by(SnapshotRow.source_id)
+                select(func.max(SnapshotRow.id))
+                .where(SnapshotRow.source_id.in_(chunk))
+                .group_by(SnapshotRow.source_id)
             )
-            snaps = dict(s.execute(select(SnapshotRow.source_id, SnapshotRow.text).where(SnapshotRow.id.in_(latest))).all())
+            snaps = dict(
+                s.execute(
+                    select(SnapshotRow.source_id, SnapshotRow.text).where(SnapshotRow.id.in_(latest))
+                ).all()
+            )
             found = {r.id: r for r in rows}
             for sid in chunk:
                 r = found.get(sid)
                 validators = Validators(r.etag, r.last_modified) if r is not None else Validators()
-                out[sid] = SourceState(sid, validators, r.body_hash if r is not None else None, snaps.get(sid))
+                out[sid] = SourceState(
+                    sid, validators, r.body_hash if r is not None else None, snaps.get(sid)
+                )
     return out
 
 
@@ -134,14 +147,14 @@ def record_fetches(db: Database, records: Sequence[FetchRecord]) -> None:
     """Log several fetches in ONE write transaction (see :func:`record_fetch`); batched statements."""
     if not records:
         return
-    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    groups: dict[tuple[tuple[str, ...], bool], list[dict[str, Any]]] = {}
     for r in records:
         values = _source_values(r)
-        groups.setdefault(tuple(values), []).append({"_id": r.spec.id, **values})
+        groups.setdefault((tuple(values), _failed(r)), []).append({"_id": r.spec.id, **values})
     with db.write() as s:
         s.execute(insert(_FETCH_LOG), [_log_values(r) for r in records])
-        for keys, rows in groups.items():
-            s.execute(_update_sources(keys), rows)
+        for (keys, failed), rows in groups.items():
+            s.execute(_update_sources(keys, failed), rows)
 
 
 _FETCH_LOG = cast(Table, FetchLogRow.__table__)
@@ -153,30 +166,43 @@ _FAILED = {  # SQL expressions: the same for every failed fetch
 
 
 @lru_cache(maxsize=32)
-def _update_sources(keys: tuple[str, ...]) -> Update:
-    values = {k: _FAILED[k] if k in _FAILED else bindparam(k) for k in keys}
+def _update_sources(keys: tuple[str, ...], failed: bool) -> Update:
+    values: dict[str, Any] = {k: bindparam(k) for k in keys}
+    if failed:
+        values.update(_FAILED)
     return update(_SOURCES).where(_SOURCES.c.id == bindparam("_id")).values(values)
+
+
+def _failed(r: FetchRecord) -> bool:
+    return r.result.status not in ("ok", "not-modified")
 
 
 def _log_values(r: FetchRecord) -> dict[str, Any]:
     res = r.result
     return {
-        "source_id": r.spec.id, "url": r.spec.url, "started_at": r.now, "status": res.status,
-        "http_status": r.http_status, "bytes": res.bytes, "seconds": res.seconds,
-        "new_documents": res.new_documents, "error": res.error, "warnings": "\n".join(res.warnings) or None,
+        "source_id": r.spec.id,
+        "url": r.spec.url,
+        "started_at": r.now,
+        "status": res.status,
+        "http_status": r.http_status,
+        "bytes": res.bytes,
+        "seconds": res.seconds,
+        "new_documents": res.new_documents,
+        "error": res.error,
+        "warnings": "\n".join(res.warnings) or None,
     }
 
 
 def _source_values(r: FetchRecord) -> dict[str, Any]:
-    """Column -> value; for a failure, ``error_streak`` and ``health`` map to None (see ``_FAILED``)."""
+    """Column -> value (a failure's ``error_streak`` and ``health`` are the SQL of ``_FAILED``)."""
     result, now = r.result, r.now
     values: dict[str, Any] = {"last_fetch_at": now, "last_status": result.status}
-    if result.status in ("ok", "not-modified"):
+    if not _failed(r):
         values.update(error_streak=0, last_error=None, last_success_at=now, health="ok")
         if result.new_documents:
             values["last_new_at"] = now
     else:
-        values.update(last_error=result.error, error_streak=None, health=None)
+        values["last_error"] = result.error
     if r.validators is not None:
         values.update(etag=r.validators.etag, last_modified=r.validators.last_modified, body_hash=r.body_hash)
     return values
@@ -257,7 +283,9 @@ def list_sources(db: Database, specs: Sequence[SourceSpec], *, now: datetime) ->
         r = rows.get(spec.id)
         out.append(
             SourceStatus(
-                id=spec.id, kind=spec.kind, url=spec.url,
+                id=spec.id,
+                kind=spec.kind,
+                url=spec.url,
                 health=r.health if r else "new",
                 last_fetch_at=r.last_fetch_at if r else None,
                 last_status=r.last_status if r else None,

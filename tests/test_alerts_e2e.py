@@ -35,7 +35,7 @@ rules:
   - id: e2e.vendor
     title: Chip vendor named
     severity: high
-    query: '"Ascend 910C" AND (confirm* OR said)'
+    query: 'SENT("Ascend 910C" AND (confirm* OR said))'
 """
 
 

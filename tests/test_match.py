@@ -91,6 +91,8 @@ def test_sentence_scope_versus_document_and(tmp_path: Path) -> None:
     two_paras = "LongCat-2.0 launched.\n\nIt runs on Ascend chips."
     assert not fires(make_rules(tmp_path, "PARA(LongCat-2.0 AND Ascend)"), two_paras)
     assert fires(make_rules(tmp_path, "SENT(Ascend AND NOT LongCat-2.0)"), text)
+    facts = make_rules(tmp_path, "SENT((tag:board OR kind:page) AND Ascend)")
+    assert fires(facts, text, source_kind="page") and not fires(facts, text)
 
 
 def test_scoped_exclusions_keep_the_other_sentences(tmp_path: Path) -> None:
@@ -240,3 +242,62 @@ def test_disabled_rules_are_not_evaluated(tmp_path: Path) -> None:
 @pytest.mark.parametrize("text", ["", "   ", "\n\n", "。", "?!"])
 def test_degenerate_documents(tmp_path: Path, text: str) -> None:
     assert not fires(make_rules(tmp_path, "LongCat OR /x+/"), text)
+
+
+def test_prefilter_never_changes_the_result(tmp_path: Path) -> None:
+    """The literal prefilter and the skipped searches are pure optimisations: compare with a
+    brute-force evaluation of every rule on random documents."""
+    import random
+
+    from crawler.match import _first_firing
+    from crawler.ruleeval import DocContext, DocMeta
+
+    queries = [
+        '"pre-train*" AND Ascend',
+        "SENT(@v AND train*)",
+        "Meituan NEAR/3 (Huawei OR 华为)",
+        "LongCat-2.0 ONEAR/2 trained",
+        "(Ascend OR Cambricon) NOT/s denied",
+        "title:LongCat OR ATLEAST 2 Ascend",
+        "PARA(@v AND 美团) NOTNEAR/2 not",
+        "/Atlas\\s+9\\d0/ AND train*",
+        "{AMD} AND NOT Nvidia",
+    ]
+    lists = "  v:\n    capture: vendor\n    terms: {Huawei: [Huawei, Ascend, 昇腾], Cambricon: [Cambricon]}\n"
+    text = (
+        "version: 1\nlists:\n"
+        + lists
+        + "rules:\n"
+        + "".join(
+            f"  - id: r{i}\n    title: r\n    severity: low\n    query: |\n      {q}\n"
+            for i, q in enumerate(queries)
+        )
+    )
+    path = tmp_path / "r.yaml"
+    path.write_text(text, encoding="utf-8")
+    rs = load_rules([path])
+    words = [
+        *("LongCat-2.0", "Meituan", "Huawei", "华为", "美团", "昇腾", "Ascend", "Cambricon", "AMD", "amd"),
+        *(
+            "Nvidia",
+            "trained",
+            "pre-trained",
+            "not",
+            "denied",
+            "Atlas",
+            "950",
+            "the",
+            "was",
+            "on",
+            ".",
+            "\n\n",
+        ),
+    ]
+    rnd = random.Random(5)
+    for _ in range(300):
+        body = " ".join(rnd.choice(words) for _ in range(rnd.randrange(3, 40)))
+        title = " ".join(rnd.choice(words) for _ in range(rnd.randrange(0, 5)))
+        fast = {m.rule_id for m in rs.evaluate(RuleInput(title=title, text=body))}
+        ctx = DocContext(title, body, DocMeta())
+        slow = {cr.rule.id for cr in rs._compiled if _first_firing(cr, ctx) is not None}
+        assert fast == slow, (title, body)

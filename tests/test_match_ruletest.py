@@ -123,8 +123,12 @@ def test_lint_and_test(tmp_path: Path) -> None:
     report, ok = lint_and_test([_path(tmp_path)])
     assert not ok and report.endswith("1 passed, 2 failed")
     bad = tmp_path / "bad.yaml"
-    bad.write_text("version: 1\nrules:\n  - id: a\n    title: t\n    severity: low\n    query: a b\n", "utf-8")
+    bad.write_text(
+        "version: 1\nrules:\n  - id: a\n    title: t\n    severity: low\n    query: a b\n", "utf-8"
+    )
     report, ok = lint_and_test([bad])
     assert not ok
-    assert report == f"{bad}:6:14: [a] missing operator before 'b': join terms with AND, OR or NEAR/n, " \
+    assert (
+        report == f"{bad}:6:14: [a] missing operator before 'b': join terms with AND, OR or NEAR/n, "
         'or quote a phrase ("a b")\n1 error(s)'
+    )
