@@ -21,17 +21,19 @@ process. Measured, in this order, against that one server:
 3. storywatch, in a child process (spawned, so its peak RSS is its own): what ``runner.run_once`` does
    without delivering (``open_runtime`` with ``auto_cpu_workers``, then ``pipeline.run_pass``) on a fresh
    SQLite database in a temporary directory, the default rule pack (builtin LongCat), every feed a
-   source; cold (all new), then warm (the same pass again: all 304). The pass itself is timed; the
-   startup (migrations, rules, worker spawn) is printed beside it. Settings: fetch.allow_private_networks
-   ["127.0.0.1/32"], per_host_min_gap 0, per_host_concurrency ``--per-host`` (4: every feed is on one
-   host, and more connections only slow httpx's pool down), concurrency ``--concurrency`` (32 sources at
-   once), article_concurrency 16 (default), robots.txt honoured (fetched once, cached per origin).
+   source; cold (all new), then warm (the same pass again, all 304; best of 3, as for raw 304). The pass
+   itself is timed; the startup (migrations, rules) is printed beside it. Settings:
+   fetch.allow_private_networks ["127.0.0.1/32"], per_host_min_gap 0, per_host_concurrency ``--per-host``
+   (2: every feed is on one host, so this caps all requests; the raw client's best probe is 2 too, and
+   more connections only slow httpx's pool down), concurrency ``--concurrency`` (32 sources at once),
+   article_concurrency 16 (default), robots.txt honoured (fetched once, cached per origin).
 
 Documents/s = article documents / wall seconds (feed fetches included in every variant). Printed: each
 rate, cold/naive, cold/raw, warm/raw-304 (time ratio), and peak RSS (``ru_maxrss``) of the storywatch
-process and of its article worker process. Targets at 2,000 x 20: cold >= 25x naive, cold >= 40% of
-raw, warm time <= 1.5x raw 304 time, peak RSS <= 300 MB. The machine has 2 cores, shared by the site
-server, storywatch's processes and whatever else runs: the load average is printed before and after.
+process and of the largest of its worker processes (article extraction, database writer). Targets at
+2,000 x 20: cold >= 25x naive, cold >= 40% of raw, warm time <= 1.5x raw 304 time, peak RSS <= 300 MB.
+The machine has 2 cores, shared by the site server, storywatch's processes and whatever else runs:
+the load average is printed before and after.
 """
 
 from __future__ import annotations
@@ -127,8 +129,11 @@ def raw_limit(site: Site, concurrency: int | None) -> tuple[float, float, int, d
         concurrency = max(probes, key=lambda c: probes[c])
     full, etags = asyncio.run(_raw(urls, concurrency, None))
     feeds = site.feed_urls()
-    again, _ = asyncio.run(_raw(feeds, concurrency, {u: etags[u] for u in feeds}))
+    again = min(asyncio.run(_raw(feeds, concurrency, {u: etags[u] for u in feeds}))[0] for _ in range(REPEAT))
     return full, again, concurrency, probes
+
+
+REPEAT = 3  # the 304 passes (raw and warm) are short: best of REPEAT, against other load on the machine
 
 
 RAW_PROBE = (1, 2, 4, 8, 32)
@@ -199,7 +204,8 @@ def storywatch_child(site: Site, concurrency: int, per_host: int, profile: str |
         settings = _settings(site, tmp, concurrency, per_host)
         specs = settings.source_specs()
         cold = _timed(settings, specs, f"{profile}.cold" if profile else None)
-        warm = _timed(settings, specs, f"{profile}.warm" if profile else None)
+        warms = [_timed(settings, specs, f"{profile}.warm" if profile else None) for _ in range(REPEAT)]
+        warm = min(warms, key=lambda w: float(w["pass_s"]))
         db = open_database(settings.database_url)
         stored = document_count(db)
         db.dispose()
@@ -295,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--concurrency", type=int, default=32, help="storywatch fetch.concurrency (sources at once)"
     )
-    ap.add_argument("--per-host", type=int, default=4, help="storywatch fetch.per_host_concurrency")
+    ap.add_argument("--per-host", type=int, default=2, help="storywatch fetch.per_host_concurrency")
     ap.add_argument("--raw-concurrency", type=int, help="requests in flight (default: the best of a probe)")
     ap.add_argument("--skip-naive", action="store_true")
     ap.add_argument(
@@ -338,7 +344,7 @@ def _measure(site: Site, args: argparse.Namespace) -> int:
         f"raw limit      : {raw_s:7.2f} s  {n / raw_s:8.1f} docs/s  (httpx.AsyncClient, "
         f"{conc} in flight, {n + site.feeds} GETs)"
     )
-    print(f"raw 304        : {raw304_s:7.2f} s  ({site.feeds} feeds with If-None-Match)")
+    print(f"raw 304        : {raw304_s:7.2f} s  ({site.feeds} feeds with If-None-Match; best of {REPEAT})")
     naive_rate = naive_ka = None
     if not args.skip_naive:
         feeds = min(args.naive_feeds, site.feeds)
@@ -363,17 +369,20 @@ def _measure(site: Site, args: argparse.Namespace) -> int:
     )
     print(
         f"  (run_pass; startup {cold['startup_s']:.2f} s, whole run_once {cold['total_s']:.2f} s; CPU: main "
-        f"{cold['pass_cpu_s']:.1f} s, {cold['workers']} article worker(s) {sw['worker_cpu_s']:.1f} s)"
+        f"{cold['pass_cpu_s']:.1f} s, its worker processes {sw['worker_cpu_s']:.1f} s)"
     )
     if sw["cold_errors"]:
         print(f"  first errors: {sw['cold_errors']}")
     print(
-        f"storywatch warm: {warm['pass_s']:7.2f} s  ({sw['warm_not_modified']}/{site.feeds} not modified, "
-        f"{sw['warm_new']} new; startup {warm['startup_s']:.2f} s, whole run_once {warm['total_s']:.2f} s)"
+        f"storywatch warm: {warm['pass_s']:7.2f} s  (best of {REPEAT}; {sw['warm_not_modified']}/{site.feeds}"
+        " "
+        f"not modified, {sw['warm_new']} new; startup {warm['startup_s']:.2f} s, "
+        f"whole run_once {warm['total_s']:.2f} s)"
     )
-    print(f"server saw (storywatch, both passes): {requests}")
+    print(f"server saw (storywatch, all passes): {requests}")
     print(
-        f"peak RSS: storywatch process {sw['rss_mb']:.0f} MB, its article worker {sw['worker_rss_mb']:.0f} MB"
+        f"peak RSS: storywatch process {sw['rss_mb']:.0f} MB; its largest worker process "
+        f"(article extraction or database writer) {sw['worker_rss_mb']:.0f} MB"
     )
     return _ratios(sw, cold_rate, n / raw_s, raw304_s, naive_rate, naive_ka, site)
 

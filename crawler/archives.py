@@ -25,13 +25,13 @@ from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
-from . import normalize, pagediff
+from . import pagediff
 from .errors import HTTPStatusError, ParseError, SelectorNotFound
 from .extract import extract_region
 from .parse import parse_feed
 from .robots import robots_url
 from .sitemaps import Sitemap, parse_sitemap, robots_sitemaps
-from .types import Document, FeedEntry, ParsedFeed, SourceSpec
+from .types import FeedEntry, ParsedFeed
 
 if TYPE_CHECKING:
     from .backfill import Job, Window
@@ -48,7 +48,6 @@ __all__ = [
     "search_slices",
     "search_url",
     "sitemap_crawl",
-    "snapshot_document",
     "snapshot_url",
 ]
 
@@ -154,25 +153,6 @@ def _cdx_time(ts: str) -> datetime | None:
         return datetime.strptime(ts.ljust(14, "0")[:14], "%Y%m%d%H%M%S").replace(tzinfo=UTC)
     except ValueError:
         return None
-
-
-def snapshot_document(spec: SourceSpec, added: str, *, taken_at: datetime, now: datetime) -> Document:
-    """The text a snapshot added, as the live pipeline's page document (same identity scheme)."""
-    digest = normalize.content_hash(f"{spec.id}\n{added}")
-    return Document(
-        source_id=spec.id,
-        url=spec.url,
-        canonical_url=f"{spec.url}#storywatch-{digest[:20]}",
-        title=f"{spec.id}: page changed",
-        text=added,
-        discovered=now,
-        content_hash=digest,
-        published=taken_at,
-        origin="page",
-        entry_id=f"snapshot:{digest[:20]}",
-        source_kind=spec.kind,
-        source_tags=spec.tags,
-    )
 
 
 # ----------------------------------------------------------------------------- archive: paged/archived feeds
@@ -316,7 +296,9 @@ async def cdx_snapshots(job: Job) -> None:
             change = pagediff.diff_snapshots(last, text, ignore=spec.ignore_patterns)
             if change.added:
                 added = "\n".join(change.added)
-                await job.store([snapshot_document(spec, added, taken_at=snap.taken_at, now=job.rt.clock())])
+                await job.store(
+                    [pagediff.page_document(spec, added, now=job.rt.clock(), taken_at=snap.taken_at)]
+                )
             last = text
         job.page_read()
         job.save({"after": snap.timestamp, "snapshot": last})

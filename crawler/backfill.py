@@ -313,10 +313,13 @@ class Job:
         inside = list({e.entry_id: e for e in entries}.values())
         self.tally.outside += sum(1 for e in inside if e.published and not self.window.contains(e.published))
         inside = [e for e in inside if not e.published or self.window.contains(e.published)]
-        unseen = store_sources.unseen_entries(self.rt.db, self.spec.id, [e.entry_id for e in inside])
+        keys = {e.entry_id: normalize.entry_key(e.entry_id, e.title, e.summary) for e in inside}
+        unseen = store_sources.unseen_entries(self.rt.db, self.spec.id, list(keys.values()))
         urls = {e.entry_id: self._urls(e.link) for e in inside if e.link}
         known = backfill_store.known_urls(self.rt.db, [u for us in urls.values() for u in us])
-        fresh = [e for e in inside if e.entry_id in unseen and not set(urls.get(e.entry_id, ())) & known]
+        fresh = [
+            e for e in inside if keys[e.entry_id] in unseen and not set(urls.get(e.entry_id, ())) & known
+        ]
         self.tally.known += len(inside) - len(fresh)
         return fresh
 

@@ -407,3 +407,14 @@ __all__ = [
     "split_sentences",
     "unwrap_search_redirect",
 ]
+
+
+def entry_key(entry_id: str, title: str, summary: str) -> str:
+    """The sighting key of a feed entry *version*: its id plus a digest of its title and summary.
+
+    A feed that edits an entry in place (a correction, "UPDATE 2-" in the headline, a new summary)
+    keeps its guid; the changed digest makes the pipeline read the entry's article again, and
+    the article is then re-read on its changed sentences only.
+    """
+    digest = hashlib.sha1(f"{normalize_text(title)}\n{normalize_text(summary)}".encode()).hexdigest()[:12]
+    return f"{entry_id}@{digest}"

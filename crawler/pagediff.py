@@ -31,11 +31,12 @@ import re
 import unicodedata
 from collections import Counter
 from collections.abc import Sequence
+from datetime import datetime
 from functools import lru_cache
 
 from .errors import ConfigError
-from .normalize import normalize_text, split_sentences
-from .types import PageChange
+from .normalize import content_hash, normalize_text, split_sentences
+from .types import Document, PageChange, SourceSpec
 
 _MASK = "\u2400"  # a placeholder no page contains; normalize_text keeps it
 _MONTH = (
@@ -140,3 +141,25 @@ def _compile(patterns: tuple[str, ...]) -> tuple[re.Pattern[str], ...]:
 
 
 __all__ = ["diff_snapshots", "mask_volatile", "normalize_snapshot"]
+
+
+def page_document(
+    spec: SourceSpec, added: str, *, now: datetime, taken_at: datetime | None = None
+) -> Document:
+    """The text a page snapshot added, as a document: one identity per (source, added text),
+    shared by live polling and the web-archive backfill so neither stores the other's twice."""
+    digest = content_hash(f"{spec.id}\n{added}")
+    return Document(
+        source_id=spec.id,
+        url=spec.url,
+        canonical_url=f"{spec.url}#storywatch-{digest[:20]}",
+        title=f"{spec.id}: page changed",
+        text=added,
+        discovered=now,
+        content_hash=digest,
+        published=taken_at,
+        origin="page",
+        entry_id=f"snapshot:{digest[:20]}",
+        source_kind=spec.kind,
+        source_tags=spec.tags,
+    )

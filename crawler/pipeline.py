@@ -26,13 +26,14 @@ one broken source is recorded and never stops the others.
 A pass (``run_pass``) reads every source's state in one query and writes the fetch records in
 batches. With ``Runtime.offload`` (``runner.open_runtime(cpu_workers=1)``, used by ``run_once`` for
 many feeds), step 3's extraction and the text analysis of steps 4-5 run in a worker process and
-steps 4-6's database work in one writer thread, so HTTP, CPU and SQLite overlap; the results are
-the same as inline.
+the database work of steps 4-7 in one writer process (its own connection and rule set), so HTTP,
+CPU and SQLite work overlap on several cores; the results are the same as inline.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import time
@@ -313,8 +314,9 @@ async def _feed_documents(
     """Parse, fetch the new entries' articles (I/O), then extract them as one batch (CPU)."""
     feed = parse_feed(fetched.body, url=fetched.final_url, headers=fetched.headers, source_id=spec.id)
     warnings = list(feed.warnings)
-    fresh_ids = store_sources.unseen_entries(rt.db, spec.id, [e.entry_id for e in feed.entries])
-    fresh = [e for e in feed.entries if e.entry_id in fresh_ids]
+    keys = {e.entry_id: normalize.entry_key(e.entry_id, e.title, e.summary) for e in feed.entries}
+    fresh_ids = store_sources.unseen_entries(rt.db, spec.id, list(keys.values()))
+    fresh = [e for e in feed.entries if keys[e.entry_id] in fresh_ids]
     gate = asyncio.Semaphore(rt.settings.fetch.article_concurrency)
 
     async def one(entry: FeedEntry) -> _ArticleFetch:
@@ -392,7 +394,7 @@ def _summary_document(
         author=entry.author,
         language=None,
         aliases=tuple(u for u in (entry.link, target) if u),
-        entry_id=entry.entry_id,
+        entry_id=normalize.entry_key(entry.entry_id, entry.title, entry.summary),
         origin="summary",
     )
 
@@ -442,20 +444,7 @@ def _page_documents(
         store_sources.save_snapshot(rt.db, spec.id, snapshot, added or None, now)
     if not change.added:
         return [], []
-    digest = normalize.content_hash(f"{spec.id}\n{added}")
-    doc = Document(
-        source_id=spec.id,
-        url=spec.url,
-        canonical_url=f"{spec.url}#storywatch-{digest[:20]}",
-        title=f"{spec.id}: page changed",
-        text=added,
-        discovered=now,
-        content_hash=digest,
-        origin="page",
-        entry_id=f"snapshot:{digest[:20]}",
-        source_kind=spec.kind,
-        source_tags=spec.tags,
-    )
+    doc = pagediff.page_document(spec, added, now=now)
     return [(doc, None)], []
 
 
@@ -485,9 +474,9 @@ def _store_call(
 
 
 def _record_call(rt: Runtime, batch: list[store_sources.FetchRecord]) -> Write[None]:
-    return Write(
-        lambda: store_sources.record_fetches(rt.db, batch), _writer_record, (batch,), (rt.settings, rt.rules)
-    )
+    serves = (rt.settings, rt.rules)
+    local = functools.partial(store_sources.record_fetches, rt.db, batch)
+    return Write(local, _writer_record, (batch,), serves, start_writer=False)
 
 
 # The database writer process (``workers.WriterProcess``): its own connection and rule set, loaded

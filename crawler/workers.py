@@ -8,8 +8,9 @@ here: they are cheap, and the live rule set (the daemon reloads it) stays in the
 
 ``Offload`` runs batches of jobs in a worker process (``spawn``) so that extraction and
 fingerprinting overlap with the main process's HTTP work on another core, and runs database writes
-in one writer (a process, or a thread). When the pool is absent (``workers=0``) or breaks (a killed
-worker), the same functions run inline, so the results never depend on where they were computed.
+in one writer: a process (started by ``crawler.pipeline.writer_process``), or a thread. When the pool
+is absent (``workers=0``) or breaks (a killed worker), the same functions run inline, so the results
+never depend on where they were computed.
 """
 
 from __future__ import annotations
@@ -134,7 +135,7 @@ def article_document(job: ArticleJob, params: TextParams) -> Document:
         author=art.author or entry.author,
         language=art.language,
         aliases=tuple(u for u in (link, target, page.final_url, *page.redirects) if u),
-        entry_id=entry.entry_id,
+        entry_id=normalize.entry_key(entry.entry_id, entry.title, entry.summary),
     )
 
 
@@ -164,10 +165,10 @@ class WriterProcess:
 
 class Offload:
     """Work moved off the event loop: article batches to ``workers`` processes (0: inline) and database
-    writes to ONE writer, a process when ``writer`` is given, else a thread. One writer keeps the writes
-    in submission order and never makes two write transactions wait on each other. A writer process
-    that dies is replaced by the thread (the transaction it had open was rolled back by the database).
-    Close it when done."""
+    writes to ONE writer, a process when ``writer`` is given, else a thread. One writer runs the writes
+    in submission order, one transaction at a time (only small writes queued before the writer process
+    started go through the thread). A writer process that dies is replaced by the thread (the database
+    rolled back the transaction it had open). Close it when done."""
 
     def __init__(self, workers: int, *, writer: WriterProcess | None = None) -> None:
         self.workers = workers
@@ -176,6 +177,7 @@ class Offload:
         self._thread: ThreadPoolExecutor | None = ThreadPoolExecutor(1, thread_name_prefix="storywatch-db")
         self._process: ProcessPoolExecutor | None = None
         self._serves: tuple[object, ...] = ()
+        self._process_started = False  # it is spawned by the first call that may start it
         if writer is not None:
             self._process = ProcessPoolExecutor(
                 1, mp_context=ctx, initializer=writer.start, initargs=writer.args
@@ -212,12 +214,17 @@ class Offload:
 
     def submit_write(self, call: Write[T]) -> Future[T]:
         """Queue ``call`` on the writer: ``call.remote`` in the writer process when there is one (and
-        ``call.serves`` matches), else ``call.local`` in the writer thread."""
-        if self._process is not None and call.remote is not None and self.writer_process_for(*call.serves):
+        ``call.serves`` matches, see ``Write.start_writer``), else ``call.local`` in the writer thread."""
+        fn, process = call.remote, self._process
+        usable = call.start_writer or self._process_started
+        if fn is not None and process is not None and usable and self.writer_process_for(*call.serves):
             try:
-                return self._process.submit(call.remote, *call.remote_args)
+                future = process.submit(fn, *call.remote_args)
             except BrokenProcessPool:
                 self._writer_died()
+            else:
+                self._process_started = True
+                return future
         assert self._thread is not None, "Offload used after close()"
         return self._thread.submit(call.local)
 
@@ -239,12 +246,15 @@ class Offload:
 @dataclass(frozen=True)
 class Write(Generic[T]):
     """One database write: ``local()`` runs in this process; ``remote(*remote_args)`` (a module-level
-    function, picklable arguments) runs in the writer process started for ``serves``."""
+    function, picklable arguments) runs in the writer process started for ``serves``. A call without
+    ``start_writer`` uses the writer process only once an earlier call started it (small writes are
+    not worth the ~1 s a process takes to start; they never depend on an unfinished larger one)."""
 
     local: Callable[[], T]
     remote: Callable[..., T] | None = None
     remote_args: tuple[Any, ...] = ()
     serves: tuple[object, ...] = ()
+    start_writer: bool = True
 
 
 def _shutdown(pool: ProcessPoolExecutor | None) -> None:

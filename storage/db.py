@@ -38,6 +38,7 @@ def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
         cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA cache_size=-131072")  # 128 MiB page cache: LSH band lookups stay in memory
         cur.close()
 
     begin_sql = "BEGIN IMMEDIATE" if immediate else "BEGIN"

@@ -262,3 +262,30 @@ def test_two_processes_ingesting_the_same_feeds_at_once(tmp_path: Path, db_url: 
         assert len([a for a in alerts if a.rule_id == "test.cluster"]) == 1
         assert docs == 4  # the same four documents a single pass stores
         assert len(settings.sources) == 5
+
+
+def test_article_updated_in_place_is_reread_on_its_changed_sentences_only(tmp_path: Path, db_url: str) -> None:
+    update = "Update: Meituan later said the cluster's accelerator cards were supplied by Huawei."
+    with Site() as site:
+        site.add("/u/story", article_page("Meituan trains LongCat-2.0", WIRE))
+        site.add("/feed", rss([{"title": "Meituan trains LongCat-2.0", "link": site.url("/u/story"), "guid": "u1"}]),
+                 "application/rss+xml")
+        settings = _settings(tmp_path, db_url, f"  - {{id: u, kind: feed, url: '{site.url('/feed')}'}}")
+        asyncio.run(run_once(settings, settings.source_specs()))
+        assert [a.evidence for a in _counts(db_url)[2]] == [WIRE[0]]
+        # the same guid, a new headline; the page gains an "Update:" paragraph
+        site.add("/u/story", article_page("UPDATE 1-Meituan trains LongCat-2.0 on Huawei chips", [*WIRE, update]))
+        site.add("/feed", rss([{"title": "UPDATE 1-Meituan trains LongCat-2.0 on Huawei chips",
+                                "link": site.url("/u/story"), "guid": "u1"}]), "application/rss+xml")
+        report = asyncio.run(run_once(settings, settings.source_specs()))
+        assert report.new_documents == 1 and report.new_alerts == 1
+        docs, stories, alerts = _counts(db_url)
+        assert (docs, stories) == (1, 1)
+        assert [a.evidence for a in alerts] == [WIRE[0], update]
+        db = open_database(db_url)
+        with db.read() as s:
+            doc = s.scalars(select(DocumentRow)).one()
+        assert update in doc.text and doc.title.startswith("UPDATE 1-")
+        # nothing changed since: nothing is read again
+        again = asyncio.run(run_once(settings, settings.source_specs()))
+        assert again.new_documents == 0 and again.new_alerts == 0
