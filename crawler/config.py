@@ -224,6 +224,11 @@ class AlertsConfig(_Model):
 
     @model_validator(mode="after")
     def _routes_known(self) -> AlertsConfig:
+        if self.repeat_interval:
+            raise ValueError(
+                "repeat_interval is reserved and not supported yet: leave it at 0 (an unchanged alert is "
+                "sent once; new sources arrive as updates when notify_updates is on)"
+            )
         for i, route in enumerate(self.routes):
             for ch in route.channels:
                 if ch not in self.channels:

@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from crawler import cli_more
 from crawler.cli import cli
 from crawler.config import ChannelConfig, Settings, SourceConfig, default_config_text, parse_settings
+from crawler.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text("utf-8")
@@ -114,3 +115,8 @@ def test_config_errors_exit_2_and_name_file_key_and_line(tmp_path: Path) -> None
 def test_changelog_exists_with_entries() -> None:
     text = (REPO / "CHANGELOG.md").read_text("utf-8")
     assert text.count("\n- ") >= 5
+
+
+def test_unsupported_repeat_interval_is_refused_not_ignored() -> None:
+    with pytest.raises(ConfigError, match="repeat_interval is reserved and not supported yet"):
+        parse_settings("alerts:\n  repeat_interval: 4h\n", name="x.yaml")
