@@ -12,8 +12,6 @@ class by ``ChannelConfig.type``: a table, not a chain of ifs.
 
 from __future__ import annotations
 
-import email.utils
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,6 +19,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import httpx
 
+from crawler import politeness
 from crawler.config import ChannelConfig
 from crawler.errors import (
     ConfigError,
@@ -125,23 +124,8 @@ def _load_builtin() -> None:
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or HTTP date), clamped; None if absent/garbage."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        secs = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        secs = (when - (now or datetime.now(UTC))).total_seconds()
-    if math.isnan(secs):
-        return None
-    return min(max(secs, 0.0), MAX_RETRY_AFTER)
+    """Seconds from a Retry-After header, clamped; None if absent or garbage (the fetcher's parser)."""
+    return politeness.parse_retry_after(value, now or datetime.now(UTC), max_seconds=MAX_RETRY_AFTER)
 
 
 async def post(
@@ -157,6 +141,13 @@ async def post(
     if 200 <= resp.status_code < 300:
         return resp
     raise http_status_error(channel, resp.status_code, resp.text, resp.headers.get("retry-after"))
+
+
+def secret_url(name: str, cfg: ChannelConfig) -> str:
+    """The channel's configured URL (a secret); a channel without one cannot deliver anything."""
+    if cfg.url is None:
+        raise PermanentDeliveryError("no webhook url configured", channel=name)
+    return cfg.url.get_secret_value()
 
 
 def http_client(cfg: ChannelConfig) -> httpx.AsyncClient:

@@ -13,9 +13,8 @@ import json
 from typing import Any
 
 from crawler.config import ChannelConfig
-from crawler.errors import PermanentDeliveryError
 
-from .base import DeliveryResult, RenderedMessage, http_client, post, register_channel
+from .base import DeliveryResult, RenderedMessage, http_client, post, register_channel, secret_url
 from .render import slack_escape
 
 TEXT_LIMIT = 3000
@@ -66,11 +65,9 @@ class SlackChannel:
     rate_limited = True
 
     def __init__(self, name: str, config: ChannelConfig) -> None:
-        if config.url is None:
-            raise PermanentDeliveryError("no webhook url configured", channel=name)
         self.name = name
         self.config = config
-        self._url = config.url.get_secret_value()
+        self._url = secret_url(name, config)
         self._client = http_client(config)
 
     async def send(self, message: RenderedMessage, *, idempotency_key: str) -> DeliveryResult:

@@ -20,9 +20,8 @@ import json
 import time
 
 from crawler.config import ChannelConfig
-from crawler.errors import PermanentDeliveryError
 
-from .base import DeliveryResult, RenderedMessage, http_client, post, register_channel
+from .base import DeliveryResult, RenderedMessage, http_client, post, register_channel, secret_url
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -34,11 +33,9 @@ class WebhookChannel:
     rate_limited = True
 
     def __init__(self, name: str, config: ChannelConfig) -> None:
-        if config.url is None:
-            raise PermanentDeliveryError("no webhook url configured", channel=name)
         self.name = name
         self.config = config
-        self._url = config.url.get_secret_value()
+        self._url = secret_url(name, config)
         self._secret = config.secret.get_secret_value() if config.secret else None
         self._client = http_client(config)
 
