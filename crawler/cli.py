@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
@@ -327,11 +327,6 @@ def _dur(secs: float | None) -> str:
         if abs(secs) >= n:
             return f"{secs / n:.0f}{unit}"
     return f"{secs:.0f}s"
-
-
-def register(*commands: Callable[[], click.Command]) -> None:
-    for make in commands:
-        cli.add_command(make())
 
 
 def main(argv: Sequence[str] | None = None) -> None:

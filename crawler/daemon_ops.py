@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from storage import daemon_store
+from storage import daemon_store, outbox_admin
 from storage import sources as store_sources
 from storage.db import Database, open_database
 
@@ -243,7 +243,7 @@ def collect_status(settings: Settings, *, now: datetime | None = None) -> Status
         rows = store_sources.list_sources(db, settings.source_specs(), now=now)
         return StatusReport(
             daemon=daemon_store.daemon_status(db, now=now, stale_after=3 * TICK),
-            outbox_depth=store_sources.outbox_depth(db),
+            outbox_depth=outbox_admin.outbox_depth(db).pending,
             sources=tuple(rows),
             database=make_url(settings.database_url).render_as_string(hide_password=True),
         )

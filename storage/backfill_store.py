@@ -31,7 +31,7 @@ from crawler.types import Document, Match
 
 from . import dedup_store, outbox
 from .db import Database
-from .models import AlertRow, AliasRow, CheckpointRow, DeliveryRow, DocumentRow, MatchRow, SourceRow, utcnow
+from .models import AlertRow, AliasRow, CheckpointRow, DeliveryRow, DocumentRow, SourceRow, utcnow
 
 Policy = Literal["none", "digest", "all"]
 _CHUNK = 500
@@ -261,26 +261,8 @@ def _record_one(
 def _insert_match(s: Session, db: Database, hit: RescanHit, now: datetime) -> bool:
     """Record the match without an alert; False when this document already had it."""
     m = hit.match
-    insert: Any = db.insert(MatchRow)
-    stmt = (
-        insert.values(
-            document_id=hit.document_id,
-            story_id=hit.story_id,
-            rule_id=m.rule_id,
-            title=m.title,
-            severity=m.severity,
-            status=m.status,
-            evidence=m.evidence,
-            evidence_hash=evidence_hash(m.evidence),
-            spans={"spans": [[sp.start, sp.end, sp.term] for sp in m.spans]},
-            captures=dict(m.captures),
-            labels=dict(m.labels),
-            created_at=now,
-        )
-        .on_conflict_do_nothing()
-        .returning(MatchRow.id)
-    )
-    return s.execute(stmt).scalar() is not None
+    ev_hash = evidence_hash(m.evidence)
+    return outbox.insert_match(s, db, m, hit.document_id, hit.story_id, ev_hash, now) is not None
 
 
 __all__ = [

@@ -55,13 +55,8 @@ class IngestResult:
     alert_ids: tuple[int, ...] = field(default=())
 
 
-def lookup(db: Database, canonical_url: str, content_hash: str, aliases: Sequence[str] = ()) -> Known | None:
-    """The stored document with this canonical URL, alias or text, if any (a read-only hint)."""
-    return lookup_many(db, [(canonical_url, content_hash, aliases)])[0]
-
-
 def lookup_many(db: Database, keys: Sequence[tuple[str, str, Sequence[str]]]) -> list[Known | None]:
-    """``lookup`` for a batch of (canonical URL, content hash, aliases): a few queries for all of them.
+    """The stored documents for a batch of (canonical URL, content hash, aliases), in a few queries.
 
     Per key: the document with that canonical URL, else the one with that text, else the one
     stored under the first of its aliases that is known.
@@ -313,16 +308,6 @@ def _assign_story(
     )
     return story_id, near is None
 
-
-def record_seen(db: Database, source_id: str, entry_ids: Sequence[str], now: datetime) -> None:
-    """Mark feed entries as seen without a document (e.g. filtered or failed permanently)."""
-    with db.write() as s:
-        for eid in entry_ids:
-            s.execute(
-                db.insert(SightingRow)
-                .values(source_id=source_id, entry_id=eid, document_id=None, seen_at=now)
-                .on_conflict_do_nothing()
-            )
 
 
 def _record_matches(

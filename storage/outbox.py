@@ -66,11 +66,6 @@ WAITING = ("pending", "held")
 REACHED = ("sent", "sending", "digested")
 
 
-def _insert(db: Database, table: Any) -> Any:
-    """db.insert() typed loosely: the dialect insert has on_conflict_do_nothing()."""
-    return db.insert(table)
-
-
 @dataclass(frozen=True)
 class _Ctx:
     """One record_alert call: where, what and when."""
@@ -111,7 +106,7 @@ def record_alert(
     """
     now = now or utcnow()
     ev_hash = evidence_hash(match.evidence)
-    match_id = _insert_match(session, db, match, document_id, story_id, ev_hash, now)
+    match_id = insert_match(session, db, match, document_id, story_id, ev_hash, now)
     existing = _find_alert(session, match.rule_id, story_id, ev_hash)
     if match_id is None and existing is not None:
         return AlertOutcome("duplicate", existing.id, None, existing.source_count)
@@ -160,7 +155,7 @@ def _new_alert(
             ctx.cfg.group_by, rule_id=m.rule_id, story_id=ctx.story_id, severity=m.severity
         ),
     }
-    stmt = _insert(ctx.db, AlertRow).values(**values).on_conflict_do_nothing().returning(AlertRow.id)
+    stmt = ctx.db.insert(AlertRow).values(**values).on_conflict_do_nothing().returning(AlertRow.id)
     alert_id = ctx.session.execute(stmt).scalar()
     if alert_id is None:
         return None
@@ -169,11 +164,12 @@ def _new_alert(
     return AlertOutcome("new", alert_id, ctx.match_id, values["source_count"], channels, silence)
 
 
-def _insert_match(
+def insert_match(
     s: Session, db: Database, m: Match, doc_id: int, story_id: int, ev_hash: str, now: datetime
 ) -> int | None:
+    """Record a match (ON CONFLICT DO NOTHING); its id, or None when the document already had it."""
     stmt = (
-        _insert(db, MatchRow)
+        db.insert(MatchRow)
         .values(
             document_id=doc_id,
             story_id=story_id,
@@ -317,7 +313,7 @@ def _enqueue(ctx: _Ctx, snap: Mapping[str, Any], kind: str, silence: int | None)
             "detail": {"silenced_by": silence} if silence is not None else None,
             "created_at": ctx.now,
         }
-        ctx.session.execute(_insert(ctx.db, DeliveryRow).values(**row).on_conflict_do_nothing())
+        ctx.session.execute(ctx.db.insert(DeliveryRow).values(**row).on_conflict_do_nothing())
         out.append(ch)
     return tuple(out)
 
@@ -366,7 +362,7 @@ def enqueue_notice(
             continue
         s_at = quiet_until(ch, cfg, now) or now
         session.execute(
-            _insert(db, DeliveryRow)
+            db.insert(DeliveryRow)
             .values(
                 idempotency_key=f"notice-{key}-{ch}"[:200],
                 channel=ch,

@@ -8,13 +8,13 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, case, delete, func, insert, select, update
+from sqlalchemy import Table, bindparam, case, func, insert, select, update
 from sqlalchemy.sql.dml import Update
 
 from crawler.types import SourceResult, SourceSpec, Validators
 
 from .db import Database
-from .models import DeliveryRow, DocumentRow, FetchLogRow, SightingRow, SnapshotRow, SourceRow
+from .models import FetchLogRow, SightingRow, SnapshotRow, SourceRow
 
 
 @dataclass(frozen=True)
@@ -301,18 +301,4 @@ def list_sources(db: Database, specs: Sequence[SourceSpec], *, now: datetime) ->
     return out
 
 
-def outbox_depth(db: Database) -> int:
-    with db.read() as s:
-        return int(
-            s.scalar(select(func.count()).select_from(DeliveryRow).where(DeliveryRow.state == "pending")) or 0
-        )
 
-
-def document_count(db: Database) -> int:
-    with db.read() as s:
-        return int(s.scalar(select(func.count()).select_from(DocumentRow)) or 0)
-
-
-def forget_source(db: Database, source_id: str) -> None:
-    with db.write() as s:
-        s.execute(delete(SourceRow).where(SourceRow.id == source_id))

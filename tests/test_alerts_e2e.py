@@ -89,10 +89,11 @@ def test_once_delivers_each_alert_once_to_every_channel(tmp_path: Path) -> None:
         assert len(hook.requests) == 1
         req = hook.requests[0]
         body = req.json()
-        assert body["alert"]["evidence"] == VENDOR if "alert" in body else VENDOR in req.body.decode()
+        assert body["event"] == "alert"
+        assert body["alert"]["evidence"] == VENDOR
         signature = hmac.new(b"s3cret", req.body, hashlib.sha256).hexdigest()
         assert req.headers["x-storywatch-signature"] == f"sha256={signature}"
-        assert req.headers.get("idempotency-key") or req.headers.get("x-storywatch-idempotency-key")
+        assert req.headers["idempotency-key"] == body["idempotency_key"]
 
         assert len(sink.messages) == 1
         rcpts, msg = sink.messages[0]

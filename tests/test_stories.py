@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -229,7 +230,7 @@ def test_same_article_under_ten_url_variants_is_one_document_one_alert(tmp_path:
 def test_two_processes_ingesting_the_same_feeds_at_once(tmp_path: Path, db_url: str) -> None:
     with Site() as site:
         sources = _wire_site(site, extended=False)
-        settings = _settings(tmp_path, db_url, sources)
+        _settings(tmp_path, db_url, sources)  # writes the rule file both processes read
         cfg = tmp_path / "storywatch.yaml"
         cfg.write_text(
             f'database: "{db_url}"\n'
@@ -254,14 +255,18 @@ def test_two_processes_ingesting_the_same_feeds_at_once(tmp_path: Path, db_url: 
             subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             for _ in range(2)
         ]
+        reports = []
         for p in procs:
-            _, stderr = p.communicate(timeout=120)
+            stdout, stderr = p.communicate(timeout=120)
             assert p.returncode == 0, stderr.decode()[-2000:]
+            reports.append(json.loads(stdout))
+        assert [r["failed"] for r in reports] == [[], []]
+        # every document was stored by exactly one of the two processes
+        assert sum(r["new_documents"] for r in reports) == 4
         docs, stories, alerts = _counts(db_url)
         assert stories == 3
         assert len([a for a in alerts if a.rule_id == "test.cluster"]) == 1
         assert docs == 4  # the same four documents a single pass stores
-        assert len(settings.sources) == 5
 
 
 def test_article_updated_in_place_is_reread_on_its_changed_sentences_only(tmp_path: Path, db_url: str) -> None:
