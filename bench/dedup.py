@@ -13,7 +13,9 @@
    story" over all document pairs; the baseline row is the 128/32/0.5 placeholder configuration.
 2. Throughput on one core: fingerprints/s (ours vs datasketch MinHash.bulk over the same shingles
    with its default SHA-1 hashing: the baseline), plus fingerprint + in-memory dict index
-   (query + insert), plus fingerprint + the full SQLite ingest (document row, lookup, index, story).
+   (query + insert), plus fingerprint + the full SQLite ingest (document row, lookup, index, story),
+   plus fingerprint + the SQLite index alone (lookup, band + signature rows, story) over document
+   rows stored beforehand: the "documents indexed per second on one core" of the target.
 3. Query time as the index grows (10k -> 1M documents): an IN-MEMORY index that mirrors the
    minhash_bands primary key ((band, hash) sorted per band, binary search, like the B-tree) holding
    synthetic documents (random signatures) plus the corpus; then the SQLITE-backed index
@@ -227,10 +229,41 @@ def ingest_batch(db: Database, batch: Sequence[tuple[str, str, Fingerprint]], th
             near = hit[0] if hit else None
             stories.append(
                 dedup_store.assign_story(
-                    s, db, doc, near_document_id=near, title=key, source_id="b", seen_at=NOW
+                    s, db, doc, near_document_id=near, title=key, source_id="b", seen_at=NOW, is_new=True
                 )
             )
     return stories
+
+
+def store_documents(db: Database, keyed: Sequence[tuple[str, str]]) -> list[int]:
+    """Document rows for (key, text) pairs, without indexing them (untimed set-up of the index run)."""
+    with db.write() as s:
+        return [
+            s.execute(
+                _DOC_INSERT,
+                {
+                    "canonical_url": f"bench://{key}", "url": f"bench://{key}", "source_id": "bench",
+                    "title": key, "text": text, "discovered": NOW, "origin": "article",
+                    "content_hash": hashlib.sha256(f"{key}\n{text}".encode()).hexdigest(),
+                },
+            ).scalar_one()
+            for key, text in keyed
+        ]  # fmt: skip
+
+
+def index_batch(db: Database, batch: Sequence[tuple[int, str]], threshold: float) -> None:
+    """Index stored documents (id, text): fingerprint, lookup, band + signature rows, story; one
+    write transaction for the batch. What "indexed" means in the issue's documents/s target."""
+    with db.write() as s:
+        fps = [(doc, OURS.fp(text)) for doc, text in batch]
+        dedup_store.lock_fingerprints(s, [fp for _, fp in fps])
+        for doc, fp in fps:
+            hit = dedup_store.find_near_duplicate(s, fp, threshold=threshold, exclude_document_id=doc)
+            dedup_store.index_document(s, db, doc, fp)
+            dedup_store.assign_story(
+                s, db, doc, near_document_id=hit[0] if hit else None, title="t", source_id="b",
+                seen_at=NOW, is_new=True,
+            )  # fmt: skip
 
 
 def quality_sqlite(docs: Sequence[BenchDoc], cfg: Config, tmp: Path) -> tuple[float, float]:
@@ -313,15 +346,31 @@ def throughput(texts: Sequence[str], tmp: Path) -> dict[str, Rate]:
             index.add(i, fp)
 
     out["memory"] = rate(len(texts), memory)
-    db = open_database(f"sqlite:///{tmp / 'throughput.db'}")
 
-    def ingest(size: int, prefix: str) -> None:
-        for i in range(0, len(texts), size):
-            batch = [(f"{prefix}{j}", t, OURS.fp(t)) for j, t in enumerate(texts[i : i + size], start=i)]
-            ingest_batch(db, batch, OURS.threshold)
+    def ingest(size: int, name: str) -> Rate:
+        db = open_database(f"sqlite:///{tmp / f'throughput-{name}.db'}")  # each run on an empty index
 
-    out["sqlite"] = rate(len(texts), lambda: ingest(1, "one"))
-    out["sqlite-batch"] = rate(len(texts), lambda: ingest(50, "batch"))
+        def run() -> None:
+            for i in range(0, len(texts), size):
+                batch = [(f"{name}{j}", t, OURS.fp(t)) for j, t in enumerate(texts[i : i + size], start=i)]
+                ingest_batch(db, batch, OURS.threshold)
+
+        try:
+            return rate(len(texts), run)
+        finally:
+            db.dispose()
+
+    out["sqlite"] = ingest(1, "one")
+    out["sqlite-batch"] = ingest(50, "batch")
+    db = open_database(f"sqlite:///{tmp / 'throughput-index.db'}")
+    ids = store_documents(db, [(f"index{i}", t) for i, t in enumerate(texts)])
+    pairs = list(zip(ids, texts, strict=True))
+
+    def index_all() -> None:
+        for i in range(0, len(pairs), 50):
+            index_batch(db, pairs[i : i + 50], OURS.threshold)
+
+    out["sqlite-index"] = rate(len(texts), index_all)
     db.dispose()
     return out
 
@@ -484,9 +533,15 @@ def report_throughput(texts: Sequence[str], tmp: Path) -> None:
         ("fingerprint + in-memory LSH query + insert", "memory"),
         ("fingerprint + SQLite ingest, 1 transaction/doc", "sqlite"),
         ("fingerprint + SQLite ingest, 50 docs/transaction", "sqlite-batch"),
+        ("fingerprint + SQLite index (rows stored before)", "sqlite-index"),
     ]
     for label, key in rows:
         print(f"  {label:50s} {t[key].cpu:7.0f} docs/s  ({t[key].wall:5.0f} wall)")
+    flag = "meets" if t["sqlite-index"].cpu >= 1000 else "MISSES"
+    print(
+        f"  indexed on one core (database-backed index, 50 docs/transaction): {t['sqlite-index'].cpu:.0f} "
+        f"docs/s ({flag} >= 1,000); full ingest incl. the document row: {t['sqlite-batch'].cpu:.0f} docs/s"
+    )
     print(f"  ratio ours/baseline (fingerprints, CPU): {t['fingerprint'].cpu / t['datasketch'].cpu:.2f}x")
 
 

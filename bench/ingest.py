@@ -12,8 +12,7 @@ process. Measured, in this order, against that one server:
    large as the requests in flight), bodies read, nothing else; then raw 304: the feeds re-fetched with
    If-None-Match (all 304). Requests in flight: ``--raw-concurrency``, else the fastest of 1/2/4/8/32
    on a 2,100-URL probe (httpx's pool slows down as connections are added: ~1,400 requests/s at 2,
-   ~300 at 64 on this machine type). The process imports crawler.fetch first, so httpcore runs under
-   the same conditions as in storywatch (see ``crawler.fetch._fail_fast_without_sniffio``).
+   ~300 at 64 on this machine type).
 2. naive baseline, on the first ``--naive-feeds`` feeds: sequential ``httpx.get`` (a new client and
    connection per request, as the function does), ``feedparser.parse`` of the feed bytes,
    ``BeautifulSoup(page, "lxml").get_text()`` (what ``BeautifulSoup(page)`` picks here) and one sqlite3
@@ -88,8 +87,6 @@ async def _raw(
     urls: list[str], concurrency: int, etags: dict[str, str] | None
 ) -> tuple[float, dict[str, str]]:
     import httpx
-
-    import crawler.fetch  # noqa: F401  (same httpcore conditions as storywatch: see _fail_fast_without_sniffio)
 
     gate = asyncio.Semaphore(concurrency)
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
@@ -197,8 +194,10 @@ def _settings(site: Site, tmp: str, concurrency: int, per_host: int) -> Any:
 
 def storywatch_child(site: Site, concurrency: int, per_host: int, profile: str | None, out: Any) -> None:
     """Cold pass, warm pass, peak RSS; the result dict goes through ``out`` (a Connection)."""
+    from sqlalchemy import func, select
+
     from storage.db import open_database
-    from storage.sources import document_count
+    from storage.models import DocumentRow
 
     with tempfile.TemporaryDirectory(prefix="swbench-") as tmp:
         settings = _settings(site, tmp, concurrency, per_host)
@@ -207,7 +206,8 @@ def storywatch_child(site: Site, concurrency: int, per_host: int, profile: str |
         warms = [_timed(settings, specs, f"{profile}.warm" if profile else None) for _ in range(REPEAT)]
         warm = min(warms, key=lambda w: float(w["pass_s"]))
         db = open_database(settings.database_url)
-        stored = document_count(db)
+        with db.read() as session:
+            stored = int(session.scalar(select(func.count()).select_from(DocumentRow)) or 0)
         db.dispose()
     outcomes, warm_outcomes = cold.pop("outcomes"), warm.pop("outcomes")
     failed = [o for o in outcomes if o.result.status == "error"]

@@ -9,9 +9,10 @@ fingerprint (no bands, similarity 0 to everything), so it never joins a story by
 
 The signature is datasketch's ``affine32`` MinHash (the datasketch >= 2.0 default scheme, its
 permutations for ``seed=1``), computed here in one vectorised numpy pass instead of datasketch's
-per-shingle Python hash loop; the shingle hash (CRC-32 of each word / the code point of each
-character, combined by multiply-shift) is ours. ``tests/test_dedup.py`` checks the signature equals
-``datasketch.MinHash(..., hashfunc=<our shingle hash>)`` bit for bit.
+per-shingle Python hash loop; the shingle hash (a polynomial hash of each word's UTF-8 bytes,
+:func:`word_units`, / the code point of each character, combined by multiply-shift) is ours.
+``tests/test_dedup.py`` checks the signature equals ``datasketch.MinHash(..., hashfunc=<our
+shingle hash>)`` bit for bit.
 
 LSH: the ``num_perm`` values are cut into ``bands`` bands of ``num_perm // bands`` rows; each band
 becomes one non-negative 63-bit integer (fits a signed BIGINT), the key of ``minhash_bands``. Two
@@ -26,7 +27,6 @@ and signatures must then be rebuilt (signatures of different lengths compare as 
 from __future__ import annotations
 
 import re
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -36,7 +36,7 @@ import numpy.typing as npt
 from datasketch import MinHash
 
 from .errors import ConfigError
-from .normalize import fold_text
+from .normalize import fold_words, word_bytes
 
 SEED = 1  # datasketch permutation seed: part of the stored format
 # Defaults measured by bench/dedup.py (syndicated reprints of real articles): 120 permutations in
@@ -103,14 +103,55 @@ def fingerprint(
 
 def shingle_hashes(text: str, *, word_k: int = WORD_K, char_k: int = CHAR_K) -> _U32:
     """The 32-bit hash of every shingle of ``text`` (duplicates kept, order of appearance)."""
-    folded = fold_text(text)  # normalize_text minus the whitespace collapsing \w+ does not need
+    folded = fold_words(text)  # normalize_text as far as \w+ runs go (all that shingles read)
     if is_unspaced(folded):
         chars = "".join(_WORD_RE.findall(folded))
         units = _fmix32(np.frombuffer(chars.encode("utf-32-le"), dtype=np.uint32))
         return _combine(units, char_k)
-    words = _WORD_RE.findall(folded)
-    units = np.fromiter(map(zlib.crc32, map(str.encode, words)), dtype=np.uint32, count=len(words))
-    return _combine(units, word_k)
+    return _combine(word_units(folded), word_k)
+
+
+def word_units(text: str) -> _U32:
+    """The 32-bit hash of every ``\\w+`` run of ``text``, in order, in one vectorised pass.
+
+    Each word's hash is ``fmix32`` of the polynomial ``sum(byte[j] * P**j) mod 2**32`` over its
+    UTF-8 bytes (:func:`word_unit_reference` is the plain-Python spec). With ``P`` odd, ``P`` is
+    invertible mod 2**32, so the sum over a word at offset ``s`` of the whole text's
+    ``byte[i] * P**i`` times ``P**-s`` is that word's polynomial, whatever its position: one
+    running sum and a few array operations for all words instead of a call per word.
+    """
+    data = np.frombuffer(b"\0" + word_bytes(text, separator=0) + b"\0", dtype=np.uint8)  # separators: 0
+    inside = data.view(np.bool_)
+    starts = np.flatnonzero(inside[1:] > inside[:-1]) + 1  # a word byte after a separator
+    if starts.size == 0:
+        return np.empty(0, dtype=np.uint32)
+    ends = np.flatnonzero(inside[:-1] > inside[1:])  # a word byte before a separator
+    powers, inverses = _powers(data.size)
+    running = np.cumsum(data * powers[: data.size], dtype=np.uint32)  # wraps mod 2**32
+    return _fmix32((running[ends] - running[starts - 1]) * inverses[starts])
+
+
+_P = 0x01000193  # the FNV-1 32-bit prime: odd, so invertible mod 2**32
+_P_INV = pow(_P, -1, 1 << 32)
+_POWERS: list[tuple[_U32, _U32]] = []
+
+
+def _powers(n: int) -> tuple[_U32, _U32]:
+    """``P**i`` and ``P**-i`` mod 2**32 for i < n (at least; grown by doubling, kept)."""
+    if not _POWERS or _POWERS[0][0].size < n:
+        size = max(n, 2 * _POWERS[0][0].size if _POWERS else 1 << 16)
+        up = np.full(size, _P, dtype=np.uint32)
+        up[0] = 1
+        down = np.full(size, _P_INV, dtype=np.uint32)
+        down[0] = 1
+        _POWERS[:] = [(np.cumprod(up, dtype=np.uint32), np.cumprod(down, dtype=np.uint32))]
+    return _POWERS[0]
+
+
+def word_unit_reference(word: bytes) -> int:
+    """One word's unit hash in plain Python (the spec :func:`word_units` vectorises)."""
+    poly = sum(b * pow(_P, j, 1 << 32) for j, b in enumerate(word)) % (1 << 32)
+    return int(_fmix32(np.array([poly], dtype=np.uint32))[0])
 
 
 def is_unspaced(text: str) -> bool:
@@ -187,7 +228,7 @@ def band_hashes(signatures: _U32, bands: int) -> npt.NDArray[np.int64]:
 
 
 def band_tuple(signature: _U32, bands: int) -> tuple[int, ...]:
-    return tuple(int(h) for h in band_hashes(signature[None, :], bands)[0])
+    return tuple(band_hashes(signature[None, :], bands)[0].tolist())
 
 
 def _check_layout(num_perm: int, bands: int) -> None:
@@ -255,4 +296,6 @@ __all__ = [
     "fingerprint_from_signature",
     "minhash",
     "shingle_hashes",
+    "word_unit_reference",
+    "word_units",
 ]

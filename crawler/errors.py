@@ -24,9 +24,26 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class StorywatchError(Exception):
-    """Base of every error storywatch raises on purpose."""
+    """Base of every error storywatch raises on purpose.
+
+    Picklable whatever the subclass's constructor (most take keyword-only ``url``/``source_id``/...
+    that ``Exception``'s default pickling cannot pass back): errors raised in a worker process
+    reach the main process with their message and attributes intact.
+    """
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_restore, (type(self), self.args, dict(self.__dict__)))
+
+
+def _restore(cls: type[StorywatchError], args: tuple[Any, ...], state: dict[str, Any]) -> StorywatchError:
+    err = cls.__new__(cls)
+    Exception.__init__(err, *args)
+    err.__dict__.update(state)
+    return err
 
 
 class ConfigError(StorywatchError):

@@ -65,9 +65,16 @@ def extract_article(body: bytes, *, url: str, content_type: str | None = None) -
 def _without_title(text: str, title: str) -> str:
     """Drop paragraphs that only repeat the headline (a styled title inside the text container)."""
     key = title.casefold()
-    if not key or key not in text.casefold():
+    if not key:
         return text
-    kept = "\n\n".join(p for p in text.split("\n\n") if p.casefold() != key)
+    # casefold() never shortens a string and at most triples it: only paragraphs of a length in
+    # [len(key) / 3, len(key)] can fold to the title, so the rest are never casefolded (it is slow).
+    n = len(key)
+    paragraphs = text.split("\n\n")
+    repeats = [n <= 3 * len(p) and len(p) <= n and p.casefold() == key for p in paragraphs]
+    if not any(repeats):
+        return text
+    kept = "\n\n".join(p for p, repeat in zip(paragraphs, repeats, strict=True) if not repeat)
     return kept or text
 
 

@@ -1,8 +1,9 @@
 """Async HTTP for storywatch: guarded, capped, polite, conditional.
 
 ``Fetcher`` owns one shared ``httpx.AsyncClient`` (no redirects, no environment proxies, no cookie
-jar) and turns one URL into one ``crawler.types.Fetched``, or raises a ``crawler.errors.FetchError``
-subclass naming the source id and URL. What happens next (back-off, retry) is the caller's call.
+jar) whose transport is ``crawler.netguard.GuardedTransport``, and turns one URL into one
+``crawler.types.Fetched``, or raises a ``crawler.errors.FetchError`` subclass naming the source id
+and URL. What happens next (back-off, retry) is the caller's call.
 
 One ``fetch()``, step by step:
 
@@ -15,7 +16,8 @@ One ``fetch()``, step by step:
 3. the connection goes through ``crawler.netguard``: the host is resolved, every address checked
    (loopback, private, link-local... refused unless allow-listed) and the checked IP is dialled;
 4. redirects (at most ``max_redirects``, loops refused) are followed here, so every hop repeats
-   steps 2-3; Authorization and Cookie headers are dropped once a redirect changes origin;
+   steps 2-3; Authorization and Cookie headers are dropped once a redirect changes origin
+   (credentials in a hop's URL, ``http://user:pass@host/``, are httpx's Basic auth for that hop);
 5. the body is streamed and decoded by ``crawler.decoding``; DECODED bytes are counted and the
    download is aborted past ``max_body_bytes``; corrupt or truncated compression is an error;
 6. ``deadline`` bounds the network time of the whole fetch (all hops and the body) on top of
@@ -26,10 +28,10 @@ One ``fetch()``, step by step:
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import http.cookiejar
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urljoin, urlsplit
@@ -135,19 +137,12 @@ def host_key(url: str) -> str:
 
 
 class _Budget:
-    """The overall deadline, spent only while a hop is on the network."""
+    """The overall deadline, spent only while a hop is on the network (see ``Fetcher._hop``)."""
+
+    __slots__ = ("left",)
 
     def __init__(self, seconds: float) -> None:
         self.left = seconds
-
-    @contextlib.asynccontextmanager
-    async def spend(self) -> AsyncIterator[None]:
-        started = time.monotonic()
-        try:
-            async with asyncio.timeout(max(self.left, 0.0)):
-                yield
-        finally:
-            self.left -= time.monotonic() - started
 
 
 @dataclass(frozen=True)
@@ -169,9 +164,19 @@ class _Call:
     truncate: bool  # robots.txt: keep the first `limit` bytes instead of failing
 
 
-def _no_cookie_jar() -> http.cookiejar.CookieJar:
-    """A jar that stores nothing: sources never share cookies through the shared client."""
-    return http.cookiejar.CookieJar(policy=http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+class _NoCookieJar(http.cookiejar.CookieJar):
+    """A jar that stores and sends nothing: sources never share cookies through the shared client.
+
+    A cookie is sent only when the caller passes a Cookie header. Overriding the jar's two entry
+    points (rather than a policy that refuses every domain) also skips parsing every response's
+    headers into a ``Set-Cookie`` message only to throw the result away.
+    """
+
+    def add_cookie_header(self, request: object) -> None:
+        pass
+
+    def extract_cookies(self, response: object, request: object) -> None:
+        pass
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:
@@ -194,10 +199,12 @@ class Fetcher:
             transport=GuardedTransport(backend, limits, httpx.create_ssl_context(trust_env=False)),
             follow_redirects=False,
             trust_env=False,
-            cookies=_no_cookie_jar(),
+            cookies=_NoCookieJar(),
             timeout=httpx.Timeout(s.read_timeout, connect=s.connect_timeout, pool=s.deadline),
             headers={"User-Agent": s.user_agent, "Accept-Encoding": ", ".join(SUPPORTED)},
         )
+        # A host's literal-address verdict never changes for one policy: decided once per host.
+        self._literal_block_reason = functools.lru_cache(maxsize=4096)(self._policy.literal_block_reason)
         self._gate = HostGate(s.per_host_concurrency, s.per_host_min_gap, s.global_concurrency)
         self._robots = RobotsCache(s.robots_ttl, s.robots_error_ttl)
 
@@ -228,16 +235,11 @@ class Fetcher:
         check_url_scheme(url, source_id=source_id)
         if check_robots and self.settings.respect_robots:
             await self._require_robots_allow(url, source_id)
-        request_headers = httpx.Headers(headers or {})
-        request_headers["Accept"] = accept or request_headers.get("Accept", "*/*")
-        if validators is not None and validators.etag:
-            request_headers["If-None-Match"] = validators.etag
-        if validators is not None and validators.last_modified:
-            request_headers["If-Modified-Since"] = validators.last_modified
+        request_headers = _request_headers(headers, accept, validators)
         call = _Call(url, source_id, self.settings.max_body_bytes, truncate=False)
         return await self._get(call, request_headers, validators or Validators())
 
-    async def _get(self, call: _Call, headers: httpx.Headers, old: Validators) -> Fetched:
+    async def _get(self, call: _Call, headers: httpx.Headers | None, old: Validators) -> Fetched:
         started, fetched_at = time.monotonic(), datetime.now(UTC)
         budget = _Budget(self.settings.deadline)
         current = call.url
@@ -247,7 +249,7 @@ class Fetcher:
             if hop.location is None:
                 return _fetched(call.url, hop, tuple(hops), fetched_at, time.monotonic() - started, old)
             target = self._redirect_target(call, current, hop.location, hops)
-            if _origin(target) != _origin(current):
+            if headers is not None and _origin(target) != _origin(current):
                 headers = httpx.Headers(
                     [(k, v) for k, v in headers.multi_items() if k not in CREDENTIAL_HEADERS]
                 )
@@ -269,17 +271,24 @@ class Fetcher:
             )
         return target
 
-    async def _hop(self, call: _Call, url: str, headers: Mapping[str, str], budget: _Budget) -> _Hop:
+    async def _hop(self, call: _Call, url: str, headers: httpx.Headers | None, budget: _Budget) -> _Hop:
+        """One request: the literal-address check, the host's turn, then the exchange on the budget."""
         host = host_key(url)
-        reason = self._policy.literal_block_reason(host)
+        reason = self._literal_block_reason(host)
         if reason is not None:
             raise BlockedURLError(f"{reason}; not fetched", url=url, source_id=call.source_id)
         self._raise_if_paused(call, url, host)
-        with self._translate_errors(call, url):
+        try:
             async with self._gate.slot(host):
                 self._raise_if_paused(call, url, host)
-                async with budget.spend():
-                    return await self._exchange(call, url, headers)
+                started = time.monotonic()
+                try:
+                    async with asyncio.timeout(max(budget.left, 0.0)):
+                        return await self._exchange(call, url, headers)
+                finally:
+                    budget.left -= time.monotonic() - started
+        except _TRANSLATED as exc:
+            raise self._translate(call, url, exc) from exc
 
     def _raise_if_paused(self, call: _Call, url: str, host: str) -> None:
         paused = self._gate.paused(host)
@@ -290,12 +299,11 @@ class Fetcher:
             )
             raise HostPaused(message, url=url, status=status, retry_after=left, source_id=call.source_id)
 
-    async def _exchange(self, call: _Call, url: str, headers: Mapping[str, str]) -> _Hop:
-        response = await self._client.send(
-            self._client.build_request("GET", url, headers=headers), stream=True
-        )
+    async def _exchange(self, call: _Call, url: str, headers: httpx.Headers | None) -> _Hop:
+        request = self._client.build_request("GET", url, headers=headers)
+        response = await self._client.send(request, stream=True)
         try:
-            hop_headers = {name.lower(): value for name, value in response.headers.items()}
+            hop_headers = dict(response.headers.items())  # lower-cased names, repeats joined by ", "
             status = response.status_code
             if status in REDIRECT_STATUSES:
                 return _Hop(url, status, hop_headers, location=self._location(call, url, status, hop_headers))
@@ -304,7 +312,7 @@ class Fetcher:
             if status in (204, 304):
                 await self._finish_empty(response)
                 return _Hop(url, status, hop_headers, b"")
-            return _Hop(url, status, hop_headers, await self._read_body(call, url, response))
+            return _Hop(url, status, hop_headers, await self._read_body(call, url, response, hop_headers))
         finally:
             await response.aclose()
 
@@ -313,7 +321,7 @@ class Fetcher:
         """Read a 204/304 to its (empty) end, so that httpcore keeps the connection alive: a response
         closed before its end closes the connection, and every 304 would cost a new TCP/TLS setup."""
         async for _ in response.aiter_raw():
-            break  # h11 frames 204/304 without a body: nothing arrives, the loop ends at once
+            pass  # h11 frames 204/304 without a body: nothing arrives, the loop ends at once
 
     @staticmethod
     def _location(call: _Call, url: str, status: int, headers: Mapping[str, str]) -> str:
@@ -344,15 +352,19 @@ class Fetcher:
             message, url=url, status=status, retry_after=retry_after, source_id=call.source_id
         )
 
-    async def _read_body(self, call: _Call, url: str, response: httpx.Response) -> bytes:
-        decoder = BodyDecoder(response.headers.get("content-encoding"))
-        declared = response.headers.get("content-length", "")
+    async def _read_body(
+        self, call: _Call, url: str, response: httpx.Response, headers: Mapping[str, str]
+    ) -> bytes:
+        decoder = BodyDecoder(headers.get("content-encoding"))
+        declared = headers.get("content-length", "")
         if decoder.identity and declared.isdigit() and int(declared) > call.limit and not call.truncate:
             raise BodyTooLarge(
                 f"Content-Length {declared} is over the {call.limit}-byte cap; not downloaded",
                 url=url,
                 source_id=call.source_id,
             )
+        if decoder.identity:
+            return await self._read_identity(call, url, response)
         body = bytearray()
         async for raw in response.aiter_raw():
             for piece in decoder.feed(raw):
@@ -362,6 +374,19 @@ class Fetcher:
             if self._append_capped(call, url, body, piece):
                 return bytes(body)
         return bytes(body)
+
+    async def _read_identity(self, call: _Call, url: str, response: httpx.Response) -> bytes:
+        """An unencoded body: chunks kept as they come and joined once (usually there is one)."""
+        chunks: list[bytes] = []
+        size = 0
+        async for raw in response.aiter_raw():
+            if size + len(raw) > call.limit:
+                body = bytearray(b"".join(chunks))
+                self._append_capped(call, url, body, raw)  # raises, or truncates at the cap
+                return bytes(body)
+            chunks.append(raw)
+            size += len(raw)
+        return b"".join(chunks)
 
     @staticmethod
     def _append_capped(call: _Call, url: str, body: bytearray, piece: bytes) -> bool:
@@ -378,29 +403,23 @@ class Fetcher:
             source_id=call.source_id,
         )
 
-    @contextlib.contextmanager
-    def _translate_errors(self, call: _Call, url: str) -> Iterator[None]:
-        """Turn transport, timeout and decoding failures into crawler.errors with context."""
+    def _translate(self, call: _Call, url: str, exc: Exception) -> FetchError:
+        """Transport, timeout and decoding failures as crawler.errors with context."""
         s, source_id = self.settings, call.source_id
-        try:
-            yield
-        except BlockedAddressError as exc:
-            raise BlockedURLError(f"{exc.reason}; not fetched", url=url, source_id=source_id) from exc
-        except TimeoutError as exc:
-            raise FetchTimeout(
+        if isinstance(exc, BlockedAddressError):
+            return BlockedURLError(f"{exc.reason}; not fetched", url=url, source_id=source_id)
+        if isinstance(exc, TimeoutError):
+            return FetchTimeout(
                 f"overall deadline of {s.deadline:g} s exceeded", url=url, source_id=source_id
-            ) from exc
-        except httpx.ConnectTimeout as exc:
-            raise FetchTimeout(
-                f"connect timeout ({s.connect_timeout:g} s)", url=url, source_id=source_id
-            ) from exc
-        except httpx.TimeoutException as exc:
+            )
+        if isinstance(exc, httpx.ConnectTimeout):
+            return FetchTimeout(f"connect timeout ({s.connect_timeout:g} s)", url=url, source_id=source_id)
+        if isinstance(exc, httpx.TimeoutException):
             message = f"no data for {s.read_timeout:g} s ({type(exc).__name__})"
-            raise FetchTimeout(message, url=url, source_id=source_id) from exc
-        except (ContentDecodingError, httpx.DecodingError) as exc:
-            raise DecodeError(f"{exc}; body discarded", url=url, source_id=source_id) from exc
-        except (httpx.TransportError, httpx.InvalidURL) as exc:
-            raise FetchError(f"{type(exc).__name__}: {exc}", url=url, source_id=source_id) from exc
+            return FetchTimeout(message, url=url, source_id=source_id)
+        if isinstance(exc, (ContentDecodingError, httpx.DecodingError)):
+            return DecodeError(f"{exc}; body discarded", url=url, source_id=source_id)
+        return FetchError(f"{type(exc).__name__}: {exc}", url=url, source_id=source_id)
 
     async def _require_robots_allow(self, url: str, source_id: str | None) -> None:
         rules = await self._robots.rules_for(url, lambda robots: self._load_robots(robots, source_id))
@@ -418,7 +437,7 @@ class Fetcher:
     async def _load_robots(self, robots_url: str, source_id: str | None) -> RobotsRules:
         call = _Call(robots_url, source_id, self.settings.robots_max_bytes, truncate=True)
         try:
-            fetched = await self._get(call, httpx.Headers({"Accept": "text/plain, */*;q=0.5"}), Validators())
+            fetched = await self._get(call, _ROBOTS_HEADERS, Validators())
         except HTTPStatusError as exc:
             if 400 <= exc.status < 500 and exc.status != 429:
                 return RobotsRules.allow_all()
@@ -430,6 +449,38 @@ class Fetcher:
         except FetchError as exc:
             return RobotsRules.failed(type(exc).__name__)
         return RobotsRules.parse(fetched.body)
+
+
+def _request_headers(
+    extra: Mapping[str, str] | None, accept: str | None, validators: Validators | None
+) -> httpx.Headers | None:
+    """The caller's headers, Accept and validators, merged by the client over its defaults (User-Agent,
+    Accept: */*, Accept-Encoding...); None when there is nothing to add to them."""
+    etag = validators.etag if validators is not None else None
+    last_modified = validators.last_modified if validators is not None else None
+    if not extra and not accept and not etag and not last_modified:
+        return None
+    headers = httpx.Headers(extra)
+    if accept:
+        headers["Accept"] = accept
+    if etag:
+        headers["If-None-Match"] = etag
+    if last_modified:
+        headers["If-Modified-Since"] = last_modified
+    return headers
+
+
+_ROBOTS_HEADERS = httpx.Headers({"Accept": "text/plain, */*;q=0.5"})
+
+# What ``Fetcher._hop`` turns into crawler.errors (``Fetcher._translate``); anything else propagates.
+_TRANSLATED = (
+    BlockedAddressError,
+    TimeoutError,
+    httpx.TransportError,  # timeouts, network and protocol errors, unsupported protocol
+    httpx.InvalidURL,
+    httpx.DecodingError,
+    ContentDecodingError,
+)
 
 
 def _fetched(

@@ -324,6 +324,44 @@ def fold_text(text: str) -> str:
     return text.lower()
 
 
+_INVISIBLE_RE = re.compile("[" + "".join(chr(k) for k, v in _TEXT_TABLE.items() if v is None) + "]")
+
+
+def fold_words(text: str) -> str:
+    """:func:`fold_text` as far as word characters go: the same ``\\w+`` runs, ~30% cheaper.
+
+    NFKC, invisible characters (zero-width, soft hyphen) dropped, lower-cased; the quotes and dashes
+    that :func:`fold_text` unifies are non-word characters either way, so they are left alone.
+    """
+    text = unicodedata.normalize("NFKC", text)
+    if not text.isascii():
+        text = _INVISIBLE_RE.sub("", text)
+    return text.lower()
+
+
+# word_bytes: ASCII bytes that are not word characters become separators; every byte >= 0x80 is kept (it
+# belongs to a multi-byte character, and non-word non-ASCII characters were replaced before encoding).
+_WORD_BYTES = {
+    sep: bytes(b if b >= 0x80 or chr(b).isalnum() or b == 0x5F else sep for b in range(256))
+    for sep in (0, 0x20)
+}
+_NON_WORD_NON_ASCII_RE = re.compile(r"[^\x00-\x7f\w]")
+
+
+def word_bytes(text: str, *, separator: int = 0x20) -> bytes:
+    """``text`` in UTF-8 with every non-word character (not ``\\w``) replaced by the byte
+    ``separator`` (a space, or 0): its words are the runs of other bytes."""
+    if not text.isascii():
+        text = _NON_WORD_NON_ASCII_RE.sub(" ", text)
+    return text.encode("utf-8", "surrogatepass").translate(_WORD_BYTES[separator])
+
+
+def word_tokens(text: str) -> list[bytes]:
+    """The UTF-8 bytes of every ``\\w+`` run of ``text``, in order: ``re.findall(r"\\w+", text)``,
+    encoded, computed ~3x faster (a byte translation table and ``bytes.split``, no match objects)."""
+    return word_bytes(text).split()
+
+
 def normalize_text(text: str) -> str:
     """NFKC, quotes/dashes unified, zero-width characters dropped, lower-cased, whitespace collapsed."""
     return " ".join(fold_text(text).split())
@@ -344,12 +382,14 @@ _ABBREVIATIONS = frozenset(
     }
 )  # fmt: skip
 _NUMBER_ABBREVIATIONS = frozenset({"no", "nos", "fig", "vol", "pp"})
+# One leading character class (then a lookbehind picks the branch): re scans for a leading class
+# ~7x faster than it tries an alternation at every position.
 _TERMINATOR_RE = re.compile(
-    r"[.!?…]+[\"'”’»)\]]*(?=\s+[\"'“‘«(\[]?[\d\w])"  # Latin: end mark, closers, space, next word
-    r"|[。！？]+[」』”’\"'）)]*"  # CJK: no space needed
+    r"[.!?…。！？]"
+    r"(?:(?<=[.!?…])[.!?…]*[\"'”’»)\]]*(?=\s+[\"'“‘«(\[]?[\d\w])"  # Latin: end marks, closers, space, word
+    r"|(?<=[。！？])[。！？]*[」』”’\"'）)]*)"  # CJK: no space needed
 )
-_WORD_BEFORE_RE = re.compile(r"(\S+)$")
-_KEY_WORD_RE = re.compile(r"\w+")
+_NEXT_CHAR_RE = re.compile(r"\s*(\S)")
 
 
 def split_sentences(text: str) -> list[str]:
@@ -368,32 +408,38 @@ def _split_line(line: str) -> list[str]:
     pieces: list[str] = []
     start = 0
     for match in _TERMINATOR_RE.finditer(line):
-        if match.group(0)[0] == "." and _continues(line, start, match):
+        if line[match.start()] == "." and _continues(line, start, match):
             continue
         pieces.append(line[start : match.end()])
         start = match.end()
     pieces.append(line[start:])
-    return [" ".join(p.split()) for p in pieces if p.strip()]
+    return [" ".join(words) for words in map(str.split, pieces) if words]
 
 
 def _continues(line: str, start: int, match: re.Match[str]) -> bool:
-    """A period that does not end the sentence: after an abbreviation or initial, or before lower case."""
-    rest = line[match.end() :].lstrip()
-    if rest[:1].islower():
+    """A period that does not end the sentence: after an abbreviation or initial, or before lower case.
+
+    Looks only at the characters around the match (no slicing of the rest of the line), so a long
+    paragraph is split in linear time.
+    """
+    after = _NEXT_CHAR_RE.match(line, match.end())
+    if after is not None and after.group(1).islower():
         return True
-    found = _WORD_BEFORE_RE.search(line[start : match.start()])
-    if found is None:
+    end = match.start()
+    begin = end
+    while begin > start and not line[begin - 1].isspace():
+        begin -= 1
+    if begin == end:
         return False
-    word = found.group(1).lstrip("\"'“‘([").lower()
+    word = line[begin:end].lstrip("\"'“‘([").lower()
     if word in _NUMBER_ABBREVIATIONS:  # "No. 1" but "No. Prices rose"
-        return rest[:1].isdigit()
+        return after is not None and after.group(1).isdigit()
     return (len(word) == 1 and word.isalpha()) or word in _ABBREVIATIONS
 
 
 def sentence_key(sentence: str) -> str:
     """A key for "the same sentence": SHA-256 (hex) of its normalised words, punctuation ignored."""
-    words = _KEY_WORD_RE.findall(normalize_text(sentence))
-    return hashlib.sha256(" ".join(words).encode("utf-8")).hexdigest()
+    return hashlib.sha256(b" ".join(word_tokens(fold_text(sentence)))).hexdigest()
 
 
 __all__ = [
@@ -402,10 +448,13 @@ __all__ = [
     "canonicalize_url",
     "content_hash",
     "fold_text",
+    "fold_words",
     "normalize_text",
     "sentence_key",
     "split_sentences",
     "unwrap_search_redirect",
+    "word_bytes",
+    "word_tokens",
 ]
 
 

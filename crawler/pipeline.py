@@ -37,7 +37,7 @@ import functools
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
@@ -312,7 +312,11 @@ async def _feed_documents(
     rt: Runtime, spec: SourceSpec, fetched: Fetched, now: datetime
 ) -> tuple[list[_Prepared], list[str], FeedHints, tuple[datetime, ...]]:
     """Parse, fetch the new entries' articles (I/O), then extract them as one batch (CPU)."""
-    feed = parse_feed(fetched.body, url=fetched.final_url, headers=fetched.headers, source_id=spec.id)
+    url, headers = fetched.final_url, fetched.headers
+    if rt.offload is not None:
+        feed = await rt.offload.parse(fetched.body, url=url, headers=headers, source_id=spec.id)
+    else:
+        feed = parse_feed(fetched.body, url=url, headers=headers, source_id=spec.id)
     warnings = list(feed.warnings)
     keys = {e.entry_id: normalize.entry_key(e.entry_id, e.title, e.summary) for e in feed.entries}
     fresh_ids = store_sources.unseen_entries(rt.db, spec.id, list(keys.values()))
@@ -519,23 +523,37 @@ def prepare_many(
     known = store_ingest.lookup_many(rt.db, [(d.canonical_url, d.content_hash, d.aliases) for d in docs])
     params = text_params(rt.settings)
     given = analyses if analyses is not None else [None] * len(docs)
+    updated = [
+        k.document_id
+        for doc, k in zip(docs, known, strict=True)
+        if k is not None and k.content_hash != doc.content_hash and k.canonical_url == doc.canonical_url
+    ]
+    stored = store_ingest.document_texts(rt.db, updated)
     return [
-        _decide(rt.rules, doc, k, a or analyse(doc, params))
+        _decide(rt.rules, doc, k, a or analyse(doc, params), stored)
         for doc, k, a in zip(docs, known, given, strict=True)
     ]
 
 
 def _decide(
-    rules: RuleSet, doc: Document, known: store_ingest.Known | None, analysis: Analysis
+    rules: RuleSet,
+    doc: Document,
+    known: store_ingest.Known | None,
+    analysis: Analysis,
+    stored: Mapping[int, str],
 ) -> store_ingest.IngestItem:
     if known is not None and known.content_hash == doc.content_hash:
         return store_ingest.IngestItem(doc, None)  # same text: alias + sighting only
     if known is not None and known.canonical_url == doc.canonical_url:
+        # updated in place: the rules read only the sentences the stored version did not have
+        old = {
+            normalize.sentence_key(s) for s in normalize.split_sentences(stored.get(known.document_id, ""))
+        }
         sentences = normalize.split_sentences(doc.text)
-        new_text = "\n\n".join(s for s in sentences if normalize.sentence_key(s) not in known.sentence_keys)
+        new_text = "\n\n".join(s for s in sentences if normalize.sentence_key(s) not in old)
         matches = evaluate(rules, doc, new_text) if new_text else ()
-        return store_ingest.IngestItem(doc, None, matches, analysis.keys, update_of=known.document_id)
-    return store_ingest.IngestItem(doc, analysis.fingerprint, evaluate(rules, doc, doc.text), analysis.keys)
+        return store_ingest.IngestItem(doc, None, matches, update_of=known.document_id)
+    return store_ingest.IngestItem(doc, analysis.fingerprint, evaluate(rules, doc, doc.text))
 
 
 def evaluate(rules: RuleSet, doc: Document, text: str) -> tuple[Match, ...]:

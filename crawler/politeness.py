@@ -9,9 +9,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
@@ -46,12 +44,27 @@ class HostGate:
         self._next_start: dict[str, float] = {}
         self._paused: dict[str, tuple[float, int]] = {}
 
-    @contextlib.asynccontextmanager
-    async def slot(self, host: str) -> AsyncIterator[None]:
-        async with self._hosts.setdefault(host, asyncio.Semaphore(self._per_host)):
-            await self._wait_turn(host)
-            async with self._global:
-                yield
+    def slot(self, host: str) -> _Slot:
+        """``async with gate.slot(host):`` waits for the host's turn and holds its place meanwhile."""
+        return _Slot(self, host)
+
+    async def _enter(self, host: str) -> asyncio.Semaphore:
+        per_host = self._hosts.get(host)
+        if per_host is None:
+            per_host = self._hosts[host] = asyncio.Semaphore(self._per_host)
+        await per_host.acquire()
+        try:
+            if self._min_gap > 0:  # with no gap, every start is due at once: nothing to wait for
+                await self._wait_turn(host)
+            await self._global.acquire()
+        except BaseException:
+            per_host.release()
+            raise
+        return per_host
+
+    def _leave(self, per_host: asyncio.Semaphore) -> None:
+        self._global.release()
+        per_host.release()
 
     async def _wait_turn(self, host: str) -> None:
         now = time.monotonic()
@@ -67,6 +80,27 @@ class HostGate:
 
     def paused(self, host: str) -> tuple[float, int] | None:
         """(seconds left, status that caused it) while the host is paused, else None."""
+        if not self._paused:
+            return None
         until, status = self._paused.get(host, (0.0, 0))
         left = until - time.monotonic()
         return (left, status) if left > 0 else None
+
+
+class _Slot:
+    """One request's place at a ``HostGate`` (a plain class: entered for every request)."""
+
+    __slots__ = ("_gate", "_held", "_host")
+
+    def __init__(self, gate: HostGate, host: str) -> None:
+        self._gate = gate
+        self._host = host
+        self._held: asyncio.Semaphore | None = None
+
+    async def __aenter__(self) -> None:
+        self._held = await self._gate._enter(self._host)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._held is not None:
+            self._gate._leave(self._held)
+            self._held = None

@@ -71,7 +71,13 @@ class RobotsCache:
 
     async def rules_for(self, url: str, load: Loader) -> RobotsRules:
         key = robots_url(url)
-        async with self._locks.setdefault(key, asyncio.Lock()):
+        cached = self._entries.get(key)
+        if cached is not None and cached[0] > self._clock():
+            return cached[1]  # the usual case: no lock to take, nothing to load
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
+        async with lock:
             cached = self._entries.get(key)
             if cached is not None and cached[0] > self._clock():
                 return cached[1]

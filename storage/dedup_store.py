@@ -33,15 +33,15 @@ from datetime import datetime
 from functools import lru_cache
 from typing import cast
 
-from sqlalchemy import LargeBinary, Table, bindparam, func, insert, literal, select, text, union, update
+from sqlalchemy import Table, bindparam, func, literal, select, text, union
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.elements import TextClause
 
 from crawler.dedup import Fingerprint, estimate_jaccard_many
 from crawler.errors import StorageError
 
 from .db import Database
 from .models import DocumentRow, MatchRow, SightingRow, StoryRow, UTCDateTime
+from .rawsql import Raw, raw
 
 MAX_CANDIDATES = 200  # verified per lookup, those sharing the most bands first
 _LOCK_NAMESPACE = 0x5357_4C53  # first key of pg_advisory_xact_lock(int4, int4): "SWLS"
@@ -89,21 +89,20 @@ def find_near_duplicate(
     params["limit"] = MAX_CANDIDATES
     if exclude_document_id is not None:
         params["exclude"] = exclude_document_id
-    query = _candidates_sql(len(fp.bands), exclude_document_id is not None)
-    rows = session.execute(query, params).all()
+    rows = raw(session).execute(_candidates_sql(len(fp.bands), exclude_document_id is not None), params)
     return _best(fp, [(int(r[0]), bytes(r[1])) for r in rows], threshold)
 
 
 @lru_cache(maxsize=16)
-def _candidates_sql(bands: int, exclude: bool) -> TextClause:
+def _candidates_sql(bands: int, exclude: bool) -> str:
     """One statement: probe the (band, hash) primary key once per band, rank, fetch the signatures.
 
-    Plain SQL (cached per band count) because building the equivalent 40-term expression costs
-    milliseconds per lookup in SQLAlchemy; it runs unchanged on SQLite and PostgreSQL.
+    Plain SQL run through :class:`storage.rawsql.Raw` (building the equivalent 40-term expression
+    costs milliseconds per lookup in SQLAlchemy); it runs unchanged on SQLite and PostgreSQL.
     """
     values = ", ".join(f"({i}, CAST(:h{i} AS BIGINT))" for i in range(bands))
     where = "WHERE b.document_id <> :exclude " if exclude else ""
-    return text(
+    return (
         f"WITH q(band, hash) AS (VALUES {values}) "
         "SELECT s.document_id, s.signature FROM minhash_signatures s JOIN ("
         "SELECT b.document_id AS document_id, count(*) AS shared FROM q "
@@ -150,36 +149,50 @@ def _int4(value: int) -> int:
 
 _DOCS = cast(Table, DocumentRow.__table__)
 _STORIES = cast(Table, StoryRow.__table__)
-# Core statements on tables, built once: the ORM unit of work costs milliseconds per document.
-_DOC_STORY = select(_DOCS.c.story_id, _DOCS.c.title, _DOCS.c.source_id, _DOCS.c.discovered).where(
+_AT = _STORIES.c.first_seen.type  # UTCDateTime: how story times are bound (Raw.bind)
+# Plain SQL through storage.rawsql.Raw: SQLAlchemy's per-statement cost is several times the
+# statement's own on these small writes, and a document runs each of them once.
+_DOC_STORY_SQL = "SELECT story_id FROM documents WHERE id = :doc"
+_SET_STORY_SQL = "UPDATE documents SET story_id = :story WHERE id = :doc"
+_NEW_STORY_SQL = (
+    "INSERT INTO stories (title, first_document_id, first_source_id, first_seen, updated_at) "
+    "VALUES (:title, :doc, :src, :at, :at) RETURNING id"
+)
+_SIGNATURE_SQL = (
+    "INSERT INTO minhash_signatures (document_id, signature) VALUES (:doc, :sig) ON CONFLICT DO NOTHING"
+)
+_JOIN_STORY_SQL = (
+    "UPDATE stories SET"
+    " updated_at = CASE WHEN updated_at < :at THEN :at ELSE updated_at END,"
+    " first_document_id = CASE WHEN first_seen > :at THEN :doc ELSE first_document_id END,"
+    " first_source_id = CASE WHEN first_seen > :at THEN :src ELSE first_source_id END,"
+    " first_seen = CASE WHEN first_seen > :at THEN :at ELSE first_seen END"
+    " WHERE id = :story"
+)
+_DOC_FOR_STORY = select(_DOCS.c.story_id, _DOCS.c.title, _DOCS.c.source_id, _DOCS.c.discovered).where(
     _DOCS.c.id == bindparam("doc")
 )
-_SET_STORY = update(_DOCS).where(_DOCS.c.id == bindparam("doc")).values(story_id=bindparam("story"))
-_NEW_STORY = insert(_STORIES).returning(_STORIES.c.id)
-
-_SIGNATURE_SQL = text(
-    "INSERT INTO minhash_signatures (document_id, signature) VALUES (:doc, :sig) ON CONFLICT DO NOTHING"
-).bindparams(bindparam("sig", type_=LargeBinary()))
 
 
 def index_document(session: Session, db: Database, document_id: int, fp: Fingerprint) -> None:
     """Add ``document_id`` to the index (its band hashes and signature); a repeat is a no-op.
 
-    Two cached ``INSERT ... ON CONFLICT DO NOTHING`` statements (the same syntax on SQLite and
-    PostgreSQL, so ``db`` is only kept for the callers' symmetry); all bands go in one statement.
+    Two ``INSERT ... ON CONFLICT DO NOTHING`` statements (the same syntax on SQLite and PostgreSQL,
+    so ``db`` is only kept for the callers' symmetry); all bands go in one statement.
     """
     if fp.empty:
         return
     params: dict[str, object] = {f"h{i}": h for i, h in enumerate(fp.bands)}
     params.update(doc=document_id, sig=fp.signature)
-    session.execute(_index_sql(len(fp.bands)), params)
-    session.execute(_SIGNATURE_SQL, params)
+    r = raw(session)
+    r.execute(_index_sql(len(fp.bands)), params)
+    r.execute(_SIGNATURE_SQL, params)
 
 
 @lru_cache(maxsize=16)
-def _index_sql(bands: int) -> TextClause:
+def _index_sql(bands: int) -> str:
     values = ", ".join(f"({i}, :h{i}, :doc)" for i in range(bands))
-    return text(f"INSERT INTO minhash_bands (band, hash, document_id) VALUES {values} ON CONFLICT DO NOTHING")
+    return f"INSERT INTO minhash_bands (band, hash, document_id) VALUES {values} ON CONFLICT DO NOTHING"
 
 
 def assign_story(
@@ -191,63 +204,58 @@ def assign_story(
     title: str,
     source_id: str,
     seen_at: datetime,
+    is_new: bool = False,
 ) -> int:
     """Put ``document_id`` in its near-duplicate's story, or in a new story; return the story id.
 
-    Idempotent: a document that already has a story keeps it. Joining a story moves its
+    Idempotent: a document that already has a story keeps it (``is_new``: the caller has just
+    inserted the document, so it has none and the check is skipped). Joining a story moves its
     ``updated_at`` forward, and its ``first_*`` fields back when this document was seen earlier
     (a backfilled older copy). A near-duplicate without a story (indexed outside this function)
-    gets a story of its own first. Writes go through Core statements: ORM objects already loaded
-    in ``session`` are not refreshed. ``db`` is accepted for symmetry with :func:`index_document`.
+    gets a story of its own first. Writes are plain SQL: ORM objects already loaded in
+    ``session`` are not refreshed. ``db`` is accepted for symmetry with :func:`index_document`.
     """
-    current = session.execute(_DOC_STORY, {"doc": document_id}).first()
-    if current is None:
-        raise StorageError(f"cannot assign a story: document {document_id} does not exist")
-    if current.story_id is not None:
-        return int(current.story_id)
+    r = raw(session)
+    if not is_new:
+        current = r.execute(_DOC_STORY_SQL, {"doc": document_id})
+        if not current:
+            raise StorageError(f"cannot assign a story: document {document_id} does not exist")
+        if current[0][0] is not None:
+            return int(current[0][0])
     story_id = _story_of(session, near_document_id) if near_document_id is not None else None
     if story_id is None:
-        story_id = _new_story(session, title=title, document_id=document_id, source_id=source_id, at=seen_at)
+        story_id = _new_story(r, title=title, document_id=document_id, source_id=source_id, at=seen_at)
     else:
-        _join_story(session, story_id, document_id=document_id, source_id=source_id, at=seen_at)
-    session.execute(_SET_STORY, {"doc": document_id, "story": story_id})
+        _join_story(r, story_id, document_id=document_id, source_id=source_id, at=seen_at)
+    r.execute(_SET_STORY_SQL, {"doc": document_id, "story": story_id})
     return story_id
 
 
 def _story_of(session: Session, document_id: int) -> int | None:
-    row = session.execute(_DOC_STORY, {"doc": document_id}).first()
-    if row is None:
+    r = raw(session)
+    found = r.execute(_DOC_STORY_SQL, {"doc": document_id})
+    if not found:
         return None
-    if row.story_id is not None:
-        return int(row.story_id)
+    if found[0][0] is not None:
+        return int(found[0][0])
+    row = session.execute(_DOC_FOR_STORY, {"doc": document_id}).one()  # rare: indexed without a story
     story_id = _new_story(
-        session, title=row.title, document_id=document_id, source_id=row.source_id, at=row.discovered
+        r, title=row.title, document_id=document_id, source_id=row.source_id, at=row.discovered
     )
-    session.execute(_SET_STORY, {"doc": document_id, "story": story_id})
+    r.execute(_SET_STORY_SQL, {"doc": document_id, "story": story_id})
     return story_id
 
 
-def _new_story(session: Session, *, title: str, document_id: int, source_id: str, at: datetime) -> int:
-    values = {
-        "title": title, "first_document_id": document_id, "first_source_id": source_id,
-        "first_seen": at, "updated_at": at,
-    }  # fmt: skip
-    return int(session.execute(_NEW_STORY, values).scalar_one())
+def _new_story(r: Raw, *, title: str, document_id: int, source_id: str, at: datetime) -> int:
+    values = {"title": title, "doc": document_id, "src": source_id, "at": r.bind(_AT, at)}
+    return int(r.execute(_NEW_STORY_SQL, values)[0][0])
 
 
-_JOIN_STORY = text(
-    "UPDATE stories SET"
-    " updated_at = CASE WHEN updated_at < :at THEN :at ELSE updated_at END,"
-    " first_document_id = CASE WHEN first_seen > :at THEN :doc ELSE first_document_id END,"
-    " first_source_id = CASE WHEN first_seen > :at THEN :src ELSE first_source_id END,"
-    " first_seen = CASE WHEN first_seen > :at THEN :at ELSE first_seen END"
-    " WHERE id = :story"
-).bindparams(bindparam("at", type_=UTCDateTime()))
-
-
-def _join_story(session: Session, story_id: int, *, document_id: int, source_id: str, at: datetime) -> None:
+def _join_story(r: Raw, story_id: int, *, document_id: int, source_id: str, at: datetime) -> None:
     """Move ``updated_at`` forward and, for an earlier sighting, ``first_*`` back (one atomic UPDATE)."""
-    session.execute(_JOIN_STORY, {"at": at, "doc": document_id, "src": source_id, "story": story_id})
+    r.execute(
+        _JOIN_STORY_SQL, {"at": r.bind(_AT, at), "doc": document_id, "src": source_id, "story": story_id}
+    )
 
 
 def story_sources(session: Session, story_id: int) -> list[str]:

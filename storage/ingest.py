@@ -25,6 +25,7 @@ from crawler.types import Document, Match
 from . import dedup_store, outbox
 from .db import Database
 from .models import AlertRow, AliasRow, DocumentRow, SightingRow
+from .rawsql import raw
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,6 @@ class Known:
     document_id: int
     canonical_url: str
     content_hash: str
-    sentence_keys: frozenset[str]
     story_id: int | None
 
 
@@ -41,7 +41,6 @@ class IngestItem:
     document: Document
     fingerprint: Fingerprint | None
     matches: tuple[Match, ...] = ()
-    sentence_keys: tuple[str, ...] = ()
     update_of: int | None = None  # an existing document updated in place
 
 
@@ -73,7 +72,6 @@ _KNOWN_COLS = (
     DocumentRow.id,
     DocumentRow.canonical_url,
     DocumentRow.content_hash,
-    DocumentRow.sentence_hashes,
     DocumentRow.story_id,
 )
 
@@ -110,8 +108,17 @@ def _lookup_chunk(s: Session, keys: Sequence[tuple[str, str, Sequence[str]]]) ->
 
 
 def _known(row: Any) -> Known:
-    keys = frozenset((row.sentence_hashes or {}).get("keys", ()))
-    return Known(row.id, row.canonical_url, row.content_hash, keys, row.story_id)
+    return Known(row.id, row.canonical_url, row.content_hash, row.story_id)
+
+
+def document_texts(db: Database, ids: Sequence[int]) -> dict[int, str]:
+    """The stored text of each document id (for the rare in-place update: its sentences are
+    compared with the new version's, so the stored ones never need keys of their own)."""
+    if not ids:
+        return {}
+    with db.read() as s:
+        rows = s.execute(select(DocumentRow.id, DocumentRow.text).where(DocumentRow.id.in_(list(ids)))).all()
+    return {int(i): str(t) for i, t in rows}
 
 
 def _lookup(s: Session, canonical_url: str, content_hash: str, aliases: Sequence[str] = ()) -> Known | None:
@@ -175,28 +182,28 @@ class _Batch:
         for url in dict.fromkeys((doc.canonical_url, doc.url, *doc.aliases)):
             if url:
                 self.aliases.append({"url": url, "document_id": doc_id})
-        entry = doc.entry_id or doc.canonical_url
-        self.s.execute(
-            _statements(self.db).sighting,
+        r = raw(self.s)
+        r.execute(
+            _SIGHTING_SQL,
             {
                 "source_id": doc.source_id,
-                "entry_id": entry,
+                "entry_id": doc.entry_id or doc.canonical_url,
                 "document_id": doc_id,
                 "url": doc.url,
-                "seen_at": doc.discovered,
+                "seen_at": r.bind(_SEEN_AT, doc.discovered),
             },
         )
 
     def flush_aliases(self) -> None:
         if self.aliases:
-            self.s.execute(_statements(self.db).alias, self.aliases)
+            raw(self.s).executemany(_ALIAS_SQL, self.aliases)
             self.aliases = []
 
 
 _DOCS = cast(Table, DocumentRow.__table__)
-_ALIASES = cast(Table, AliasRow.__table__)
 _SIGHTINGS = cast(Table, SightingRow.__table__)
 _ALERTS = cast(Table, AlertRow.__table__)
+_SEEN_AT = _SIGHTINGS.c.seen_at.type
 _DOC_COLUMNS = (
     "canonical_url",
     "url",
@@ -209,7 +216,6 @@ _DOC_COLUMNS = (
     "author",
     "language",
     "origin",
-    "sentence_hashes",
 )
 _ANY_ALERT = select(_ALERTS.c.id).where(_ALERTS.c.story_id == bindparam("story")).limit(1)
 _RAISE_COUNTS = (
@@ -219,40 +225,32 @@ _RAISE_COUNTS = (
 )
 
 
-@dataclass(frozen=True)
-class _Statements:
-    document: Any
-    sighting: Any
-    alias: Any
-
-
-_BUILT: dict[str, _Statements] = {}
-
-
-def _statements(db: Database) -> _Statements:
-    """Statements built once per dialect: building a statement costs far more than running it."""
-    built = _BUILT.get(db.dialect)
-    if built is None:
-        doc = (
-            db.insert(_DOCS)
-            .values({c: bindparam(c, type_=_DOCS.c[c].type) for c in _DOC_COLUMNS})
-            .on_conflict_do_nothing()
-            .returning(_DOCS.c.id)
-        )
-        cols = ("source_id", "entry_id", "document_id", "url", "seen_at")
-        sighting = db.insert(_SIGHTINGS).values({c: bindparam(c, type_=_SIGHTINGS.c[c].type) for c in cols})
-        alias = db.insert(_ALIASES).on_conflict_do_nothing()
-        built = _BUILT[db.dialect] = _Statements(doc, sighting.on_conflict_do_nothing(), alias)
-    return built
+# Plain SQL through storage.rawsql.Raw (SQLAlchemy's per-statement cost is several times these
+# small writes' own); the same text runs on SQLite and PostgreSQL.
+_DOCUMENT_SQL = (
+    f"INSERT INTO documents ({', '.join(_DOC_COLUMNS)}) VALUES ({', '.join(':' + c for c in _DOC_COLUMNS)}) "
+    "ON CONFLICT DO NOTHING RETURNING id"
+)
+_SIGHTING_SQL = (
+    "INSERT INTO sightings (source_id, entry_id, document_id, url, seen_at) "
+    "VALUES (:source_id, :entry_id, :document_id, :url, :seen_at) ON CONFLICT DO NOTHING"
+)
+_ALIAS_SQL = (
+    "INSERT INTO document_aliases (url, document_id) VALUES (:url, :document_id) ON CONFLICT DO NOTHING"
+)
+_BOUND = {c: _DOCS.c[c].type for c in ("published", "discovered")}
 
 
 def _ingest_one(b: _Batch, item: IngestItem) -> IngestResult:
     doc = item.document
     if item.update_of is not None:
         return _update_in_place(b, item)
-    values = {c: getattr(doc, c) for c in _DOC_COLUMNS if c != "sentence_hashes"}
-    values["sentence_hashes"] = {"keys": list(item.sentence_keys)}
-    inserted = b.s.execute(_statements(b.db).document, values).scalar()
+    r = raw(b.s)
+    values = {c: getattr(doc, c) for c in _DOC_COLUMNS}
+    for column, type_ in _BOUND.items():
+        values[column] = r.bind(type_, values[column])
+    rows = r.execute(_DOCUMENT_SQL, values)
+    inserted = rows[0][0] if rows else None
     if inserted is None:  # someone stored it first: an alias and a sighting only
         known = _lookup(b.s, doc.canonical_url, doc.content_hash)
         if known is None:  # pragma: no cover - conflicting row vanished (deleted concurrently)
@@ -275,11 +273,7 @@ def _update_in_place(b: _Batch, item: IngestItem) -> IngestResult:
     clash = s.scalars(
         select(DocumentRow.id).where(DocumentRow.content_hash == doc.content_hash, DocumentRow.id != doc_id)
     ).first()
-    values: dict[str, object] = {
-        "title": doc.title,
-        "text": doc.text,
-        "sentence_hashes": {"keys": list(item.sentence_keys)},
-    }
+    values: dict[str, object] = {"title": doc.title, "text": doc.text}
     if clash is None:
         values["content_hash"] = doc.content_hash
     s.execute(update(DocumentRow).where(DocumentRow.id == doc_id).values(**values))
@@ -304,10 +298,16 @@ def _assign_story(
         near = hit[0] if hit else None
         dedup_store.index_document(s, db, doc_id, fp)
     story_id = dedup_store.assign_story(
-        s, db, doc_id, near_document_id=near, title=doc.title, source_id=doc.source_id, seen_at=now
+        s,
+        db,
+        doc_id,
+        near_document_id=near,
+        title=doc.title,
+        source_id=doc.source_id,
+        seen_at=now,
+        is_new=True,
     )
     return story_id, near is None
-
 
 
 def _record_matches(

@@ -119,7 +119,6 @@ class DocumentRow(Base):
     language: Mapped[str | None] = mapped_column(String(16))
     origin: Mapped[str] = mapped_column(String(16), default="article")
     story_id: Mapped[int | None] = mapped_column(ForeignKey("stories.id"), index=True)
-    sentence_hashes: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # for in-place updates
 
 
 class AliasRow(Base):

@@ -5,14 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import zlib
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 from datasketch import MinHash
 
-from crawler import dedup
+from crawler import dedup, normalize
 from crawler.dedup import (
     Fingerprint,
     candidate_probability,
@@ -59,11 +59,29 @@ def test_signature_is_datasketch_affine32_minhash_of_our_shingles() -> None:
         assert np.array_equal(ours, reference.hashvalues)
 
 
-def test_word_shingles_hash_crc32_words_by_the_reference_formula() -> None:
+def test_word_shingles_hash_words_by_the_reference_formula() -> None:
     words = ["meituan", "has", "released", "longcat", "2", "0", "a", "mixture", "of", "experts", "language"]
-    units = [zlib.crc32(w.encode()) for w in words]
+    units = [dedup.word_unit_reference(w.encode()) for w in words]
     expected = [shingle_hash_reference(units[i : i + 5]) for i in range(len(units) - 4)]
     assert shingle_hashes(" ".join(words)).tolist() == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Meituan's LongCat-2.0: 50,000 cards (domestic)...",
+        "  leading and trailing  ",
+        "naïve café — über_straße «quoted» 5×3 ½",
+        "x",
+        "",
+        "!!! ---",
+        "a" * 70_000 + " b",  # longer than the first table of powers
+    ],
+)
+def test_word_units_are_the_reference_hash_of_each_regex_word(text: str) -> None:
+    words = [w.encode() for w in re.findall(r"\w+", text)]
+    assert dedup.word_units(text).tolist() == [dedup.word_unit_reference(w) for w in words]
+    assert normalize.word_tokens(text) == words
 
 
 def test_chinese_uses_character_shingles() -> None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import base64
+import re
 from urllib.parse import quote
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from crawler import normalize
 from crawler.normalize import (
     TRACKING_PARAMS,
     canonicalize_url,
@@ -254,3 +256,27 @@ def test_sentence_key_ignores_case_punctuation_and_quote_style() -> None:
     assert a == sentence_key("  Meituan   said it used Huawei's HCCL!  ")
     assert a != sentence_key("Meituan said it used Nvidia's NCCL.")
     assert len(a) == 64
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Meituan\u2019s \u201cLongCat\u201d \u2014 re\u00adleased\u200b today",
+        "ＬｏｎｇＣａｔ－２．０ ｆｕｌｌ\ufeffwidth",
+        "plain ascii, with 'quotes' - and dashes",
+        "美团发布了\u200dLongCat",
+    ],
+)
+def test_fold_words_keeps_the_words_of_fold_text(text: str) -> None:
+    assert normalize.word_tokens(normalize.fold_words(text)) == normalize.word_tokens(
+        normalize.fold_text(text)
+    )
+
+
+@given(st.text())
+@settings(max_examples=300)
+def test_fold_words_and_word_tokens_agree_with_the_regex_on_any_text(text: str) -> None:
+    folded = normalize.fold_text(text)
+    expected = [w.encode("utf-8", "surrogatepass") for w in re.findall(r"\w+", folded)]
+    assert normalize.word_tokens(folded) == expected
+    assert normalize.word_tokens(normalize.fold_words(text)) == expected

@@ -12,10 +12,13 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from crawler.config import Settings, parse_settings
+from crawler.errors import ParseError
 from crawler.fetch import Fetcher, FetchSettings
+from crawler.parse import parse_feed
 from crawler.pipeline import run_pass
 from crawler.runner import open_runtime
 from crawler.types import SourceSpec, Validators
+from crawler.workers import Offload
 from storage.db import open_database
 from storage.ingest import IngestItem, ingest, lookup_many
 from storage.models import DocumentRow, FetchLogRow, SourceRow
@@ -218,3 +221,23 @@ def test_304_responses_keep_the_connection_alive() -> None:
     assert asyncio.run(go()) == [304] * 5
     assert server.connections == 1
     server.sock.close()
+
+
+def test_feeds_parsed_in_the_worker_process_equal_inline_and_errors_keep_where() -> None:
+    item = {"title": "One", "link": "http://example.org/1", "guid": "g1", "description": "d"}
+    body = rss([item | {"pubDate": "Mon, 02 Nov 2026 10:00:00 GMT"}]).encode()
+    offload = Offload(1)
+    try:
+        got = asyncio.run(offload.parse(body, url="http://example.org/f", headers={}, source_id="f1"))
+        assert got == parse_feed(body, url="http://example.org/f", headers={}, source_id="f1")
+        assert [e.entry_id for e in got.entries] == ["g1"]
+        bad = b"\x00\x01 not a feed"
+        try:
+            asyncio.run(offload.parse(bad, url="http://example.org/x", headers={}, source_id="f2"))
+        except ParseError as exc:  # raised in the worker, rebuilt here with its attributes
+            assert (exc.url, exc.source_id) == ("http://example.org/x", "f2")
+            assert str(exc).startswith("[f2] http://example.org/x: ")
+        else:
+            raise AssertionError("a body that is no feed must raise ParseError")
+    finally:
+        offload.close()
