@@ -156,7 +156,7 @@ def word_unit_reference(word: bytes) -> int:
 
 def is_unspaced(text: str) -> bool:
     """Whether ``text`` is mostly written in a script without spaces between words."""
-    if _UNSPACED_RE.search(text) is None:
+    if text.isascii() or _UNSPACED_RE.search(text) is None:
         return False
     nonspace = len(text) - sum(map(text.count, " \n\t\r"))
     return len(_UNSPACED_RE.findall(text)) >= UNSPACED_RATIO * nonspace

@@ -85,12 +85,18 @@ def find_near_duplicate(
         return None
     if lock:
         lock_fingerprint(session, fp)
-    params: dict[str, int] = {f"h{i}": h for i, h in enumerate(fp.bands)}
+    params: dict[str, int] = dict(zip(_band_names(len(fp.bands)), fp.bands, strict=True))
     params["limit"] = MAX_CANDIDATES
     if exclude_document_id is not None:
         params["exclude"] = exclude_document_id
     rows = raw(session).execute(_candidates_sql(len(fp.bands), exclude_document_id is not None), params)
     return _best(fp, [(int(r[0]), bytes(r[1])) for r in rows], threshold)
+
+
+@lru_cache(maxsize=16)
+def _band_names(bands: int) -> tuple[str, ...]:
+    """The parameter names ``h0 .. h{bands-1}`` of the band statements (built once per layout)."""
+    return tuple(f"h{i}" for i in range(bands))
 
 
 @lru_cache(maxsize=16)
@@ -182,7 +188,7 @@ def index_document(session: Session, db: Database, document_id: int, fp: Fingerp
     """
     if fp.empty:
         return
-    params: dict[str, object] = {f"h{i}": h for i, h in enumerate(fp.bands)}
+    params: dict[str, object] = dict(zip(_band_names(len(fp.bands)), fp.bands, strict=True))
     params.update(doc=document_id, sig=fp.signature)
     r = raw(session)
     r.execute(_index_sql(len(fp.bands)), params)

@@ -299,6 +299,3 @@ def list_sources(db: Database, specs: Sequence[SourceSpec], *, now: datetime) ->
             )
         )
     return out
-
-
-
