@@ -159,6 +159,17 @@ class DedupConfig(_Model):
         return self
 
 
+def _repeat_interval(value: Any) -> float:
+    """A repeat interval: 0 or more seconds (``-6h`` is refused as negative, not as "not a duration")."""
+    text = str(value).strip() if not isinstance(value, bool) else ""
+    seconds = -1.0 if text.startswith("-") else parse_duration(value)
+    if seconds < 0:
+        raise ValueError(
+            f"{value!r} is negative: repeat_interval is 0 (never repeat) or a duration such as 6h"
+        )
+    return seconds
+
+
 class ChannelConfig(_Model):
     """One alert channel. Which keys apply depends on ``type``."""
 
@@ -174,6 +185,7 @@ class ChannelConfig(_Model):
     max_tries: int = Field(8, ge=1)
     timeout: Duration = 15.0
     template: str | None = None  # path to a Jinja2 template overriding the default
+    repeat_interval: Duration | None = None  # None = alerts.repeat_interval; 0 = never repeat here
     # slack / webhook
     url: SecretStr | None = None
     secret: SecretStr | None = None  # webhook HMAC key
@@ -185,8 +197,14 @@ class ChannelConfig(_Model):
     password: SecretStr | None = None
     sender: str | None = None
     recipients: tuple[str, ...] = ()
+    ca_file: str | None = None  # PEM CA bundle trusted for this server's TLS certificate (not the system's)
     # apprise
     urls: tuple[SecretStr, ...] = ()
+
+    @field_validator("repeat_interval", mode="before")
+    @classmethod
+    def _repeat_not_negative(cls, v: Any) -> Any:
+        return v if v is None else _repeat_interval(v)
 
     @model_validator(mode="after")
     def _required(self) -> ChannelConfig:
@@ -216,19 +234,24 @@ class AlertsConfig(_Model):
     )
     routes: tuple[RouteConfig, ...] = ()  # empty = every rule to every enabled channel
     group_by: tuple[Literal["rule", "story", "severity"], ...] = ("rule", "story")
-    repeat_interval: Duration = 0.0  # 0 = never re-send an unchanged alert
+    repeat_interval: Duration = 0.0  # 0 = never send "still developing" repeats
     notify_updates: bool = True  # "now reported by N sources" updates
     relay_interval: Duration = 5.0
     lease: Duration = 120.0
     health_channel: str | None = None  # channel receiving source health notices
 
+    @field_validator("repeat_interval", mode="before")
+    @classmethod
+    def _repeat_not_negative(cls, v: Any) -> Any:
+        return _repeat_interval(v)
+
+    def repeat_interval_for(self, channel: str) -> float:
+        """Seconds between "still developing" repeats on ``channel`` (its own setting, else the global)."""
+        own = self.channels[channel].repeat_interval
+        return self.repeat_interval if own is None else own
+
     @model_validator(mode="after")
     def _routes_known(self) -> AlertsConfig:
-        if self.repeat_interval:
-            raise ValueError(
-                "repeat_interval is reserved and not supported yet: leave it at 0 (an unchanged alert is "
-                "sent once; new sources arrive as updates when notify_updates is on)"
-            )
         for i, route in enumerate(self.routes):
             for ch in route.channels:
                 if ch not in self.channels:

@@ -11,8 +11,8 @@ Rules, precisely:
   alerted (in this story or, for a reprint that landed in another story, any story) is a
   *corroboration*: ``source_count``/``corroborations`` go up, and when ``notify_updates`` is on and
   the number of distinct sources grew, an ``update`` delivery is queued for each channel the alert
-  already reached. Updates coalesce: while an alert or update row for that alert and channel is
-  still waiting (pending/held), its payload is refreshed instead of adding a row.
+  already reached. Updates coalesce: while an alert, update or repeat row for that alert and
+  channel is still waiting (pending/held), its alert snapshot is refreshed instead of adding a row.
 - The same document recording the same match again is a ``duplicate``: nothing changes.
 - An active silence matching the rule (see crawler.alerts.routing.silence_matches) creates the
   alert, and its deliveries in state ``silenced``: they are never sent by the relay, stay visible
@@ -23,6 +23,9 @@ Rules, precisely:
 - Digest channels: deliveries are ``held`` until their period ends; the relay's
   ``compose_digests`` turns the due ones into ONE ``digest`` delivery per channel and period
   and marks them ``digested``.
+- Repeats are not written here: the relay's ``compose_repeats`` queues a ``repeat`` row when an
+  alert kept being corroborated after its last notice and the repeat interval has passed (see
+  :mod:`crawler.alerts.repeats`).
 
 The relay's queries (claims, leases, digests, marks) are in :mod:`storage.outbox_relay`.
 """
@@ -134,7 +137,7 @@ def _new_alert(
     head, url = _headline(ctx.session, ctx.story_id, ctx.document_id, m, headline, link)
     merged = merge_sources([], sources)
     details = match_details(m, sources=merged, headline=head, link=url)
-    silence = _active_silence(ctx.session, m.rule_id, ctx.story_id, m.labels, ctx.now)
+    silence = active_silence(ctx.session, m.rule_id, ctx.story_id, m.labels, ctx.now)
     if silence is not None:
         details["silenced_by"] = silence
     values: dict[str, Any] = {
@@ -211,15 +214,21 @@ def _headline(
     return head, link or (doc.url if doc else None)
 
 
-def _active_silence(
-    s: Session, rule_id: str, story_id: int, labels: Mapping[str, str], now: datetime
-) -> int | None:
+def active_silences(s: Session, now: datetime) -> list[tuple[int, dict[str, Any]]]:
+    """(id, matcher) of every silence active at ``now``."""
     rows = s.execute(
         select(SilenceRow.id, SilenceRow.matcher).where(SilenceRow.starts_at <= now, SilenceRow.ends_at > now)
     ).all()
-    for sid, matcher in rows:
+    return [(int(sid), dict(matcher)) for sid, matcher in rows]
+
+
+def active_silence(
+    s: Session, rule_id: str, story_id: int, labels: Mapping[str, str], now: datetime
+) -> int | None:
+    """The id of a silence matching this rule, story and labels at ``now``, or None."""
+    for sid, matcher in active_silences(s, now):
         if silence_matches(matcher, rule_id=rule_id, story_id=story_id, labels=labels):
-            return int(sid)
+            return sid
     return None
 
 
@@ -238,6 +247,11 @@ def _snapshot(alert_id: int, v: Mapping[str, Any]) -> dict[str, Any]:
         created_at=v["created_at"],
         details=v["details"],
     )
+
+
+def alert_snapshot(row: AlertRow) -> dict[str, Any]:
+    """The current payload snapshot of a stored alert (what a repeat shows)."""
+    return _snapshot(row.id, _row_values(row))
 
 
 def _row_values(row: AlertRow) -> dict[str, Any]:
@@ -279,7 +293,7 @@ def _corroborate(
     )
     _link_match(ctx.session, ctx.match_id, row.id)
     channels: tuple[str, ...] = ()
-    silence = _active_silence(ctx.session, row.rule_id, row.story_id, ctx.match.labels, ctx.now)
+    silence = active_silence(ctx.session, row.rule_id, row.story_id, ctx.match.labels, ctx.now)
     if count > old and ctx.cfg.notify_updates:
         channels = _enqueue(ctx, _snapshot(row.id, values), "update", silence)
     return AlertOutcome("corroborated", row.id, ctx.match_id, count, channels, silence)
@@ -320,22 +334,26 @@ def _enqueue(ctx: _Ctx, snap: Mapping[str, Any], kind: str, silence: int | None)
 
 def _coalesce(s: Session, alert_id: int, channel: str, snap: Mapping[str, Any]) -> bool | None:
     """True: a waiting row now carries the new snapshot; False: the alert never reached this channel
-    (silenced, failed...), so no update; None: it did, queue a new update row."""
+    (silenced, failed...), so no update; None: it did, queue a new update row.
+
+    A waiting repeat keeps its ``repeat`` facts (what the previous notice said) and gets the new
+    snapshot, so it reports every source that arrived before it is sent.
+    """
     rows = s.execute(
-        select(DeliveryRow.id, DeliveryRow.kind, DeliveryRow.state).where(
+        select(DeliveryRow.id, DeliveryRow.kind, DeliveryRow.state, DeliveryRow.payload).where(
             DeliveryRow.alert_id == alert_id, DeliveryRow.channel == channel
         )
     ).all()
-    for rid, kind, state in rows:
-        if state in WAITING and kind in ("alert", "update"):
+    for rid, kind, state, payload in rows:
+        if state in WAITING and kind in ("alert", "update", "repeat"):
             res = s.execute(
                 update(DeliveryRow)
                 .where(DeliveryRow.id == rid, DeliveryRow.state.in_(WAITING))
-                .values(payload={"kind": kind, "alert": dict(snap)})
+                .values(payload={**dict(payload or {}), "kind": kind, "alert": dict(snap)})
             )
             if getattr(res, "rowcount", 0):
                 return True
-    return None if any(k == "alert" and st in REACHED for _, k, st in rows) else False
+    return None if any(k == "alert" and st in REACHED for _, k, st, _p in rows) else False
 
 
 def enqueue_notice(

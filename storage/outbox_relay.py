@@ -1,4 +1,9 @@
-"""The relay's side of the outbox: digests, leases (claims), and the outcome of each attempt.
+"""The relay's side of the outbox: repeats, digests, leases (claims), and the outcome of each attempt.
+
+:func:`compose_repeats` queues "still developing" repeats (the rule is in
+:mod:`crawler.alerts.repeats`); :func:`compose_digests` folds held rows into digests. Both are
+safe with several relays: a repeat's idempotency key is unique (``repeat-{alert}-{channel}-{n}``,
+inserted with ON CONFLICT DO NOTHING) and the alert rows are locked SKIP LOCKED while deciding.
 
 :func:`claim` leases due rows of one channel (PostgreSQL: ``FOR UPDATE SKIP LOCKED``; SQLite: the
 ``BEGIN IMMEDIATE`` write transaction serialises claimers); tries are counted at claim time, so a
@@ -14,16 +19,35 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from crawler.alerts.payload import digest_payload
-from crawler.alerts.routing import digest_period, period_label, quiet_until
+from crawler.alerts.payload import digest_payload, repeat_payload
+from crawler.alerts.repeats import (
+    NOTICE_KINDS,
+    WAITING,
+    Notice,
+    RepeatDue,
+    fresh_since,
+    repeat_due,
+    repeat_key,
+)
+from crawler.alerts.routing import (
+    digest_period,
+    period_label,
+    quiet_until,
+    routed_channels,
+    schedule,
+    silence_matches,
+)
 from crawler.alerts.views import ClaimedDelivery
-from crawler.config import ChannelConfig
+from crawler.config import AlertsConfig, ChannelConfig
 
 from .db import Database
-from .models import DeliveryRow
+from .models import AlertRow, DeliveryRow
+from .outbox import active_silences, alert_snapshot
+
+MAX_REPEATS_PER_PASS = 100  # repeats queued per relay pass (one short write transaction)
 
 
 def _insert(db: Database, table: Any) -> Any:
@@ -34,6 +58,195 @@ def _any(db: Database, *where: Any) -> bool:
     """A read-only probe, so an idle relay never takes SQLite's write lock."""
     with db.read() as s:
         return s.execute(select(DeliveryRow.id).where(*where).limit(1)).first() is not None
+
+
+def compose_repeats(db: Database, cfg: AlertsConfig, now: datetime) -> int:
+    """Queue the "still developing" repeats due at ``now``, one per (alert, channel). Returns rows queued.
+
+    Only alerts corroborated within two intervals can be due (crawler.alerts.repeats, rule 6).
+    A read-only probe (an idle relay never takes SQLite's write lock) narrows them with one
+    aggregate, then decides exactly; each due pair is decided again in a short write transaction
+    holding its alert row (SKIP LOCKED: one held by another relay or an ingest waits for the next
+    pass) and inserted under its unique key. At most MAX_REPEATS_PER_PASS rows per pass.
+    """
+    intervals = {n: cfg.repeat_interval_for(n) for n, ch in cfg.channels.items() if ch.enabled}
+    intervals = {n: sec for n, sec in intervals.items() if sec > 0}
+    if not intervals:
+        return 0
+    with db.read() as s:
+        maybe = _maybe_due(s, intervals, now)[: 4 * MAX_REPEATS_PER_PASS]  # a burst drains over passes
+        if not maybe:
+            return 0
+        alerts = s.scalars(select(AlertRow).where(AlertRow.id.in_({a for a, _ in maybe}))).all()
+        notices = _notices(s, [a.id for a in alerts], set(intervals))
+        silences = [m for _, m in active_silences(s, now)]
+    rows = {a.id: a for a in alerts}
+    pairs = [
+        (a, ch)
+        for a, ch in maybe
+        if a in rows
+        and _due(notices, rows[a], ch, intervals[ch], now) is not None
+        and _wanted(cfg, ch, rows[a], silences)
+    ]
+    made = 0
+    for i in range(0, len(pairs), MAX_REPEATS_PER_PASS):
+        if made >= MAX_REPEATS_PER_PASS:
+            break
+        made += _compose_some(db, cfg, pairs[i : i + MAX_REPEATS_PER_PASS], MAX_REPEATS_PER_PASS - made, now)
+    return made
+
+
+def _maybe_due(s: Session, intervals: Mapping[str, float], now: datetime) -> list[tuple[int, str]]:
+    """(alert id, channel) pairs that may be due, sorted: corroborated recently and past the count
+    every notice that reached the channel carried, the newest of those created an interval ago,
+    nothing waiting. One aggregate over the recently corroborated alerts' notices (it ignores
+    digest states and silences: the exact rules run on this short list)."""
+    reached = DeliveryRow.state.in_(("sent", "digested"))
+    carried = DeliveryRow.payload[("alert", "corroborations")].as_integer()
+    query = (
+        select(
+            AlertRow.id,
+            AlertRow.corroborations,
+            AlertRow.updated_at,
+            DeliveryRow.channel,
+            func.max(case((reached, carried))),
+            func.max(case((reached, DeliveryRow.created_at))),
+            func.max(case((DeliveryRow.state.in_(WAITING), 1), else_=0)),
+        )
+        .join(DeliveryRow, DeliveryRow.alert_id == AlertRow.id)
+        .where(
+            AlertRow.updated_at > min(fresh_since(sec, now) for sec in intervals.values()),
+            AlertRow.corroborations > 0,
+            DeliveryRow.kind.in_(NOTICE_KINDS),
+        )
+        .group_by(AlertRow.id, AlertRow.corroborations, AlertRow.updated_at, DeliveryRow.channel)
+    )
+    out = []
+    for alert_id, corroborations, updated_at, ch, most, newest, waiting in s.execute(query):
+        seconds = intervals.get(ch)
+        if seconds is None or waiting or most is None or newest is None:
+            continue
+        fresh = updated_at > fresh_since(seconds, now)
+        if fresh and corroborations > most and newest <= now - timedelta(seconds=seconds):
+            out.append((int(alert_id), ch))
+    return sorted(out)
+
+
+def _due(
+    notices: Mapping[tuple[int, str], Sequence[Notice]],
+    row: AlertRow,
+    ch: str,
+    interval: float,
+    now: datetime,
+) -> RepeatDue | None:
+    mine = notices.get((row.id, ch), ())
+    return repeat_due(
+        mine, corroborations=row.corroborations, updated_at=row.updated_at, interval=interval, now=now
+    )
+
+
+def _wanted(cfg: AlertsConfig, ch: str, row: AlertRow, silences: Sequence[Mapping[str, Any]]) -> bool:
+    """The routes still send this alert to ``ch`` and no active silence matches it."""
+    labels = dict((row.details or {}).get("labels", {}))
+    if ch not in routed_channels(cfg, rule_id=row.rule_id, severity=row.severity, labels=labels):
+        return False
+    return not any(
+        silence_matches(m, rule_id=row.rule_id, story_id=row.story_id, labels=labels) for m in silences
+    )  # silenced: nothing queued (a repeat is a reminder, not a record)
+
+
+def _compose_some(
+    db: Database, cfg: AlertsConfig, pairs: Sequence[tuple[int, str]], limit: int, now: datetime
+) -> int:
+    """Decide again and queue the repeats of these pairs (at most ``limit``) in one write transaction."""
+    made = 0
+    with db.write() as s:
+        query = select(AlertRow).where(AlertRow.id.in_({a for a, _ in pairs})).order_by(AlertRow.id)
+        alerts = {a.id: a for a in s.scalars(query.with_for_update(skip_locked=True))}
+        notices = _notices(s, list(alerts), {ch for _, ch in pairs})
+        silences = [m for _, m in active_silences(s, now)]
+        for alert_id, ch in pairs:
+            row = alerts.get(alert_id)
+            if row is None or made >= limit:
+                continue
+            due = _due(notices, row, ch, cfg.repeat_interval_for(ch), now)
+            if (
+                due is not None
+                and _wanted(cfg, ch, row, silences)
+                and _queue_repeat(s, db, cfg, ch, row, due, now)
+            ):
+                made += 1
+    return made
+
+
+def _notices(s: Session, alert_ids: Sequence[int], channels: set[str]) -> dict[tuple[int, str], list[Notice]]:
+    """Every alert/update/repeat row of these alerts on these channels; a digested row as its digest."""
+    rows: list[Any] = []
+    for i in range(0, len(alert_ids), 500):  # bounded IN lists
+        rows += s.execute(
+            select(
+                DeliveryRow.alert_id,
+                DeliveryRow.channel,
+                DeliveryRow.kind,
+                DeliveryRow.state,
+                DeliveryRow.created_at,
+                DeliveryRow.sent_at,
+                DeliveryRow.detail,
+                DeliveryRow.payload[("alert", "source_count")].as_integer(),
+                DeliveryRow.payload[("alert", "corroborations")].as_integer(),
+            ).where(DeliveryRow.alert_id.in_(alert_ids[i : i + 500]), DeliveryRow.kind.in_(NOTICE_KINDS))
+        ).all()
+    digest_ids = {int(r.detail["digest_id"]) for r in rows if r.detail and "digest_id" in r.detail}
+    digests: dict[int, tuple[str, datetime | None]] = {}
+    if digest_ids:
+        query = select(DeliveryRow.id, DeliveryRow.state, DeliveryRow.sent_at)
+        digests = {d.id: (d.state, d.sent_at) for d in s.execute(query.where(DeliveryRow.id.in_(digest_ids)))}
+    out: dict[tuple[int, str], list[Notice]] = {}
+    for alert_id, ch, kind, state, created, sent_at, detail, sources, corroborations in rows:
+        if ch not in channels:
+            continue
+        if state == "digested":
+            state, sent_at = digests.get(int((detail or {}).get("digest_id", -1)), ("failed", None))
+        notice = Notice(kind, state, created, sent_at, int(sources or 0), int(corroborations or 0))
+        out.setdefault((int(alert_id), ch), []).append(notice)
+    return out
+
+
+def _queue_repeat(
+    s: Session,
+    db: Database,
+    cfg: AlertsConfig,
+    ch: str,
+    row: AlertRow,
+    due: RepeatDue,
+    now: datetime,
+) -> bool:
+    """Insert the ``due`` repeat of ``row`` on ``ch`` (False: another relay inserted it first)."""
+    when = schedule(ch, cfg.channels[ch], now)  # quiet hours; held for the digest on digest channels
+    payload = repeat_payload(
+        alert_snapshot(row),
+        n=due.n,
+        previous_at=due.previous_at,
+        previous_source_count=due.previous_source_count,
+        previous_corroborations=due.previous_corroborations,
+    )
+    stmt = (
+        _insert(db, DeliveryRow)
+        .values(
+            idempotency_key=repeat_key(row.id, ch, due.n),
+            channel=ch,
+            kind="repeat",
+            alert_id=row.id,
+            payload=payload,
+            state=when.state,
+            tries=0,
+            next_attempt_at=when.at,
+            created_at=now,
+        )
+        .on_conflict_do_nothing()
+        .returning(DeliveryRow.id)
+    )
+    return s.execute(stmt).scalar() is not None
 
 
 def compose_digests(db: Database, channels: Mapping[str, ChannelConfig], now: datetime) -> int:
@@ -115,6 +328,7 @@ def claim(
                 DeliveryRow.idempotency_key,
                 DeliveryRow.payload,
                 DeliveryRow.tries,
+                DeliveryRow.detail,
             )
             .where(*where)
             .order_by(DeliveryRow.next_attempt_at, DeliveryRow.id)
@@ -133,7 +347,9 @@ def claim(
                 )
             )
     return tuple(
-        ClaimedDelivery(r.id, channel, r.kind, r.alert_id, r.idempotency_key, r.payload, r.tries + 1)
+        ClaimedDelivery(
+            r.id, channel, r.kind, r.alert_id, r.idempotency_key, r.payload, r.tries + 1, dict(r.detail or {})
+        )
         for r in rows
     )
 
@@ -163,22 +379,30 @@ def mark_sent(
 
 
 def mark_failed(
-    db: Database, delivery_id: int, *, error: str, permanent: bool, retry_at: datetime, max_tries: int
+    db: Database,
+    delivery_id: int,
+    *,
+    error: str,
+    permanent: bool,
+    retry_at: datetime,
+    max_tries: int,
+    detail: Mapping[str, Any] | None = None,
 ) -> str:
-    """Record a failed attempt: ``failed`` (permanent), ``dead`` (tries used up) or ``pending`` again."""
+    """Record a failed attempt: ``failed`` (permanent), ``dead`` (tries used up) or ``pending`` again.
+
+    ``detail`` (e.g. the recipients that already accepted) replaces the row's detail; without it
+    the detail of earlier attempts is kept, so a retry knows what is already done.
+    """
+    values: dict[str, Any] = {"lease_until": None, "leased_by": None, "last_error": error[:2000]}
+    if detail is not None:
+        values["detail"] = dict(detail)
     with db.write() as s:
         tries = s.execute(select(DeliveryRow.tries).where(DeliveryRow.id == delivery_id)).scalar() or 0
         state = "failed" if permanent else ("dead" if tries >= max_tries else "pending")
         s.execute(
             update(DeliveryRow)
             .where(DeliveryRow.id == delivery_id)
-            .values(
-                state=state,
-                next_attempt_at=retry_at,
-                lease_until=None,
-                leased_by=None,
-                last_error=error[:2000],
-            )
+            .values(state=state, next_attempt_at=retry_at, **values)
         )
         return state
 

@@ -6,7 +6,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from crawler.alerts.admin import show_alert
+from crawler.alerts.admin import retry_delivery, show_alert
 from crawler.alerts.relay import Relay
 from tests.test_alerts_support import (
     T0,
@@ -133,3 +133,98 @@ def test_cr_lf_in_feed_text_cannot_inject_headers(tmp_path: Path) -> None:
     assert msg["Bcc"] is None and msg["Cc"] is None and msg["X-Evil"] is None
     assert "\n" not in msg["Subject"] and "\r" not in msg["Subject"]
     assert "Bcc: victim@example.org" in msg["Subject"]  # kept as harmless text on one line
+
+
+class FlakySink(SMTPSink):
+    """Refuses ``addr`` with ``reply`` for its first ``times`` RCPTs; counts every RCPT per address."""
+
+    def __init__(self, flaky: dict[str, tuple[str, int]], refuse: dict[str, str] | None = None) -> None:
+        super().__init__(refuse=refuse)
+        self.flaky = dict(flaky)
+        self.rcpts: dict[str, int] = {}
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any
+    ) -> str:
+        self.rcpts[address] = self.rcpts.get(address, 0) + 1
+        reply, times = self.flaky.get(address, ("", 0))
+        if self.rcpts[address] <= times:
+            return reply
+        return await super().handle_RCPT(server, session, envelope, address, rcpt_options)
+
+
+def test_a_temporarily_refused_recipient_is_retried_alone_with_the_same_message_id(tmp_path: Path) -> None:
+    sink = FlakySink(
+        {"busy@example.org": ("451 4.2.1 Mailbox busy, try later", 1)},
+        refuse={"gone@example.org": "550 5.1.1 No such user"},
+    )
+    rcpts = ("ops@example.org", "busy@example.org", "gone@example.org")
+    with smtp_server(sink) as port:
+        db = new_db(tmp_path)
+        cfg = alerts_cfg({"mail": email(port, rcpts)})
+        story, docs = add_story(db)
+        alert_id = record(db, cfg, story, docs[0]).alert_id
+        relay = Relay(db, cfg)
+        first = run(relay, T0)
+        assert [a.outcome for a in first.attempts] == ["retry"]
+        assert "1 of 3 recipients deferred (busy@example.org 451" in (first.attempts[0].error or "")
+        (d,) = show_alert(db, alert_id).deliveries
+        assert d.state == "pending" and d.next_attempt_at > T0  # the normal back-off
+        states = {a: v["status"] for a, v in d.detail["recipients"].items()}
+        assert states == {
+            "ops@example.org": "accepted",
+            "busy@example.org": "deferred",
+            "gone@example.org": "refused",
+        }
+        assert run(relay, T0 + timedelta(seconds=1)).attempts == ()  # not before the back-off
+        second = run(relay, T0 + timedelta(minutes=2))
+        assert [a.outcome for a in second.attempts] == ["partial"]
+    (d,) = show_alert(db, alert_id).deliveries
+    assert d.state == "sent" and d.tries == 2
+    assert {a: v["status"] for a, v in d.detail["recipients"].items()} == {
+        "ops@example.org": "accepted",
+        "busy@example.org": "accepted",
+        "gone@example.org": "refused",
+    }
+    assert d.last_error == "1 of 3 recipients refused: gone@example.org (550)"
+    assert [r for r, _ in sink.messages] == [("ops@example.org",), ("busy@example.org",)]
+    ids = {m["Message-ID"] for _, m in sink.messages}
+    assert ids == {f"<alert-{alert_id}-mail-r0@storywatch>"}
+    assert sink.rcpts == {"ops@example.org": 1, "busy@example.org": 2, "gone@example.org": 1}
+
+
+def test_deferred_recipients_go_dead_after_max_tries_and_alerts_retry_resumes(tmp_path: Path) -> None:
+    sink = FlakySink({"busy@example.org": ("452 4.2.2 Mailbox full", 2)})
+    with smtp_server(sink) as port:
+        db = new_db(tmp_path)
+        cfg = alerts_cfg({"mail": email(port, ("ops@example.org", "busy@example.org"), max_tries=2)})
+        story, docs = add_story(db)
+        alert_id = record(db, cfg, story, docs[0]).alert_id
+        relay = Relay(db, cfg)
+        assert [a.outcome for a in run(relay, T0).attempts] == ["retry"]
+        assert [a.outcome for a in run(relay, T0 + timedelta(hours=1)).attempts] == ["dead"]
+        (d,) = show_alert(db, alert_id).deliveries
+        assert d.state == "dead" and d.detail["recipients"]["busy@example.org"]["code"] == 452
+        assert "Mailbox full" in (d.last_error or "")
+        retry_delivery(db, alert_id, now=T0 + timedelta(hours=2))
+        assert run(relay, T0 + timedelta(hours=2)).sent == 1
+    (d,) = show_alert(db, alert_id).deliveries
+    assert d.state == "sent" and d.last_error is None
+    assert [r for r, _ in sink.messages] == [("ops@example.org",), ("busy@example.org",)]
+
+
+def test_every_recipient_deferred_is_retried_for_all_of_them(tmp_path: Path) -> None:
+    sink = FlakySink(
+        {"a@example.org": ("450 4.2.0 Greylisted", 1), "b@example.org": ("450 4.2.0 Greylisted", 1)}
+    )
+    with smtp_server(sink) as port:
+        db = new_db(tmp_path)
+        cfg = alerts_cfg({"mail": email(port, ("a@example.org", "b@example.org"))})
+        story, docs = add_story(db)
+        alert_id = record(db, cfg, story, docs[0]).alert_id
+        relay = Relay(db, cfg)
+        assert [a.outcome for a in run(relay, T0).attempts] == ["retry"]
+        assert run(relay, T0 + timedelta(minutes=2)).sent == 1
+    assert [r for r, _ in sink.messages] == [("a@example.org", "b@example.org")]
+    (d,) = show_alert(db, alert_id).deliveries
+    assert d.state == "sent" and d.last_error is None

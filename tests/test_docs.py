@@ -117,6 +117,23 @@ def test_changelog_exists_with_entries() -> None:
     assert text.count("\n- ") >= 5
 
 
-def test_unsupported_repeat_interval_is_refused_not_ignored() -> None:
-    with pytest.raises(ConfigError, match="repeat_interval is reserved and not supported yet"):
-        parse_settings("alerts:\n  repeat_interval: 4h\n", name="x.yaml")
+def test_repeat_interval_is_validated_and_negative_durations_are_refused() -> None:
+    text = "alerts:\n  repeat_interval: 6h\n  channels:\n    a: {type: console}\n"
+    text += "    b: {type: console, repeat_interval: 30m}\n    c: {type: console, repeat_interval: 0}\n"
+    alerts = parse_settings(text, name="x.yaml").alerts
+    assert alerts.repeat_interval == 6 * 3600
+    assert [alerts.repeat_interval_for(c) for c in "abc"] == [6 * 3600, 1800, 0]
+    assert parse_settings("alerts: {}\n", name="x.yaml").alerts.repeat_interval == 0  # off by default
+    for bad, key in [
+        ("alerts:\n  repeat_interval: -4h\n", "alerts.repeat_interval: line 2"),
+        ("alerts:\n  repeat_interval: -60\n", "alerts.repeat_interval: line 2"),
+        (
+            "alerts:\n  channels:\n    a: {type: console, repeat_interval: -1m}\n",
+            "alerts.channels.a.repeat_interval",
+        ),
+    ]:
+        with pytest.raises(ConfigError, match="is negative: repeat_interval is 0 \\(never repeat\\)") as err:
+            parse_settings(bad, name="x.yaml")
+        assert f"x.yaml:{key}" in str(err.value)
+    with pytest.raises(ConfigError, match="'often' is not a duration"):
+        parse_settings("alerts:\n  repeat_interval: often\n", name="x.yaml")

@@ -7,6 +7,7 @@ apprise channel is built. apprise reports success as one boolean, so a failure i
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any
 
 from crawler.config import ChannelConfig
@@ -41,7 +42,9 @@ class AppriseChannel:
                     "apprise does not understand one of the urls", key=f"alerts.channels.{name}.urls"
                 )
 
-    async def send(self, message: RenderedMessage, *, idempotency_key: str) -> DeliveryResult:
+    async def send(
+        self, message: RenderedMessage, *, idempotency_key: str, progress: Mapping[str, Any] | None = None
+    ) -> DeliveryResult:
         ok = await asyncio.to_thread(self._apprise.notify, body=message.text, title=message.subject)
         if not ok:
             raise TemporaryDeliveryError("apprise reported a failure for at least one url", channel=self.name)

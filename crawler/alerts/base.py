@@ -1,10 +1,12 @@
 """The channel interface, the channel registry and the values a channel trades.
 
 A channel is one way out (Slack, email, a webhook...). It receives a :class:`RenderedMessage`
-(already rendered from a delivery's payload by :mod:`crawler.alerts.render`) and an idempotency
-key, and either returns a :class:`DeliveryResult` or raises
+(already rendered from a delivery's payload by :mod:`crawler.alerts.render`), an idempotency
+key and the ``progress`` earlier attempts of the same delivery recorded (its stored detail), and
+either returns a :class:`DeliveryResult` or raises
 :class:`~crawler.errors.TemporaryDeliveryError` (retry later, ``retry_after`` when the receiver
-said) or :class:`~crawler.errors.PermanentDeliveryError` (never retried).
+said), :class:`PartialDeliveryError` (part of it is done: the relay stores ``detail`` as the
+progress and retries the rest) or :class:`~crawler.errors.PermanentDeliveryError` (never retried).
 
 Channel types register themselves with :func:`register_channel`; :func:`build_channel` picks the
 class by ``ChannelConfig.type``: a table, not a chain of ifs.
@@ -39,6 +41,20 @@ class ChannelUnavailable(ConfigError):
     """A channel cannot be built (unknown type, optional dependency missing)."""
 
 
+class PartialDeliveryError(TemporaryDeliveryError):
+    """Part of a delivery went out (e.g. some email recipients accepted), the rest must be retried.
+
+    ``detail`` records what is done; the relay stores it on the delivery and hands it back to the
+    channel as ``progress`` on the next attempt, so the done part is never sent twice.
+    """
+
+    def __init__(
+        self, message: str, *, channel: str, detail: Mapping[str, Any], retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, channel=channel, retry_after=retry_after)
+        self.detail = dict(detail)
+
+
 class AlertNotFound(StorywatchError):
     """No alert, delivery or silence with that id."""
 
@@ -51,7 +67,7 @@ class RenderedMessage:
     HTML alternative for email; ``thread`` a stable key (the alert's group) for threading.
     """
 
-    kind: str  # alert | update | digest | notice | test
+    kind: str  # alert | update | repeat | digest | notice | test
     subject: str
     text: str
     html: str | None = None
@@ -81,7 +97,15 @@ class Channel(Protocol):
     config: ChannelConfig
     rate_limited: bool  # False: the relay ignores rate_per_second (console)
 
-    async def send(self, message: RenderedMessage, *, idempotency_key: str) -> DeliveryResult: ...
+    async def send(
+        self,
+        message: RenderedMessage,
+        *,
+        idempotency_key: str,
+        progress: Mapping[str, Any] | None = None,
+    ) -> DeliveryResult:
+        """Send; ``progress`` is what earlier attempts recorded (channels that cannot resume ignore it)."""
+        ...
 
     async def aclose(self) -> None: ...
 
@@ -169,6 +193,7 @@ __all__ = [
     "Channel",
     "ChannelUnavailable",
     "DeliveryResult",
+    "PartialDeliveryError",
     "RenderedMessage",
     "TemplateError",
     "build_channel",

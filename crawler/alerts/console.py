@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import TextIO
+from collections.abc import Mapping
+from typing import Any, TextIO
 
 from crawler.config import ChannelConfig
 
@@ -25,7 +26,9 @@ class ConsoleChannel:
         self.config = config
         self._stream = stream
 
-    async def send(self, message: RenderedMessage, *, idempotency_key: str) -> DeliveryResult:
+    async def send(
+        self, message: RenderedMessage, *, idempotency_key: str, progress: Mapping[str, Any] | None = None
+    ) -> DeliveryResult:
         stream = self._stream or sys.stdout
         stream.write(f"--- {message.subject}  [{idempotency_key}]\n{message.text.rstrip()}\n\n")
         stream.flush()

@@ -3,10 +3,15 @@
 A delivery's ``payload`` is a JSON document rendered at send time, so template fixes apply to
 messages still in the outbox and a digest can summarise many of them::
 
-    {"kind": "alert" | "update" | "digest" | "notice" | "test",
-     "alert":  {...one alert, see alert_payload()...},           # alert / update
+    {"kind": "alert" | "update" | "repeat" | "digest" | "notice" | "test",
+     "alert":  {...one alert, see alert_payload()...},           # alert / update / repeat
+     "repeat": {"n", "previous_at", "previous_source_count",     # repeat: what the last notice
+                "previous_corroborations"},                       #   that reached the channel said
      "alerts": [{...}, ...], "period": {...},                     # digest
      "notice": {"title": str, "text": str}}                       # notice
+
+A repeat stores what the previous notice carried, not "M new": the alert snapshot of a waiting
+repeat is refreshed when more sources arrive, and the renderer computes the difference then.
 """
 
 from __future__ import annotations
@@ -117,14 +122,50 @@ def alert_payload(
     }
 
 
+def repeat_payload(
+    alert: Mapping[str, Any],
+    *,
+    n: int,
+    previous_at: datetime,
+    previous_source_count: int,
+    previous_corroborations: int,
+) -> dict[str, Any]:
+    """The ``n``-th "still developing" repeat of an alert (``alert`` is its current snapshot)."""
+    return {
+        "kind": "repeat",
+        "alert": dict(alert),
+        "repeat": {
+            "n": n,
+            "previous_at": previous_at.isoformat(),
+            "previous_source_count": previous_source_count,
+            "previous_corroborations": previous_corroborations,
+        },
+    }
+
+
+def repeat_view(alert: Mapping[str, Any], repeat: Mapping[str, Any]) -> dict[str, Any]:
+    """A repeat's facts for templates: ``n``, ``previous_at``, ``new_sources``, ``new_reports``."""
+    sources = int(alert.get("source_count", 0)) - int(repeat.get("previous_source_count", 0))
+    reports = int(alert.get("corroborations", 0)) - int(repeat.get("previous_corroborations", 0))
+    return {
+        "n": int(repeat.get("n", 1)),
+        "previous_at": str(repeat.get("previous_at", "")),
+        "new_sources": max(0, sources),
+        "new_reports": max(0, reports),
+    }
+
+
 def digest_payload(
     items: Sequence[Mapping[str, Any]], *, start: datetime | None, end: datetime, label: str
 ) -> dict[str, Any]:
-    """One digest: the alerts (and updates) of a period, newest snapshot of each alert, in order."""
+    """One digest: the alerts (updates, repeats) of a period, newest snapshot of each alert, in order."""
     latest: dict[Any, dict[str, Any]] = {}
     for item in items:
         alert = dict(item.get("alert", {}))
         alert["is_update"] = item.get("kind") == "update"
+        alert["is_repeat"] = item.get("kind") == "repeat"
+        if alert["is_repeat"]:
+            alert["repeat"] = repeat_view(alert, item.get("repeat", {}))
         latest[alert.get("id")] = alert
     return {
         "kind": "digest",

@@ -2,16 +2,21 @@
 
 One pass (:meth:`Relay.run_once`), numbered:
 
-1. held digest rows whose period is over become ONE digest delivery per channel and period;
-2. every enabled channel, concurrently and independently: skip it while it is paused (429) or in
+1. alerts still being corroborated get a "still developing" ``repeat`` row per channel once the
+   channel's ``repeat_interval`` has passed since their last notice (crawler.alerts.repeats);
+2. held digest rows whose period is over become ONE digest delivery per channel and period;
+3. every enabled channel, concurrently and independently: skip it while it is paused (429) or in
    its quiet hours; lease up to a batch of its due rows; for each, wait for the channel's rate
-   limit, render the payload (sandboxed templates), send with the delivery's idempotency key;
-3. success -> ``sent`` (with per-recipient detail); a permanent error or a template error ->
+   limit, render the payload (sandboxed templates), send with the delivery's idempotency key
+   and what earlier attempts recorded (``progress``: e.g. email recipients that accepted);
+4. success -> ``sent`` (with per-recipient detail); a permanent error or a template error ->
    ``failed`` (never retried, shown by ``alerts show``); a temporary error -> ``pending`` again
    after exponential back-off with jitter, or exactly ``Retry-After`` when the receiver gave one
-   (which also pauses the whole channel that long), and ``dead`` once ``max_tries`` is used up.
-   A temporary error ends that channel's batch (the rest is given back untouched); other
-   channels never wait for it and are never re-sent because of it.
+   (which also pauses the whole channel that long), and ``dead`` once ``max_tries`` is used up;
+   a partial delivery (some recipients refused for now) is a temporary error whose progress is
+   stored, so the retry goes to the rest only. A temporary error ends that channel's batch (the
+   rest is given back untouched); other channels never wait for it and are never re-sent
+   because of it.
 
 Kill -9 at any point: before the send the lease expires and the row is sent by the next relay;
 between send and mark the row is sent again once (same idempotency key, so receivers can drop
@@ -42,7 +47,7 @@ from storage import outbox_relay
 from storage.db import Database
 
 from . import routing
-from .base import Channel, TemplateError, build_channel
+from .base import Channel, PartialDeliveryError, TemplateError, build_channel
 from .render import Renderer
 from .views import Attempt, ClaimedDelivery, RelayReport
 
@@ -104,13 +109,14 @@ class Relay:
         now = now or _utcnow()
         channels = self._open()
         try:
+            repeats = await asyncio.to_thread(outbox_relay.compose_repeats, self.db, self.cfg, now)
             digests = await asyncio.to_thread(outbox_relay.compose_digests, self.db, self.cfg.channels, now)
             passes = [self._channel_pass(name, ch, now) for name, ch in channels.items()]
             results = await asyncio.gather(*passes)
         finally:
             await self._close(channels)
         attempts = tuple(a for r in results for a in r)
-        return self._report(attempts, digests, now)
+        return self._report(attempts, digests, repeats, now)
 
     async def run_forever(self, stop: asyncio.Event) -> None:
         """Until ``stop`` is set: one loop per channel (a slow channel delays only itself)."""
@@ -119,7 +125,7 @@ class Relay:
             loops = [
                 self._loop(stop, functools.partial(self._pass_at, n, c, stop)) for n, c in channels.items()
             ]
-            loops.append(self._loop(stop, self._digest_pass))
+            loops.append(self._loop(stop, self._compose_pass))
             await asyncio.gather(*loops)
         finally:
             await self._close(channels)
@@ -142,7 +148,8 @@ class Relay:
     ) -> list[Attempt]:
         return await self._channel_pass(name, channel, now, stop)
 
-    async def _digest_pass(self, now: datetime) -> list[Attempt]:
+    async def _compose_pass(self, now: datetime) -> list[Attempt]:
+        await asyncio.to_thread(outbox_relay.compose_repeats, self.db, self.cfg, now)
         await asyncio.to_thread(outbox_relay.compose_digests, self.db, self.cfg.channels, now)
         return []
 
@@ -187,7 +194,7 @@ class Relay:
         """Send one row; returns (attempt, stop this channel's batch?, paused until)."""
         try:
             msg = self.renderer.render(name, cfg, row.payload, idempotency_key=row.idempotency_key)
-            result = await channel.send(msg, idempotency_key=row.idempotency_key)
+            result = await channel.send(msg, idempotency_key=row.idempotency_key, progress=row.detail)
         except (TemplateError, PermanentDeliveryError) as exc:
             await self._failed(row, str(exc), permanent=True, retry_at=now, cfg=cfg)
             log.warning("delivery %s to %s failed permanently: %s", row.id, name, exc)
@@ -208,7 +215,10 @@ class Relay:
     ) -> tuple[Attempt, bool, datetime | None]:
         delay = self.backoff(row.tries, exc.retry_after)
         retry_at = now + timedelta(seconds=delay)
-        state = await self._failed(row, str(exc), permanent=False, retry_at=retry_at, cfg=cfg)
+        progress = exc.detail if isinstance(exc, PartialDeliveryError) else None
+        state = await self._failed(
+            row, str(exc), permanent=False, retry_at=retry_at, cfg=cfg, progress=progress
+        )
         until = None
         if exc.retry_after is not None:  # the receiver asked us to wait: pause the whole channel
             until = retry_at
@@ -218,7 +228,14 @@ class Relay:
         return Attempt(row.id, name, "dead" if state == "dead" else "retry", str(exc)), True, until
 
     async def _failed(
-        self, row: ClaimedDelivery, error: str, *, permanent: bool, retry_at: datetime, cfg: ChannelConfig
+        self,
+        row: ClaimedDelivery,
+        error: str,
+        *,
+        permanent: bool,
+        retry_at: datetime,
+        cfg: ChannelConfig,
+        progress: Mapping[str, Any] | None = None,
     ) -> str:
         return await asyncio.to_thread(
             outbox_relay.mark_failed,
@@ -228,6 +245,7 @@ class Relay:
             permanent=permanent,
             retry_at=retry_at,
             max_tries=cfg.max_tries,
+            detail=progress,
         )
 
     # ------------------------------------------------------------------ helpers
@@ -270,6 +288,10 @@ class Relay:
             if name not in self._given:
                 await ch.aclose()
 
-    def _report(self, attempts: tuple[Attempt, ...], digests: int, now: datetime) -> RelayReport:
+    def _report(
+        self, attempts: tuple[Attempt, ...], digests: int, repeats: int, now: datetime
+    ) -> RelayReport:
         paused = {n: t for n, t in self._paused.items() if t > now}
-        return RelayReport(attempts, digests, paused, dict(self._unavailable))
+        return RelayReport(
+            attempts, digests=digests, repeats=repeats, paused=paused, unavailable=dict(self._unavailable)
+        )

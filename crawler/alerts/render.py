@@ -29,6 +29,7 @@ from markupsafe import Markup
 from crawler.config import ChannelConfig
 
 from .base import RenderedMessage, TemplateError
+from .payload import repeat_view
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 MAX_OUTPUT = 256 * 1024  # characters per rendered part
@@ -133,6 +134,7 @@ def _alert_view(alert: Mapping[str, Any], fmt: _Format) -> dict[str, Any]:
     view["evidence_marked"] = _marked(raw, spans, fmt)
     view["evidence_short"] = fmt.esc(cap(" ".join(raw.split()), SHORT_EVIDENCE))
     view.setdefault("is_update", False)
+    view.setdefault("is_repeat", False)
     view["terms"] = list(dict.fromkeys(fmt.esc(str(s[2])) for s in spans if len(s) > 2))
     return view
 
@@ -142,9 +144,13 @@ def context(
 ) -> dict[str, Any]:
     fmt = _FORMATS[fmt_name]
     alert = payload.get("alert")
+    repeat = payload.get("repeat")
     return {
         "kind": payload.get("kind", "alert"),
         "alert": _alert_view(alert, fmt) if isinstance(alert, Mapping) else None,
+        "repeat": _deep(repeat_view(alert, repeat), fmt)
+        if isinstance(alert, Mapping) and isinstance(repeat, Mapping)
+        else None,
         "alerts": [_alert_view(a, fmt) for a in payload.get("alerts", [])],
         "period": _deep(payload.get("period"), fmt),
         "notice": _deep(payload.get("notice"), fmt),

@@ -10,6 +10,7 @@ that); 400/403/404/410 are permanent; 5xx and timeouts are temporary.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from crawler.config import ChannelConfig
@@ -70,7 +71,9 @@ class SlackChannel:
         self._url = secret_url(name, config)
         self._client = http_client(config)
 
-    async def send(self, message: RenderedMessage, *, idempotency_key: str) -> DeliveryResult:
+    async def send(
+        self, message: RenderedMessage, *, idempotency_key: str, progress: Mapping[str, Any] | None = None
+    ) -> DeliveryResult:
         body = fit_blocks(dict(message.data) if message.data else {"text": slack_escape(message.subject)})
         content = json.dumps(body, ensure_ascii=False).encode("utf-8")
         headers = {

@@ -46,6 +46,7 @@ class ClaimedDelivery:
     idempotency_key: str
     payload: Mapping[str, Any]
     tries: int
+    detail: Mapping[str, Any] = field(default_factory=dict)  # what earlier attempts recorded
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,7 @@ class Attempt:
 class RelayReport:
     attempts: tuple[Attempt, ...] = ()
     digests: int = 0
+    repeats: int = 0  # "still developing" repeats queued by this pass
     paused: Mapping[str, datetime] = field(default_factory=dict)  # channel -> paused until
     unavailable: Mapping[str, str] = field(default_factory=dict)  # channel -> why it could not be built
 

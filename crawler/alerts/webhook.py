@@ -3,7 +3,7 @@
 Headers on every POST::
 
     Content-Type: application/json
-    X-Storywatch-Event: alert | update | digest | notice | test
+    X-Storywatch-Event: alert | update | repeat | digest | notice | test
     X-Storywatch-Idempotency-Key / Idempotency-Key: the delivery's key (same on every retry)
     X-Storywatch-Timestamp: Unix seconds when this attempt was sent
     X-Storywatch-Signature: sha256=<hex HMAC-SHA256 of the exact body bytes, keyed by `secret`>
@@ -18,6 +18,8 @@ import hashlib
 import hmac
 import json
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from crawler.config import ChannelConfig
 
@@ -39,7 +41,9 @@ class WebhookChannel:
         self._secret = config.secret.get_secret_value() if config.secret else None
         self._client = http_client(config)
 
-    async def send(self, message: RenderedMessage, *, idempotency_key: str) -> DeliveryResult:
+    async def send(
+        self, message: RenderedMessage, *, idempotency_key: str, progress: Mapping[str, Any] | None = None
+    ) -> DeliveryResult:
         data = dict(message.data) if message.data else {"event": message.kind, "text": message.text}
         body = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         headers = {
