@@ -216,14 +216,7 @@ def ingest_batch(db: Database, batch: Sequence[tuple[str, str, Fingerprint]], th
     with db.write() as s:
         dedup_store.lock_fingerprints(s, [fp for _, _, fp in batch])
         for key, text, fp in batch:
-            doc = s.execute(
-                _DOC_INSERT,
-                {
-                    "canonical_url": f"bench://{key}", "url": f"bench://{key}", "source_id": "bench",
-                    "title": key, "text": text, "discovered": NOW, "origin": "article",
-                    "content_hash": hashlib.sha256(f"{key}\n{text}".encode()).hexdigest(),
-                },
-            ).scalar_one()  # fmt: skip
+            doc = s.execute(_DOC_INSERT, _doc_values(key, text)).scalar_one()
             hit = dedup_store.find_near_duplicate(s, fp, threshold=threshold, exclude_document_id=doc)
             dedup_store.index_document(s, db, doc, fp)
             near = hit[0] if hit else None
@@ -238,17 +231,16 @@ def ingest_batch(db: Database, batch: Sequence[tuple[str, str, Fingerprint]], th
 def store_documents(db: Database, keyed: Sequence[tuple[str, str]]) -> list[int]:
     """Document rows for (key, text) pairs, without indexing them (untimed set-up of the index run)."""
     with db.write() as s:
-        return [
-            s.execute(
-                _DOC_INSERT,
-                {
-                    "canonical_url": f"bench://{key}", "url": f"bench://{key}", "source_id": "bench",
-                    "title": key, "text": text, "discovered": NOW, "origin": "article",
-                    "content_hash": hashlib.sha256(f"{key}\n{text}".encode()).hexdigest(),
-                },
-            ).scalar_one()
-            for key, text in keyed
-        ]  # fmt: skip
+        return [s.execute(_DOC_INSERT, _doc_values(key, text)).scalar_one() for key, text in keyed]
+
+
+def _doc_values(key: str, text: str) -> dict[str, object]:
+    """A document row for the bench: unique URL and content hash per key."""
+    return {
+        "canonical_url": f"bench://{key}", "url": f"bench://{key}", "source_id": "bench",
+        "title": key, "text": text, "discovered": NOW, "origin": "article",
+        "content_hash": hashlib.sha256(f"{key}\n{text}".encode()).hexdigest(),
+    }  # fmt: skip
 
 
 def index_batch(db: Database, batch: Sequence[tuple[int, str]], threshold: float) -> None:

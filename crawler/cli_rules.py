@@ -12,7 +12,7 @@ import click
 
 from . import ruletest
 from .cli import EXIT_FAILED, EXIT_USAGE, Ctx, fail, out
-from .match import lint_paths, load_rules
+from .match import load_rules
 
 
 @click.group()
@@ -38,7 +38,8 @@ def _paths(obj: Ctx, given: tuple[Path, ...]) -> list[Path]:
 @click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
 @click.pass_obj
 def lint_cmd(obj: Ctx, paths: tuple[Path, ...]) -> None:
-    """Check rule files: every problem as `file:line:column: [rule-id] message`. Exit 1 on errors.
+    """Check rule files: every problem as `file:line:column: [rule-id] message`, then (when they
+    load) run every rule's inline tests. Exit 1 on any error or failing test.
 
     Without PATHS, the rule files of the configuration are checked.
 
@@ -47,12 +48,10 @@ def lint_cmd(obj: Ctx, paths: tuple[Path, ...]) -> None:
       storywatch rules lint
       storywatch rules lint rules/longcat.yaml my-rules/
     """
-    errors = lint_paths(_paths(obj, paths))
-    if errors:
-        click.echo(ruletest.lint_report(errors), err=False)
-        click.echo(f"{len(errors)} error(s)", err=True)
+    report, ok = ruletest.lint_and_test(_paths(obj, paths))
+    click.echo(report)
+    if not ok:
         sys.exit(EXIT_FAILED)
-    out.print("no problems found")
 
 
 @rules.command("test")

@@ -63,14 +63,16 @@ class RuleInput:
     published: datetime | None = None
 
     @classmethod
-    def from_document(cls, doc: Document) -> RuleInput:
+    def from_document(cls, doc: Document, *, text: str | None = None) -> RuleInput:
+        """What the rules read from ``doc``: its canonical URL, and ``text`` instead of its whole
+        text when given (an article updated in place is read on its new sentences only)."""
         return cls(
             title=doc.title,
-            text=doc.text,
+            text=doc.text if text is None else text,
             source_id=doc.source_id,
             source_kind=doc.source_kind,
             source_tags=doc.source_tags,
-            url=doc.url,
+            url=doc.canonical_url,
             language=doc.language,
             published=doc.published,
         )
@@ -160,18 +162,29 @@ class RuleSet:
                 out.append(_to_match(cr.rule, ctx, *found))
         return tuple(out)
 
-    def explain(self, doc: RuleInput) -> tuple[RuleResult, ...]:
-        """Every rule with at least one hit, all its hits with their status (for reports)."""
+    def explain(self, doc: RuleInput, *, firing_only: bool = False) -> tuple[RuleResult, ...]:
+        """Every rule with at least one hit, all its hits with their status (for reports).
+
+        ``firing_only``: only the rules that fire, each with all its hits (a rule that does not
+        fire then costs what :meth:`evaluate` spends on it, and its hits are never classified).
+        """
         cands, present = self._candidates(doc)
+        if not cands:
+            return ()
         ctx = _context(doc, present)
         results = []
         for cr in cands:
+            firing = _first_firing(cr, ctx) if firing_only else None
+            if firing_only and firing is None:
+                continue
             hits = _all_hits(cr, ctx)
-            if hits:
-                matches = tuple(_to_match(cr.rule, ctx, h, s) for h, s in hits)
+            if not hits:
+                continue
+            if not firing_only:
                 firing = _first_firing(cr, ctx)
-                fired = _to_match(cr.rule, ctx, *firing) if firing else None
-                results.append(RuleResult(cr.rule.id, fired is not None, matches, fired))
+            matches = tuple(_to_match(cr.rule, ctx, h, s) for h, s in hits)
+            fired = _to_match(cr.rule, ctx, *firing) if firing else None
+            results.append(RuleResult(cr.rule.id, fired is not None, matches, fired))
         return tuple(results)
 
 

@@ -558,28 +558,12 @@ def _decide(
 
 def evaluate(rules: RuleSet, doc: Document, text: str) -> tuple[Match, ...]:
     """Per firing rule: its best hit, then its other firing hits with distinct evidence sentences."""
-    given = RuleInput(
-        title=doc.title,
-        text=text,
-        source_id=doc.source_id,
-        source_kind=doc.source_kind,
-        source_tags=doc.source_tags,
-        url=doc.canonical_url,
-        language=doc.language,
-        published=doc.published,
-    )
-    best = rules.evaluate(given)
-    if not best:
-        return ()
     fire_on = {r.id: r.fire_on for r in rules.rules}
-    fired = {m.rule_id: m for m in best}
     out: list[Match] = []
-    for result in rules.explain(given):
-        top = fired.get(result.rule_id)
-        if top is None:
-            continue
-        out.append(top)
-        seen = {top.evidence}
+    for result in rules.explain(RuleInput.from_document(doc, text=text), firing_only=True):
+        assert result.fired is not None  # firing_only
+        out.append(result.fired)
+        seen = {result.fired.evidence}
         for m in result.hits:
             if m.status in fire_on[result.rule_id] and m.evidence not in seen:
                 seen.add(m.evidence)

@@ -194,31 +194,30 @@ class Offload:
         )
 
     async def build(self, jobs: Sequence[ArticleJob], params: TextParams) -> list[Built | str]:
-        if self._pool is None or not jobs:
-            return build_articles(jobs, params)
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._pool, build_articles, list(jobs), params)
-        except BrokenProcessPool:
-            log.warning("the article worker process died; extracting in the main process from now on")
-            _shutdown(self._pool)
-            self._pool = None
-            return build_articles(jobs, params)
+        if not jobs:
+            return []
+        return await self._cpu(functools.partial(build_articles, list(jobs), params))
 
     async def parse(self, body: bytes, *, url: str, headers: Mapping[str, str], source_id: str) -> ParsedFeed:
         """``parse_feed`` in the worker process (feedparser is ~0.4 ms of CPU per entry: off the
         event loop, the main process keeps fetching); inline without a pool. Raises ParseError."""
+        return await self._cpu(
+            functools.partial(parse_feed, body, url=url, headers=dict(headers), source_id=source_id)
+        )
+
+    async def _cpu(self, call: Callable[[], T]) -> T:
+        """``call()`` (a picklable partial of a module-level function) in the worker process; inline
+        when there is none, or from now on when it died."""
         if self._pool is None:
-            return parse_feed(body, url=url, headers=headers, source_id=source_id)
+            return call()
         loop = asyncio.get_running_loop()
-        call = functools.partial(parse_feed, body, url=url, headers=dict(headers), source_id=source_id)
         try:
             return await loop.run_in_executor(self._pool, call)
         except BrokenProcessPool:
             log.warning("the article worker process died; extracting in the main process from now on")
             _shutdown(self._pool)
             self._pool = None
-            return parse_feed(body, url=url, headers=headers, source_id=source_id)
+            return call()
 
     async def write(self, call: Write[T]) -> T:
         """Run ``call`` on the writer (see ``submit_write``) and wait for it."""

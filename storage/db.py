@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -109,9 +109,6 @@ class Database:
 
         with self.read_engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
-
-    def table_names(self) -> list[str]:
-        return inspect(self.read_engine).get_table_names()
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -20,7 +20,7 @@ once (in :mod:`storage.dedup_store` and :mod:`storage.ingest`), not a query buil
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -71,9 +71,6 @@ class Raw:
             proc = self._binds[type_] = type_.dialect_impl(self.dialect).bind_processor(self.dialect)
         return proc(value) if proc is not None else value
 
-    def close(self) -> None:
-        self._cursor.close()
-
 
 _MISSING: Any = object()
 _INFO_KEY = "storywatch.raw"
@@ -91,10 +88,4 @@ def raw(session: Session) -> Raw:
     return made
 
 
-def value_rows(count: int, names: Iterable[str]) -> str:
-    """``(:a0, :b0), (:a1, :b1), ...``: the VALUES list of a multi-row statement of ``count`` rows."""
-    cols = tuple(names)
-    return ", ".join("(" + ", ".join(f":{c}{i}" for c in cols) + ")" for i in range(count))
-
-
-__all__ = ["Raw", "raw", "value_rows"]
+__all__ = ["Raw", "raw"]

@@ -208,16 +208,6 @@ def _source_values(r: FetchRecord) -> dict[str, Any]:
     return values
 
 
-def save_validators(db: Database, source_id: str, validators: Validators, body_hash: str | None) -> None:
-    """Remember the validators (stored only after the documents are, so a crash refetches)."""
-    with db.write() as s:
-        s.execute(
-            update(SourceRow)
-            .where(SourceRow.id == source_id)
-            .values(etag=validators.etag, last_modified=validators.last_modified, body_hash=body_hash)
-        )
-
-
 def save_snapshot(db: Database, source_id: str, text: str, added: str | None, now: datetime) -> None:
     import hashlib
 

@@ -205,13 +205,21 @@ def test_best_hit_prefers_asserted_and_more_terms(tmp_path: Path) -> None:
     [result] = rs.explain(RuleInput(text=text))
     assert [h.status for h in result.hits] == ["asserted", "asserted", "hedged"]
     assert result.fired == m
+    assert rs.explain(RuleInput(text=text), firing_only=True) == (result,)
+
+
+def test_explain_firing_only_keeps_the_rules_that_fire(tmp_path: Path) -> None:
+    rs = make_rules(tmp_path, "SENT(LongCat AND Ascend)")  # fires on asserted hits only
+    hedged = RuleInput(text="LongCat reportedly runs on Ascend.")
+    assert [r.fires for r in rs.explain(hedged)] == [False]
+    assert rs.explain(hedged, firing_only=True) == ()
 
 
 def test_rule_input_from_document_and_pickling(tmp_path: Path) -> None:
     now = datetime(2026, 11, 23, tzinfo=UTC)
     doc = Document(
         source_id="lmarena",
-        url="https://lmarena.ai/",
+        url="https://lmarena.ai/?utm_source=x",
         canonical_url="https://lmarena.ai/",
         title="Board",
         text="LongCat-2.0 | 1402",
@@ -229,6 +237,8 @@ def test_rule_input_from_document_and_pickling(tmp_path: Path) -> None:
         ("leaderboard",),
         now,
     )
+    assert (ri.url, ri.text) == ("https://lmarena.ai/", "LongCat-2.0 | 1402")  # the canonical URL
+    assert RuleInput.from_document(doc, text="only new sentences").text == "only new sentences"
     rs = make_rules(tmp_path, "LongCat-2.0 AND tag:leaderboard")
     again = pickle.loads(pickle.dumps(rs))
     assert [m.rule_id for m in again.evaluate(ri)] == ["t.rule"] == [m.rule_id for m in rs.evaluate(ri)]

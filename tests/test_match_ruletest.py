@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from click.testing import CliRunner
+
+from crawler import cli_more
+from crawler.cli import cli
 from crawler.match import load_rules
 from crawler.ruletest import (
     doc_input,
@@ -13,6 +17,9 @@ from crawler.ruletest import (
     run_inline_tests,
     test_documents,
 )
+
+cli_more.register_all(cli)
+PACK = Path(__file__).resolve().parents[1] / "rules" / "longcat.yaml"
 
 RULES = """version: 1
 lists:
@@ -132,3 +139,13 @@ def test_lint_and_test(tmp_path: Path) -> None:
         report == f"{bad}:6:14: [a] missing operator before 'b': join terms with AND, OR or NEAR/n, "
         'or quote a phrase ("a b")\n1 error(s)'
     )
+
+
+def test_rules_lint_command_runs_the_inline_tests(tmp_path: Path) -> None:
+    failing = CliRunner().invoke(cli, ["rules", "lint", str(_path(tmp_path))])
+    assert failing.exit_code == 1
+    assert failing.output.splitlines()[-1] == "1 passed, 2 failed"
+    assert f"{_path(tmp_path)}:18: [t.vendor] test 3: expected status hedged, got negated" in failing.output
+    pack = CliRunner().invoke(cli, ["rules", "lint", str(PACK)])
+    assert pack.exit_code == 0, pack.output
+    assert pack.output.strip().endswith("passed, 0 failed")

@@ -4,6 +4,8 @@ and kept-alive connections after 304. Each must give the results of the plain in
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import socket
 import threading
 from datetime import UTC, datetime
@@ -15,7 +17,7 @@ from crawler.config import Settings, parse_settings
 from crawler.errors import ParseError
 from crawler.fetch import Fetcher, FetchSettings
 from crawler.parse import parse_feed
-from crawler.pipeline import run_pass
+from crawler.pipeline import run_pass, text_params
 from crawler.runner import open_runtime
 from crawler.types import SourceSpec, Validators
 from crawler.workers import Offload
@@ -239,5 +241,22 @@ def test_feeds_parsed_in_the_worker_process_equal_inline_and_errors_keep_where()
             assert str(exc).startswith("[f2] http://example.org/x: ")
         else:
             raise AssertionError("a body that is no feed must raise ParseError")
+    finally:
+        offload.close()
+
+
+def test_a_killed_worker_process_falls_back_to_inline_work() -> None:
+    body = rss([{"title": "One", "link": "http://example.org/1", "guid": "g1", "description": "d"}]).encode()
+    offload = Offload(1)
+    try:
+        first = asyncio.run(offload.parse(body, url="http://example.org/f", headers={}, source_id="f1"))
+        pool = offload._pool
+        assert pool is not None
+        for pid in list(pool._processes):  # the worker process, started by the first call
+            os.kill(pid, signal.SIGKILL)
+        again = asyncio.run(offload.parse(body, url="http://example.org/f", headers={}, source_id="f1"))
+        assert [e.entry_id for e in again.entries] == [e.entry_id for e in first.entries] == ["g1"]
+        assert offload._pool is None  # the pool is dropped: later work runs in this process
+        assert asyncio.run(offload.build([], text_params(Settings()))) == []
     finally:
         offload.close()
