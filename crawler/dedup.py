@@ -91,19 +91,28 @@ def fingerprint(
     bands: int = BANDS,
     word_k: int = WORD_K,
     char_k: int = CHAR_K,
+    folded: str | None = None,
 ) -> Fingerprint:
-    """The fingerprint of one document's main text (see the module docstring)."""
+    """The fingerprint of one document's main text (see the module docstring); ``folded`` is
+    ``normalize.fold_text(text)`` when the caller already has it."""
     _check_layout(num_perm, bands)
-    shingles = shingle_hashes(text, word_k=word_k, char_k=char_k)
+    shingles = shingle_hashes(text, word_k=word_k, char_k=char_k, folded=folded)
     if shingles.size == 0:
         return Fingerprint(signature=b"", bands=())
     signature = minhash(shingles, num_perm=num_perm)
     return Fingerprint(signature=signature.astype("<u4").tobytes(), bands=band_tuple(signature, bands))
 
 
-def shingle_hashes(text: str, *, word_k: int = WORD_K, char_k: int = CHAR_K) -> _U32:
-    """The 32-bit hash of every shingle of ``text`` (duplicates kept, order of appearance)."""
-    folded = fold_words(text)  # normalize_text as far as \w+ runs go (all that shingles read)
+def shingle_hashes(
+    text: str, *, word_k: int = WORD_K, char_k: int = CHAR_K, folded: str | None = None
+) -> _U32:
+    """The 32-bit hash of every shingle of ``text`` (duplicates kept, order of appearance).
+
+    Shingles read only the ``\\w+`` runs of the folded text: ``fold_words(text)``, or ``folded``
+    (``fold_text(text)``, which has the same runs) when the caller has it.
+    """
+    if folded is None:
+        folded = fold_words(text)  # normalize_text as far as \w+ runs go (all that shingles read)
     if is_unspaced(folded):
         chars = "".join(_WORD_RE.findall(folded))
         units = _fmix32(np.frombuffer(chars.encode("utf-32-le"), dtype=np.uint32))

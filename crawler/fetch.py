@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import http.cookiejar
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -164,19 +163,34 @@ class _Call:
     truncate: bool  # robots.txt: keep the first `limit` bytes instead of failing
 
 
-class _NoCookieJar(http.cookiejar.CookieJar):
-    """A jar that stores and sends nothing: sources never share cookies through the shared client.
+class _NoCookies(httpx.Cookies):
+    """Cookies that are never stored nor sent: sources never share cookies through the shared client.
 
-    A cookie is sent only when the caller passes a Cookie header. Overriding the jar's two entry
-    points (rather than a policy that refuses every domain) also skips parsing every response's
-    headers into a ``Set-Cookie`` message only to throw the result away.
+    A cookie is sent only when the caller passes a Cookie header. The client's ``cookies`` are this
+    object for good (see ``_Client``), so httpx does not even wrap each response in urllib's request
+    and response adapters (~4% of a fetch) only to hand them to a jar that keeps nothing.
     """
 
-    def add_cookie_header(self, request: object) -> None:
+    def extract_cookies(self, response: httpx.Response) -> None:
         pass
 
-    def extract_cookies(self, response: object, request: object) -> None:
+    def set_cookie_header(self, request: httpx.Request) -> None:
         pass
+
+
+_NO_COOKIES = _NoCookies()
+
+
+class _Client(httpx.AsyncClient):
+    """The shared ``httpx.AsyncClient``, whose cookie store is always ``_NoCookies``."""
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return _NO_COOKIES
+
+    @cookies.setter
+    def cookies(self, cookies: object) -> None:
+        pass  # httpx's constructor sets them: nothing to keep
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:
@@ -195,11 +209,10 @@ class Fetcher:
             max_connections=s.global_concurrency, max_keepalive_connections=s.global_concurrency
         )
         backend = GuardedBackend(self._policy, resolver or system_resolver)
-        self._client = httpx.AsyncClient(
+        self._client = _Client(
             transport=GuardedTransport(backend, limits, httpx.create_ssl_context(trust_env=False)),
             follow_redirects=False,
             trust_env=False,
-            cookies=_NoCookieJar(),
             timeout=httpx.Timeout(s.read_timeout, connect=s.connect_timeout, pool=s.deadline),
             headers={"User-Agent": s.user_agent, "Accept-Encoding": ", ".join(SUPPORTED)},
         )

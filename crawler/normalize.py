@@ -367,9 +367,13 @@ def normalize_text(text: str) -> str:
     return " ".join(fold_text(text).split())
 
 
-def content_hash(text: str) -> str:
-    """SHA-256 (hex) of :func:`normalize_text`: the same normalised text is one document."""
-    return hashlib.sha256(normalize_text(text).encode("utf-8")).hexdigest()
+def content_hash(text: str, *, folded: str | None = None) -> str:
+    """SHA-256 (hex) of :func:`normalize_text`: the same normalised text is one document.
+
+    ``folded`` is ``fold_text(text)`` when the caller already has it (the fingerprint reads it too).
+    """
+    folded = fold_text(text) if folded is None else folded
+    return hashlib.sha256(" ".join(folded.split()).encode("utf-8")).hexdigest()
 
 
 # TODO: unify with crawler/textspans.py (the rules engine's sentence splitter) once both settle.

@@ -24,10 +24,11 @@ Each source is processed inside the single broad ``except`` of the program (``ru
 one broken source is recorded and never stops the others.
 
 A pass (``run_pass``) reads every source's state in one query and writes the fetch records in
-batches. With ``Runtime.offload`` (``runner.open_runtime(cpu_workers=1)``, used by ``run_once`` for
-many feeds), step 3's extraction and the text analysis of steps 4-5 run in a worker process and
+batches. With ``Runtime.offload`` (``runner.open_runtime(cpu_workers=N)``, used by ``run_once`` for
+many feeds), step 3's extraction and the text analysis of steps 4-5 run in worker processes and
 the database work of steps 4-7 in one writer process (its own connection and rule set), so HTTP,
-CPU and SQLite work overlap on several cores; the results are the same as inline.
+CPU and SQLite work overlap on several cores; the results are the same as inline. Sources' writes
+that queue up meanwhile share one transaction (group commit, ``crawler.groupwrite``).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ from .config import Settings
 from .errors import FetchError, HTTPStatusError, ParseError, SelectorNotFound, StorywatchError
 from .extract import extract_region
 from .fetch import Fetcher
+from .groupwrite import GroupWriter
 from .match import RuleInput, RuleSet, load_rules
 from .parse import parse_feed
 from .types import Document, FeedEntry, FeedHints, Fetched, Match, SourceResult, SourceSpec, Validators
@@ -78,6 +80,10 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+_Prepared = tuple[Document, Analysis | None]
+_Group = tuple[list[_Prepared], datetime]  # one source's documents and the time of its pass
+
+
 @dataclass
 class Runtime:
     """Live resources of a pass or of the daemon (not a stage value: it is never passed downstream)."""
@@ -88,7 +94,11 @@ class Runtime:
     rules: RuleSet
     clock: Callable[[], datetime] = utcnow
     origin: str = "live"
-    offload: Offload | None = None  # article worker process + database writer thread; None = inline
+    offload: Offload | None = None  # article worker processes + database writer; None = inline
+    # group commit of document writes through ``offload`` (made on first use; ``replace`` resets it)
+    store_group: GroupWriter[_Group, list[store_ingest.IngestResult]] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
 
 @dataclass(frozen=True)
@@ -279,7 +289,7 @@ async def _process(
     else:
         docs, warnings = _page_documents(rt, spec, fetched, state.last_snapshot, now)
         hints, times = FeedHints(), ()
-    results = await rt.offload.write(_store_call(rt, docs, now)) if rt.offload else _store(rt, docs, now)
+    results = await _write_documents(rt, docs, now)
     new = sum(r.status in ("new", "updated") for r in results)
     alert_ids = tuple(a for r in results for a in r.alert_ids)
     res = SourceResult(
@@ -305,7 +315,6 @@ def _max_age(fetched: Fetched) -> float | None:
 
 # --------------------------------------------------------------------------- feeds
 
-_Prepared = tuple[Document, Analysis | None]
 
 
 async def _feed_documents(
@@ -456,25 +465,51 @@ def _page_documents(
 
 
 def _store(rt: Runtime, docs: Sequence[_Prepared], now: datetime) -> list[store_ingest.IngestResult]:
-    if not docs:
-        return []
-    items = prepare_many(rt, [d for d, _ in docs], [a for _, a in docs])
+    return _store_groups(rt, [(docs, now)])[0]
+
+
+def _store_groups(
+    rt: Runtime, groups: Sequence[tuple[Sequence[_Prepared], datetime]]
+) -> list[list[store_ingest.IngestResult]]:
+    """Several sources' documents (each batch with its own ``now``): one lookup, ONE transaction."""
+    flat = [p for docs, _ in groups for p in docs]
+    if not flat:
+        return [[] for _ in groups]
+    items = iter(prepare_many(rt, [d for d, _ in flat], [a for _, a in flat]))
     cfg = rt.settings
-    return store_ingest.ingest(
+    return store_ingest.ingest_groups(
         rt.db,
-        items,
+        [([next(items) for _ in docs], now) for docs, now in groups],
         alerts_cfg=cfg.alerts,
         threshold=cfg.dedup.threshold,
-        now=now,
         origin=rt.origin,
     )
 
 
-def _store_call(
-    rt: Runtime, docs: Sequence[_Prepared], now: datetime
-) -> Write[list[store_ingest.IngestResult]]:
-    serves = (rt.settings, rt.rules)
-    return Write(lambda: _store(rt, docs, now), _writer_store, (list(docs), now, rt.origin), serves)
+STORE_GROUP_DOCS = 256  # documents in one grouped write transaction, at most
+STORE_GROUP_LINGER = 0.5  # seconds a write waits for others to share its transaction (unless full)
+
+
+async def _write_documents(
+    rt: Runtime, docs: list[_Prepared], now: datetime
+) -> list[store_ingest.IngestResult]:
+    """Store one source's documents: inline, or through the writer with group commit (batches that
+    queue up while a write runs go out together as the next one, see ``crawler.groupwrite``)."""
+    if rt.offload is None:
+        return _store(rt, docs, now)
+    if not docs:
+        return []
+    if rt.store_group is None:
+        offload, serves = rt.offload, (rt.settings, rt.rules)
+
+        async def flush(groups: list[_Group]) -> list[list[store_ingest.IngestResult]]:
+            call = Write(lambda: _store_groups(rt, groups), _writer_store, (groups, rt.origin), serves)
+            return await offload.write(call)
+
+        rt.store_group = GroupWriter(
+            flush, max_size=STORE_GROUP_DOCS, size=lambda g: len(g[0]), linger=STORE_GROUP_LINGER
+        )
+    return await rt.store_group.submit((docs, now))
 
 
 def _record_call(rt: Runtime, batch: list[store_sources.FetchRecord]) -> Write[None]:
@@ -501,9 +536,9 @@ def _writer_start(settings: Settings, database_url: str) -> None:
     _WRITER = Runtime(settings, db, cast(Fetcher, None), load_ruleset(settings))  # it never fetches
 
 
-def _writer_store(docs: list[_Prepared], now: datetime, origin: str) -> list[store_ingest.IngestResult]:
+def _writer_store(groups: list[_Group], origin: str) -> list[list[store_ingest.IngestResult]]:
     assert _WRITER is not None, "not in the writer process"
-    return _store(replace(_WRITER, origin=origin), docs, now)
+    return _store_groups(replace(_WRITER, origin=origin), groups)
 
 
 def _writer_record(batch: list[store_sources.FetchRecord]) -> None:

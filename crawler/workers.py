@@ -69,12 +69,18 @@ class Built:
     analysis: Analysis
 
 
-def analyse(doc: Document, params: TextParams) -> Analysis:
-    """The fingerprint of ``doc`` (none for page changes: they never join stories)."""
+def analyse(doc: Document, params: TextParams, *, folded: str | None = None) -> Analysis:
+    """The fingerprint of ``doc`` (none for page changes: they never join stories); ``folded`` is
+    ``normalize.fold_text(doc.text)`` when the caller has it."""
     if doc.origin == "page":
         return Analysis(None)
     fp = dedup.fingerprint(
-        doc.text, num_perm=params.num_perm, bands=params.bands, word_k=params.word_k, char_k=params.char_k
+        doc.text,
+        num_perm=params.num_perm,
+        bands=params.bands,
+        word_k=params.word_k,
+        char_k=params.char_k,
+        folded=folded,
     )
     return Analysis(fp)
 
@@ -99,7 +105,9 @@ def make_document(
     aliases: tuple[str, ...],
     entry_id: str | None,
     origin: str = "article",
+    folded: str | None = None,
 ) -> Document:
+    """``folded``: ``normalize.fold_text(text)`` when the caller has it (for the content hash)."""
     return Document(
         source_id=spec.id,
         url=url,
@@ -107,7 +115,7 @@ def make_document(
         title=title.strip(),
         text=text,
         discovered=now,
-        content_hash=normalize.content_hash(f"{text}"),
+        content_hash=normalize.content_hash(text, folded=folded),
         published=published,
         aliases=tuple(dict.fromkeys(aliases)),
         author=author,
@@ -121,11 +129,17 @@ def make_document(
 
 def article_document(job: ArticleJob, params: TextParams) -> Document:
     """The document of one fetched article page; raises ParseError when no text can be extracted."""
+    return _article(job, params)[0]
+
+
+def _article(job: ArticleJob, params: TextParams) -> tuple[Document, str]:
+    """``article_document`` and its folded text (``normalize.fold_text``: the fingerprint reads it)."""
     page, entry = job.page, job.entry
     art = extract_article(page.body, url=page.final_url, content_type=page.headers.get("content-type"))
     link = entry.link
     target = (normalize.unwrap_search_redirect(link) or link) if link else None
-    return make_document(
+    folded = normalize.fold_text(art.text)
+    doc = make_document(
         job.spec,
         job.now,
         url=page.final_url,
@@ -137,7 +151,9 @@ def article_document(job: ArticleJob, params: TextParams) -> Document:
         language=art.language,
         aliases=tuple(u for u in (link, target, page.final_url, *page.redirects) if u),
         entry_id=normalize.entry_key(entry.entry_id, entry.title, entry.summary),
+        folded=folded,
     )
+    return doc, folded
 
 
 def build_articles(jobs: Sequence[ArticleJob], params: TextParams) -> list[Built | str]:
@@ -145,11 +161,11 @@ def build_articles(jobs: Sequence[ArticleJob], params: TextParams) -> list[Built
     out: list[Built | str] = []
     for job in jobs:
         try:
-            doc = article_document(job, params)
+            doc, folded = _article(job, params)
         except ParseError as exc:
             out.append(str(exc))
             continue
-        out.append(Built(doc, analyse(doc, params)))
+        out.append(Built(doc, analyse(doc, params, folded=folded)))
     return out
 
 

@@ -142,21 +142,38 @@ def ingest(
     reads them). ``backfill_policy`` (none | digest | all) decides the deliveries of alerts whose
     origin is not live.
     """
-    results: list[IngestResult] = []
+    return ingest_groups(
+        db,
+        [(items, now)],
+        alerts_cfg=alerts_cfg,
+        threshold=threshold,
+        origin=origin,
+        backfill_policy=backfill_policy,
+    )[0]
+
+
+def ingest_groups(
+    db: Database,
+    groups: Sequence[tuple[Sequence[IngestItem], datetime]],
+    *,
+    alerts_cfg: AlertsConfig,
+    threshold: float,
+    origin: str = "live",
+    backfill_policy: str = "digest",
+) -> list[list[IngestResult]]:
+    """:func:`ingest` for several batches (each with its own ``now``) in ONE write transaction (group
+    commit: pages dirtied by one batch are written once for all); results per batch, in order."""
+    policy = _Policy(alerts_cfg, cast(outbox.Origin, origin), cast(outbox.BackfillPolicy, backfill_policy))
+    out: list[list[IngestResult]] = []
     with db.write() as s:
         # lock every band first so two batches with crossing near-duplicates cannot deadlock (PostgreSQL)
-        dedup_store.lock_fingerprints(s, [i.fingerprint for i in items if i.fingerprint is not None])
-        batch = _Batch(
-            s,
-            db,
-            _Policy(alerts_cfg, cast(outbox.Origin, origin), cast(outbox.BackfillPolicy, backfill_policy)),
-            threshold,
-            now,
-        )
-        for item in items:
-            results.append(_ingest_one(batch, item))
-        batch.flush_aliases()
-    return results
+        fps = [i.fingerprint for items, _ in groups for i in items if i.fingerprint is not None]
+        dedup_store.lock_fingerprints(s, fps)
+        for items, now in groups:
+            batch = _Batch(s, db, policy, threshold, now)
+            out.append([_ingest_one(batch, item) for item in items])
+            batch.flush_aliases()
+    return out
 
 
 @dataclass(frozen=True)

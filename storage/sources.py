@@ -15,6 +15,7 @@ from crawler.types import SourceResult, SourceSpec, Validators
 
 from .db import Database
 from .models import FetchLogRow, SightingRow, SnapshotRow, SourceRow
+from .rawsql import raw
 
 
 @dataclass(frozen=True)
@@ -237,21 +238,25 @@ def load_timings(db: Database) -> dict[str, dict[str, Any]]:
 
 
 def unseen_entries(db: Database, source_id: str, entry_ids: Iterable[str]) -> set[str]:
+    """The ids among ``entry_ids`` with no sighting for ``source_id`` yet (the feed's new entries)."""
     ids = list(dict.fromkeys(entry_ids))
     if not ids:
         return set()
     seen: set[str] = set()
     with db.read() as s:
+        r = raw(s)  # one small query per feed fetch: plain SQL (see storage.rawsql)
         for i in range(0, len(ids), 500):
             chunk = ids[i : i + 500]
-            seen.update(
-                s.scalars(
-                    select(SightingRow.entry_id).where(
-                        SightingRow.source_id == source_id, SightingRow.entry_id.in_(chunk)
-                    )
-                )
-            )
+            params = {f"e{j}": e for j, e in enumerate(chunk)}
+            params["source"] = source_id
+            seen.update(row[0] for row in r.execute(_unseen_sql(len(chunk)), params))
     return set(ids) - seen
+
+
+@lru_cache(maxsize=64)
+def _unseen_sql(n: int) -> str:
+    names = ", ".join(f":e{j}" for j in range(n))
+    return f"SELECT entry_id FROM sightings WHERE source_id = :source AND entry_id IN ({names})"
 
 
 def list_sources(db: Database, specs: Sequence[SourceSpec], *, now: datetime) -> list[SourceStatus]:

@@ -11,6 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from datasketch import MinHash
+from hypothesis import given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
 
 from crawler import dedup, normalize
 from crawler.dedup import (
@@ -186,3 +189,13 @@ def test_candidate_probability_is_the_lsh_s_curve() -> None:
     low, mid, high = (candidate_probability(s) for s in (0.05, 0.4, 0.8))
     assert low < 0.01 < mid < high
     assert candidate_probability(0.4) == pytest.approx(1 - (1 - 0.4**3) ** 40)
+
+
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=400))
+@hyp_settings(max_examples=300, deadline=None)
+def test_fingerprint_of_the_fold_text_output_is_the_fingerprint_of_the_text(text: str) -> None:
+    # the worker folds an article once (fold_text) for both its content hash and its fingerprint
+    folded = normalize.fold_text(text)
+    assert fingerprint(text, folded=folded) == fingerprint(text)
+    assert normalize.content_hash(text, folded=folded) == normalize.content_hash(text)
+    assert normalize.content_hash(text) == hashlib.sha256(normalize_text(text).encode()).hexdigest()

@@ -144,6 +144,46 @@ def test_lookup_many_prefers_canonical_url_then_text_then_alias(tmp_path: Path) 
     db.dispose()
 
 
+def test_ingest_groups_writes_several_batches_in_one_transaction_each_with_its_own_time(
+    tmp_path: Path,
+) -> None:
+    from dataclasses import replace
+
+    from crawler.dedup import fingerprint
+    from storage.ingest import ingest_groups
+    from storage.models import StoryRow
+
+    db = open_database(f"sqlite:///{tmp_path / 'x.db'}")
+    words = " ".join(f"word{i}" for i in range(120))
+    first, other = _doc_item(1, text=f"Opening line. {words}."), _doc_item(2)
+    reprint = _doc_item(3, text=f"Opening line. {words}. Reprinted with permission.")
+    a, b, c = (replace(i, fingerprint=fingerprint(i.document.text)) for i in (first, reprint, other))
+    t1, t2 = datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 11, 2, tzinfo=UTC)
+    settings = Settings()
+    out = ingest_groups(db, [([a], t1), ([b, c], t2)], alerts_cfg=settings.alerts, threshold=0.4)
+    assert [[r.status for r in group] for group in out] == [["new"], ["new", "new"]]
+    assert out[1][0].story_id == out[0][0].story_id != out[1][1].story_id  # the reprint joined batch 1's story
+    with db.read() as s:
+        stories = {r.id: (r.first_seen, r.updated_at) for r in s.scalars(select(StoryRow))}
+    assert stories == {out[0][0].story_id: (t1, t2), out[1][1].story_id: (t2, t2)}
+    db.dispose()
+
+
+def test_unseen_entries_are_those_without_a_sighting_for_that_source(tmp_path: Path) -> None:
+    from storage.sources import sync_sources, unseen_entries
+
+    db = open_database(f"sqlite:///{tmp_path / 'x.db'}")
+    sync_sources(db, [SourceSpec(id="s", kind="feed", url="http://example.org/feed")])
+    stored = [_doc_item(n) for n in range(3)]  # sightings of source "s" with entry ids "0", "1", "2"
+    ingest(db, stored, alerts_cfg=Settings().alerts, threshold=0.4, now=datetime.now(UTC))
+    many = [str(n) for n in range(1200)]  # over one 500-id chunk
+    assert unseen_entries(db, "s", ["1", "new", "2", "new"]) == {"new"}
+    assert unseen_entries(db, "s", many) == set(many) - {"0", "1", "2"}
+    assert unseen_entries(db, "other", ["1"]) == {"1"}
+    assert unseen_entries(db, "s", []) == set()
+    db.dispose()
+
+
 def test_source_state_reads_saved_validators(tmp_path: Path) -> None:
     from crawler.types import SourceResult
     from storage.sources import record_fetch, sync_sources
