@@ -242,6 +242,17 @@ def process_cpu_s(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
+def process_peak_rss_mb(pid: int | None) -> float:
+    """Peak resident set (VmHWM) of a live process in MB (Linux /proc; 0.0 where unavailable)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        pass
+    return 0.0
+
+
 def _role(pid: int | None) -> str:
     """``writer`` for the worker process holding the database open, else ``worker PID``."""
     try:
@@ -272,6 +283,7 @@ def _timed(settings: Any, specs: Any, profile: str | None) -> dict[str, Any]:
                 prof.disable()
             t2, c2 = time.perf_counter(), time.process_time()
             workers_cpu = {_role(p.pid): process_cpu_s(p.pid) for p in mp.active_children()}
+            workers_rss = {_role(p.pid): process_peak_rss_mb(p.pid) for p in mp.active_children()}
             group = rt.store_group
             grouping = (group.items, group.flushes) if group else (0, 0)
         t3 = time.perf_counter()
@@ -283,6 +295,7 @@ def _timed(settings: Any, specs: Any, profile: str | None) -> dict[str, Any]:
             "pass_cpu_s": c2 - c1,
             "workers": rt.offload.workers if rt.offload else 0,
             "workers_cpu_s": workers_cpu,  # each worker process by role, startup included
+            "workers_rss_mb": workers_rss,  # each worker process's peak RSS so far
             "grouping": grouping,  # (sources' document writes, write transactions)
         }
 
@@ -422,9 +435,10 @@ def _measure(site: Site, args: argparse.Namespace) -> int:
         f"whole run_once {warm['total_s']:.2f} s)"
     )
     print(f"server saw (storywatch, all passes): {requests}")
+    each_rss = ", ".join(f"{role} {mb:.0f} MB" for role, mb in cold["workers_rss_mb"].items())
     print(
         f"peak RSS: storywatch process {sw['rss_mb']:.0f} MB; its largest worker process "
-        f"(article extraction or database writer) {sw['worker_rss_mb']:.0f} MB"
+        f"(article extraction or database writer) {sw['worker_rss_mb']:.0f} MB; cold pass: {each_rss}"
     )
     return _ratios(sw, cold_rate, n / raw_s, raw304_s, naive_rate, naive_ka, site)
 

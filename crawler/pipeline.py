@@ -487,7 +487,7 @@ def _store_groups(
 
 
 STORE_GROUP_DOCS = 256  # documents in one grouped write transaction, at most
-STORE_GROUP_LINGER = 0.5  # seconds a write waits for others to share its transaction (unless full)
+STORE_GROUP_LINGER = 0.25  # seconds a write waits for others to share its transaction (unless full)
 
 
 async def _write_documents(
