@@ -41,7 +41,6 @@ class GroupWriter(Generic[A, R]):
         self._size = size
         self._linger = linger
         self._pending: list[tuple[A, asyncio.Future[R]]] = []
-        self._units = 0  # of the pending items
         self._full = asyncio.Event()  # set when the pending items reach max_size units
         self._drainer: asyncio.Task[None] | None = None
         self.items = 0  # items submitted so far
@@ -51,29 +50,29 @@ class GroupWriter(Generic[A, R]):
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
         self.items += 1
-        self._units += self._size(item)
-        if self._units >= self._max:
+        if self._units() >= self._max:
             self._full.set()
         if self._drainer is None or self._drainer.done():
             self._drainer = asyncio.create_task(self._drain())
         return await future
 
+    def _units(self) -> int:
+        return sum(self._size(item) for item, _ in self._pending)
+
     async def _drain(self) -> None:
-        while self._pending:
-            if self._linger and self._units < self._max:
-                # wait a little for more (a write per item costs more than the wait), not past a full group
-                self._full.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._full.wait(), self._linger)
-            group = self._take()
-            try:
-                await self._run(group)
-            except BaseException as exc:  # cancelled (the loop is closing): fail what is left
-                for _, fut in [*group, *self._pending]:
-                    if not fut.done():
-                        fut.set_exception(exc if isinstance(exc, Exception) else asyncio.CancelledError())
-                self._pending.clear()
-                raise
+        try:
+            while self._pending:
+                if self._linger and self._units() < self._max:
+                    # wait a little for more (a write per item costs more than the wait); a full group goes
+                    self._full.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._full.wait(), self._linger)
+                await self._run(self._take())
+        except asyncio.CancelledError:  # the loop is closing: nobody will write what is left
+            for _, fut in self._pending:
+                fut.cancel()
+            self._pending.clear()
+            raise
 
     def _take(self) -> list[tuple[A, asyncio.Future[R]]]:
         """The oldest pending items, up to ``max_size`` units (at least one item)."""
@@ -84,31 +83,28 @@ class GroupWriter(Generic[A, R]):
                 break
             taken += 1
         group, self._pending = self._pending[:taken], self._pending[taken:]
-        self._units = sum(self._size(item) for item, _ in self._pending)
         return group
 
     async def _run(self, group: list[tuple[A, asyncio.Future[R]]]) -> None:
         live = [(item, fut) for item, fut in group if not fut.done()]  # a caller may have been cancelled
         if not live:
             return
+        self.flushes += 1
         try:
-            self.flushes += 1
-            results = await self._flush([item for item, _ in live])
+            results = list(await self._flush([item for item, _ in live]))
         except Exception as exc:
-            if len(live) == 1:
-                _settle(live[0][1], exc=exc)
-                return
-            for one in live:  # all-or-nothing failed: each on its own, so only the bad one fails
-                await self._run([one])
+            if len(live) > 1:  # all-or-nothing failed: each on its own, so only the bad one fails
+                for one in live:
+                    await self._run([one])
+            elif not live[0][1].done():
+                live[0][1].set_exception(exc)
+            return
+        if len(results) != len(live):  # a broken flush: fail its callers rather than leave them waiting
+            results_error = RuntimeError(f"flush returned {len(results)} results for {len(live)} items")
+            for _, fut in live:
+                if not fut.done():
+                    fut.set_exception(results_error)
             return
         for (_, fut), result in zip(live, results, strict=True):
-            _settle(fut, result=result)
-
-
-def _settle(fut: asyncio.Future[R], *, result: R | None = None, exc: Exception | None = None) -> None:
-    if fut.done():
-        return
-    if exc is not None:
-        fut.set_exception(exc)
-    else:
-        fut.set_result(result)  # type: ignore[arg-type]
+            if not fut.done():
+                fut.set_result(result)

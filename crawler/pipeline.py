@@ -316,7 +316,6 @@ def _max_age(fetched: Fetched) -> float | None:
 # --------------------------------------------------------------------------- feeds
 
 
-
 async def _feed_documents(
     rt: Runtime, spec: SourceSpec, fetched: Fetched, now: datetime
 ) -> tuple[list[_Prepared], list[str], FeedHints, tuple[datetime, ...]]:
@@ -464,10 +463,6 @@ def _page_documents(
 # --------------------------------------------------------------------------- storing
 
 
-def _store(rt: Runtime, docs: Sequence[_Prepared], now: datetime) -> list[store_ingest.IngestResult]:
-    return _store_groups(rt, [(docs, now)])[0]
-
-
 def _store_groups(
     rt: Runtime, groups: Sequence[tuple[Sequence[_Prepared], datetime]]
 ) -> list[list[store_ingest.IngestResult]]:
@@ -496,13 +491,14 @@ async def _write_documents(
     """Store one source's documents: inline, or through the writer with group commit (batches that
     queue up while a write runs go out together as the next one, see ``crawler.groupwrite``)."""
     if rt.offload is None:
-        return _store(rt, docs, now)
+        return _store_groups(rt, [(docs, now)])[0]
     if not docs:
         return []
     if rt.store_group is None:
-        offload, serves = rt.offload, (rt.settings, rt.rules)
+        offload = rt.offload
 
         async def flush(groups: list[_Group]) -> list[list[store_ingest.IngestResult]]:
+            serves = (rt.settings, rt.rules)  # read at each write: the daemon may swap the rules
             call = Write(lambda: _store_groups(rt, groups), _writer_store, (groups, rt.origin), serves)
             return await offload.write(call)
 

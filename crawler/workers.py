@@ -7,8 +7,8 @@ fingerprint). Everything here is pure and synchronous: bytes and frozen dataclas
 in, frozen dataclasses out. Rules are not run here: they are cheap, and the live rule set (the
 daemon reloads it) stays in the main process.
 
-``Offload`` runs batches of jobs in a worker process (``spawn``) so that extraction and
-fingerprinting overlap with the main process's HTTP work on another core, and runs database writes
+``Offload`` runs feeds and batches of jobs in worker processes (``spawn``) so that parsing,
+extraction and fingerprinting overlap with the main process's HTTP work, and runs database writes
 in one writer: a process (started by ``crawler.pipeline.writer_process``), or a thread. When the pool
 is absent (``workers=0``) or breaks (a killed worker), the same functions run inline, so the results
 never depend on where they were computed.

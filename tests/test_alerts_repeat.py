@@ -9,7 +9,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from click.testing import CliRunner
 
@@ -65,6 +65,27 @@ def consoles(db: Database, cfg: AlertsConfig) -> tuple[Relay, dict[str, io.Strin
     return Relay(db, cfg, channels=chans), bufs
 
 
+class Alerted(NamedTuple):
+    db: Database
+    cfg: AlertsConfig
+    story: int
+    alert_id: int
+    relay: Relay
+    bufs: dict[str, io.StringIO]
+    document: int  # the alerting document
+
+
+def console_alert(tmp_path: Path, **alerts: Any) -> Alerted:
+    """One alert of a new story recorded for console channel "a" (``alerts``: more alert settings),
+    with its relay; nothing delivered yet."""
+    db = new_db(tmp_path)
+    cfg = alerts_cfg({"a": {"type": "console"}}, **alerts)
+    story, docs = add_story(db)
+    alert_id = record(db, cfg, story, docs[0]).alert_id
+    assert alert_id is not None
+    return Alerted(db, cfg, story, alert_id, *consoles(db, cfg), docs[0])
+
+
 def test_repeat_is_sent_after_the_interval_while_the_story_keeps_growing(tmp_path: Path) -> None:
     with Receiver() as rx:
         db = new_db(tmp_path)
@@ -104,27 +125,19 @@ def test_repeat_is_sent_after_the_interval_while_the_story_keeps_growing(tmp_pat
 
 
 def test_no_repeat_when_nothing_new_arrived(tmp_path: Path) -> None:
-    db = new_db(tmp_path)
-    cfg = alerts_cfg({"a": {"type": "console"}}, repeat_interval="1h")
-    story, docs = add_story(db)
-    alert_id = record(db, cfg, story, docs[0]).alert_id
-    relay, bufs = consoles(db, cfg)
+    db, cfg, story, alert_id, relay, bufs, doc = console_alert(tmp_path, repeat_interval="1h")
     assert run(relay, T0).sent == 1
     for hours in (1, 2, 50):
         report = run(relay, T0 + hours * H)
         assert report.repeats == 0 and report.attempts == ()
     # The same document recorded again is a duplicate, not news.
-    record(db, cfg, story, docs[0], now=T0 + 51 * H)
+    record(db, cfg, story, doc, now=T0 + 51 * H)
     assert run(relay, T0 + 53 * H).attempts == ()
     assert kinds(db, alert_id) == [("alert", "sent")] and "Still developing" not in bufs["a"].getvalue()
 
 
 def test_default_zero_never_repeats(tmp_path: Path) -> None:
-    db = new_db(tmp_path)
-    cfg = alerts_cfg({"a": {"type": "console"}}, notify_updates=False)
-    story, docs = add_story(db)
-    alert_id = record(db, cfg, story, docs[0]).alert_id
-    relay, _ = consoles(db, cfg)
+    db, cfg, story, alert_id, relay, _, _ = console_alert(tmp_path, notify_updates=False)
     run(relay, T0)
     corroborate(db, cfg, story, "reuters", T0 + H, [WIRE])
     assert run(relay, T0 + 1000 * H).attempts == ()
@@ -158,11 +171,9 @@ def test_repeats_cover_what_updates_did_not(tmp_path: Path) -> None:
 
 
 def test_silence_suppresses_repeats_until_it_ends(tmp_path: Path) -> None:
-    db = new_db(tmp_path)
-    cfg = alerts_cfg({"a": {"type": "console"}}, repeat_interval="1h", notify_updates=False)
-    story, docs = add_story(db)
-    alert_id = record(db, cfg, story, docs[0]).alert_id
-    relay, _ = consoles(db, cfg)
+    db, cfg, story, alert_id, relay, _, _ = console_alert(
+        tmp_path, repeat_interval="1h", notify_updates=False
+    )
     run(relay, T0)
     sil = add_silence(db, "longcat.*", duration="12h", now=T0 + H)
     corroborate(db, cfg, story, "reuters", T0 + 2 * H, [WIRE])
@@ -177,11 +188,9 @@ def test_silence_suppresses_repeats_until_it_ends(tmp_path: Path) -> None:
 def test_old_news_is_not_replayed_after_a_long_silence(tmp_path: Path) -> None:
     """A repeat tells what happened in the last two intervals; a silence (or a stopped daemon, or
     repeats just turned on) longer than that does not replay older corroborations."""
-    db = new_db(tmp_path)
-    cfg = alerts_cfg({"a": {"type": "console"}}, repeat_interval="1h", notify_updates=False)
-    story, docs = add_story(db)
-    alert_id = record(db, cfg, story, docs[0]).alert_id
-    relay, _ = consoles(db, cfg)
+    db, cfg, story, alert_id, relay, _, _ = console_alert(
+        tmp_path, repeat_interval="1h", notify_updates=False
+    )
     run(relay, T0)
     sil = add_silence(db, "*", duration="12h", now=T0 + H)
     srcs: list[tuple[str, str | None]] = [WIRE]
@@ -195,7 +204,7 @@ def test_old_news_is_not_replayed_after_a_long_silence(tmp_path: Path) -> None:
 
 def test_per_channel_interval_overrides_the_global_one(tmp_path: Path) -> None:
     db = new_db(tmp_path)
-    channels = {
+    channels: dict[str, dict[str, Any]] = {
         "inherit": {"type": "console"},
         "fast": {"type": "console", "repeat_interval": "1h"},
         "never": {"type": "console", "repeat_interval": 0},

@@ -117,3 +117,18 @@ def test_with_linger_a_write_waits_for_others_unless_the_group_fills_up() -> Non
         assert store.calls == [["a", "b"], ["c", "d", "e"]]
 
     asyncio.run(go())
+
+
+def test_a_flush_returning_the_wrong_number_of_results_fails_its_callers_instead_of_hanging() -> None:
+    async def short(items: list[str]) -> list[str]:
+        return [item.upper() for item in items][:-1]
+
+    async def go() -> None:
+        gw: GroupWriter[str, str] = GroupWriter(short, max_size=10)
+        with pytest.raises(RuntimeError, match="flush returned 0 results for 1 items"):
+            await asyncio.wait_for(gw.submit("a"), 5)
+        with pytest.raises(RuntimeError, match="flush returned 0 results"):  # the writer still serves
+            await asyncio.wait_for(gw.submit("b"), 5)
+        assert gw.flushes == 2
+
+    asyncio.run(go())

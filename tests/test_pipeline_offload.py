@@ -30,10 +30,10 @@ from tests.sitekit import Site, article_page, rss
 FEEDS, ENTRIES = 3, 4
 
 
-def _site(site: Site) -> str:
+def _site(site: Site, first_entry: int = 0) -> str:
     for f in range(FEEDS):
         items = []
-        for e in range(ENTRIES):
+        for e in range(first_entry, first_entry + ENTRIES):
             path = f"/a/{f}/{e}"
             words = f"story {f}-{e} " + " ".join(f"w{(f * 7 + e * 13 + i) % 97}" for i in range(60))
             site.add(
@@ -101,6 +101,38 @@ def test_worker_process_and_writer_thread_store_what_the_inline_path_stores(tmp_
         assert _stored(offload_url)[1] == 2 * FEEDS
 
 
+def test_document_writes_use_the_rule_set_the_runtime_holds_at_write_time(tmp_path: Path) -> None:
+    """The daemon may swap ``rt.rules``: writes after the swap must not run the writer process's
+    rules (loaded at its start) but the new set (through the writer thread)."""
+    from crawler.match import load_rules
+    from storage.models import MatchRow
+
+    rule = tmp_path / "para.yaml"
+    rule.write_text(
+        "version: 1\nrules:\n  - id: t.para\n    title: Paragraph\n    severity: medium\n"
+        '    labels: {story: test}\n    query: |\n      "paragraph one"\n',
+        "utf-8",
+    )
+    db_url = f"sqlite:///{tmp_path / 'x.db'}"
+
+    async def go(site: Site, settings: Settings) -> None:
+        async with open_runtime(settings, cpu_workers=1) as rt:
+            assert [o.result.status for o in await run_pass(rt, settings.source_specs())] == ["ok"] * FEEDS
+            rt.rules = load_rules([rule])
+            _site(site, first_entry=ENTRIES)  # new articles in every feed
+            outs = await run_pass(rt, settings.source_specs())
+            assert [o.result.new_documents for o in outs] == [ENTRIES] * FEEDS
+
+    with Site() as site:
+        settings = _settings(db_url, _site(site))
+        asyncio.run(go(site, settings))
+    db = open_database(db_url)
+    with db.read() as s:
+        fired = s.scalar(select(func.count()).select_from(MatchRow).where(MatchRow.rule_id == "t.para"))
+    db.dispose()
+    assert fired == FEEDS * ENTRIES  # every article of the second pass, none of the first
+
+
 def _doc_item(n: int, *, url: str | None = None, text: str | None = None) -> IngestItem:
     from crawler.types import Document
 
@@ -162,7 +194,9 @@ def test_ingest_groups_writes_several_batches_in_one_transaction_each_with_its_o
     settings = Settings()
     out = ingest_groups(db, [([a], t1), ([b, c], t2)], alerts_cfg=settings.alerts, threshold=0.4)
     assert [[r.status for r in group] for group in out] == [["new"], ["new", "new"]]
-    assert out[1][0].story_id == out[0][0].story_id != out[1][1].story_id  # the reprint joined batch 1's story
+    assert (
+        out[1][0].story_id == out[0][0].story_id != out[1][1].story_id
+    )  # the reprint joined batch 1's story
     with db.read() as s:
         stories = {r.id: (r.first_seen, r.updated_at) for r in s.scalars(select(StoryRow))}
     assert stories == {out[0][0].story_id: (t1, t2), out[1][1].story_id: (t2, t2)}
