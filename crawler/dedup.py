@@ -8,9 +8,10 @@ one shingle is one shingle; a text without any word character has no shingles an
 fingerprint (no bands, similarity 0 to everything), so it never joins a story by similarity.
 
 The signature is datasketch's ``affine32`` MinHash (the datasketch >= 2.0 default scheme, its
-permutations for ``seed=1``), computed here in one vectorised numpy pass instead of datasketch's
-per-shingle Python hash loop; the shingle hash (a polynomial hash of each word's UTF-8 bytes,
-:func:`word_units`, / the code point of each character, combined by multiply-shift) is ours.
+permutations for ``seed=1``; datasketch itself is only imported by the tests and benches), computed
+here in one vectorised numpy pass instead of datasketch's per-shingle Python hash loop; the shingle
+hash (a polynomial hash of each word's UTF-8 bytes, :func:`word_units`, / the code point of each
+character, combined by multiply-shift) is ours.
 ``tests/test_dedup.py`` checks the signature equals ``datasketch.MinHash(..., hashfunc=<our
 shingle hash>)`` bit for bit.
 
@@ -33,7 +34,6 @@ from functools import lru_cache
 
 import numpy as np
 import numpy.typing as npt
-from datasketch import MinHash
 
 from .errors import ConfigError
 from .normalize import fold_words, word_bytes
@@ -213,8 +213,13 @@ def _fmix64(values: _U64) -> _U64:
 
 @lru_cache(maxsize=8)
 def _permutations(num_perm: int) -> tuple[_U32, _U32]:
-    a, b = MinHash(num_perm=num_perm, seed=SEED, scheme="affine32").permutations
-    return np.asarray(a, dtype=np.uint32), np.asarray(b, dtype=np.uint32)
+    """datasketch's ``affine32`` permutations for ``SEED``, drawn as ``MinHash._init_permutations``
+    draws them (odd ``a``, any ``b``; ``tests/test_dedup.py`` checks them against datasketch's own).
+    Drawn here because importing datasketch imports scipy: ~0.3 s and ~25 MB in every process."""
+    gen = np.random.RandomState(SEED)
+    a = gen.randint(0, 1 << 31, num_perm, dtype=np.uint32) * np.uint32(2) + np.uint32(1)
+    b = gen.randint(0, 1 << 32, num_perm, dtype=np.uint32)
+    return a, b
 
 
 def minhash(shingles: _U32, *, num_perm: int = NUM_PERM) -> _U32:

@@ -71,6 +71,7 @@ from .workers import (
     article_document,
     build_articles,
     make_document,
+    settle_heap,
 )
 
 log = logging.getLogger("storywatch.pipeline")
@@ -530,6 +531,7 @@ def _writer_start(settings: Settings, database_url: str) -> None:
 
     db = open_database(database_url, migrate=False)  # the main process migrated it
     _WRITER = Runtime(settings, db, cast(Fetcher, None), load_ruleset(settings))  # it never fetches
+    settle_heap()
 
 
 def _writer_store(groups: list[_Group], origin: str) -> list[list[store_ingest.IngestResult]]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +17,7 @@ from .config import Settings, fetch_settings
 from .fetch import Fetcher
 from .pipeline import Runtime, SourceOutcome, load_ruleset, run_pass, utcnow, writer_process
 from .types import SourceSpec
-from .workers import Offload
+from .workers import Offload, settled_heap
 
 
 @dataclass(frozen=True)
@@ -77,8 +77,10 @@ async def open_runtime(
     if cpu_workers > 0:
         offload = Offload(cpu_workers, writer=writer_process(settings, rules, database.url))
     try:
-        async with Fetcher(fetch_settings(settings)) as fetcher:
-            yield Runtime(settings, database, fetcher, rules, utcnow, origin, offload)
+        # a pass big enough for worker processes allocates millions of objects: see settled_heap
+        with settled_heap() if offload is not None else nullcontext():
+            async with Fetcher(fetch_settings(settings)) as fetcher:
+                yield Runtime(settings, database, fetcher, rules, utcnow, origin, offload)
     finally:
         if offload is not None:
             offload.close()

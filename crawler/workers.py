@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import logging
 import multiprocessing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -167,6 +169,37 @@ def build_articles(jobs: Sequence[ArticleJob], params: TextParams) -> list[Built
             continue
         out.append(Built(doc, analyse(doc, params, folded=folded)))
     return out
+
+
+GC_YOUNG_THRESHOLD = 10_000  # allocations between young collections (CPython's default: 700)
+GC_OLD_THRESHOLD = 100  # middle-generation collections between full ones (default: 10)
+
+
+def settle_heap() -> None:
+    """Call once a long-lived process (the database writer; a big pass's main process through
+    :func:`settled_heap`) has loaded what it keeps: modules, settings, rules. ``gc.freeze`` takes
+    those objects out of the cyclic collector's sight, and young collections run less often. With
+    CPython's defaults the collector re-scanned them on every full collection and ran thousands of
+    young ones per pass: ~7% of the CPU of a 40,000-document pass (``bench/ingest.py``), now ~2.5%.
+    Objects are still freed by reference counting as soon as they are unused; only cycles wait a
+    little longer."""
+    gc.collect()
+    gc.freeze()
+    _, middle, _ = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, GC_OLD_THRESHOLD)
+
+
+@contextmanager
+def settled_heap() -> Iterator[None]:
+    """:func:`settle_heap` for a block (a pass in a process that goes on afterwards): on exit the
+    frozen objects are collectable again and the thresholds are restored."""
+    thresholds = gc.get_threshold()
+    settle_heap()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
 
 
 @dataclass(frozen=True)

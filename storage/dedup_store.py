@@ -26,7 +26,7 @@ ONE write transaction:
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -73,13 +73,16 @@ def find_near_duplicate(
     threshold: float,
     exclude_document_id: int | None = None,
     lock: bool = True,
+    pending: PendingIndex | None = None,
 ) -> tuple[int, float] | None:
     """The indexed document most similar to ``fp`` with estimated Jaccard >= ``threshold``, or None.
 
     Candidates share at least one band hash (one indexed query; at most :data:`MAX_CANDIDATES`,
     those sharing the most bands); each is verified against its stored signature. Ties go to the
     lowest (oldest) document id. ``lock`` takes the PostgreSQL advisory locks described in the
-    module docstring (a no-op on SQLite); pass False only for read-only lookups.
+    module docstring (a no-op on SQLite); pass False only for read-only lookups. ``pending``: the
+    documents indexed earlier in this transaction but not yet written (see :class:`PendingIndex`)
+    are candidates too.
     """
     if fp.empty:
         return None
@@ -90,7 +93,61 @@ def find_near_duplicate(
     if exclude_document_id is not None:
         params["exclude"] = exclude_document_id
     rows = raw(session).execute(_candidates_sql(len(fp.bands), exclude_document_id is not None), params)
-    return _best(fp, [(int(r[0]), bytes(r[1])) for r in rows], threshold)
+    found = [(int(r[0]), bytes(r[1])) for r in rows]
+    if pending is not None:
+        found.extend(pending.candidates(fp, exclude_document_id))
+    return _best(fp, found, threshold)
+
+
+class PendingIndex:
+    """Band and signature rows of the documents indexed in one write transaction, written together
+    by :meth:`flush` before it commits.
+
+    A document's 40 band keys are random: inserted as they come, each lands on a random page of the
+    ``minhash_bands`` B-tree. Sorted across a whole group of documents, the same rows go in as one
+    ordered pass (about half the cost). Until then :func:`find_near_duplicate` finds them here, so
+    a near-duplicate later in the same transaction still joins the first one's story.
+    """
+
+    def __init__(self) -> None:
+        self._bands: dict[tuple[int, int], list[int]] = {}  # (band, hash) -> document ids
+        self._rows: list[tuple[int, int, int]] = []  # (band, hash, document id)
+        self._signatures: dict[int, bytes] = {}
+
+    def add(self, document_id: int, fp: Fingerprint) -> None:
+        if fp.empty or document_id in self._signatures:
+            return  # nothing to index, or a repeat (a no-op, as for stored rows)
+        self._signatures[document_id] = fp.signature
+        keys = list(enumerate(fp.bands))
+        self._rows.extend([(band, value, document_id) for band, value in keys])
+        bands = self._bands
+        for key in keys:
+            if key in bands:
+                bands[key].append(document_id)
+            else:
+                bands[key] = [document_id]
+
+    def candidates(self, fp: Fingerprint, exclude: int | None) -> list[tuple[int, bytes]]:
+        """The pending documents sharing a band with ``fp``: those sharing the most first, at most
+        :data:`MAX_CANDIDATES` (the same rule as the stored index's query)."""
+        bands = self._bands
+        hits = [doc for key in enumerate(fp.bands) if key in bands for doc in bands[key] if doc != exclude]
+        if not hits:
+            return []
+        shared = Counter(hits)
+        ranked = sorted(shared, key=lambda d: (-shared[d], d))[:MAX_CANDIDATES]
+        return [(d, self._signatures[d]) for d in ranked]
+
+    def flush(self, session: Session) -> None:
+        """Write the pending rows (bands in key order) in ``session``'s transaction; empties the buffer."""
+        if not self._signatures:
+            return
+        rows, signatures = self._rows, self._signatures
+        self._bands, self._rows, self._signatures = {}, [], {}
+        rows.sort()
+        r = raw(session)
+        r.executemany(_BAND_SQL, [{"band": b, "hash": h, "doc": d} for b, h, d in rows])
+        r.executemany(_SIGNATURE_SQL, [{"doc": d, "sig": sig} for d, sig in sorted(signatures.items())])
 
 
 @lru_cache(maxsize=16)
@@ -180,25 +237,24 @@ _DOC_FOR_STORY = select(_DOCS.c.story_id, _DOCS.c.title, _DOCS.c.source_id, _DOC
 )
 
 
-def index_document(session: Session, db: Database, document_id: int, fp: Fingerprint) -> None:
+def index_document(
+    session: Session, db: Database, document_id: int, fp: Fingerprint, *, pending: PendingIndex | None = None
+) -> None:
     """Add ``document_id`` to the index (its band hashes and signature); a repeat is a no-op.
 
-    Two ``INSERT ... ON CONFLICT DO NOTHING`` statements (the same syntax on SQLite and PostgreSQL,
-    so ``db`` is only kept for the callers' symmetry); all bands go in one statement.
+    With ``pending``, the rows wait there until its ``flush`` (the caller's, before commit);
+    without, they are written now. ``INSERT ... ON CONFLICT DO NOTHING`` (the same syntax on SQLite
+    and PostgreSQL, so ``db`` is only kept for the callers' symmetry).
     """
-    if fp.empty:
-        return
-    params: dict[str, object] = dict(zip(_band_names(len(fp.bands)), fp.bands, strict=True))
-    params.update(doc=document_id, sig=fp.signature)
-    r = raw(session)
-    r.execute(_index_sql(len(fp.bands)), params)
-    r.execute(_SIGNATURE_SQL, params)
+    batch = pending if pending is not None else PendingIndex()
+    batch.add(document_id, fp)
+    if pending is None:
+        batch.flush(session)
 
 
-@lru_cache(maxsize=16)
-def _index_sql(bands: int) -> str:
-    values = ", ".join(f"({i}, :h{i}, :doc)" for i in range(bands))
-    return f"INSERT INTO minhash_bands (band, hash, document_id) VALUES {values} ON CONFLICT DO NOTHING"
+_BAND_SQL = (
+    "INSERT INTO minhash_bands (band, hash, document_id) VALUES (:band, :hash, :doc) ON CONFLICT DO NOTHING"
+)
 
 
 def assign_story(
@@ -342,6 +398,7 @@ def _grouped(pairs: Iterable[tuple[int | None, str]]) -> dict[int, set[str]]:
 
 __all__ = [
     "MAX_CANDIDATES",
+    "PendingIndex",
     "StoryNotFound",
     "StorySummary",
     "assign_story",

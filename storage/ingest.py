@@ -169,10 +169,12 @@ def ingest_groups(
         # lock every band first so two batches with crossing near-duplicates cannot deadlock (PostgreSQL)
         fps = [i.fingerprint for items, _ in groups for i in items if i.fingerprint is not None]
         dedup_store.lock_fingerprints(s, fps)
+        index = dedup_store.PendingIndex()  # band rows of the whole transaction, written sorted
         for items, now in groups:
-            batch = _Batch(s, db, policy, threshold, now)
+            batch = _Batch(s, db, policy, threshold, now, index)
             out.append([_ingest_one(batch, item) for item in items])
             batch.flush_aliases()
+        index.flush(s)
     return out
 
 
@@ -192,6 +194,7 @@ class _Batch:
     policy: _Policy
     threshold: float
     now: datetime
+    index: dedup_store.PendingIndex
     aliases: list[dict[str, Any]] = field(default_factory=list)
 
     def sighting(self, doc_id: int, doc: Document) -> None:
@@ -277,7 +280,7 @@ def _ingest_one(b: _Batch, item: IngestItem) -> IngestResult:
         return IngestResult("duplicate", known.document_id, known.story_id)
     doc_id = int(inserted)
     b.sighting(doc_id, doc)
-    story_id, new_story = _assign_story(b.s, b.db, doc_id, item, b.threshold, b.now)
+    story_id, new_story = _assign_story(b, doc_id, item)
     alert_ids, corr = _record_matches(
         b.s, b.db, item.matches, doc, doc_id, story_id, b.policy, b.now, new_story
     )
@@ -304,24 +307,24 @@ def _update_in_place(b: _Batch, item: IngestItem) -> IngestResult:
     return IngestResult("updated", doc_id, story_id, len(alert_ids), corr, tuple(alert_ids))
 
 
-def _assign_story(
-    s: Session, db: Database, doc_id: int, item: IngestItem, threshold: float, now: datetime
-) -> tuple[int, bool]:
+def _assign_story(b: _Batch, doc_id: int, item: IngestItem) -> tuple[int, bool]:
     """The new document's story, and whether that story was created for it (no near-duplicate)."""
-    doc, fp = item.document, item.fingerprint
+    doc, fp, s = item.document, item.fingerprint, b.s
     near = None
     if fp is not None:
-        hit = dedup_store.find_near_duplicate(s, fp, threshold=threshold, exclude_document_id=doc_id)
+        hit = dedup_store.find_near_duplicate(
+            s, fp, threshold=b.threshold, exclude_document_id=doc_id, pending=b.index
+        )
         near = hit[0] if hit else None
-        dedup_store.index_document(s, db, doc_id, fp)
+        dedup_store.index_document(s, b.db, doc_id, fp, pending=b.index)
     story_id = dedup_store.assign_story(
         s,
-        db,
+        b.db,
         doc_id,
         near_document_id=near,
         title=doc.title,
         source_id=doc.source_id,
-        seen_at=now,
+        seen_at=b.now,
         is_new=True,
     )
     return story_id, near is None

@@ -62,6 +62,14 @@ def test_signature_is_datasketch_affine32_minhash_of_our_shingles() -> None:
         assert np.array_equal(ours, reference.hashvalues)
 
 
+def test_permutations_are_datasketchs_affine32_permutations() -> None:
+    for num_perm in (dedup.NUM_PERM, 64, 7):
+        a, b = MinHash(num_perm=num_perm, seed=dedup.SEED, scheme="affine32").permutations
+        ours_a, ours_b = dedup._permutations(num_perm)
+        assert ours_a.dtype == ours_b.dtype == np.uint32
+        assert np.array_equal(ours_a, a) and np.array_equal(ours_b, b)
+
+
 def test_word_shingles_hash_words_by_the_reference_formula() -> None:
     words = ["meituan", "has", "released", "longcat", "2", "0", "a", "mixture", "of", "experts", "language"]
     units = [dedup.word_unit_reference(w.encode()) for w in words]

@@ -98,6 +98,32 @@ def test_best_candidate_wins_and_ties_go_to_the_oldest(db: Database) -> None:
         assert dedup_store.find_near_duplicate(s, exact, threshold=0.4) == (second, 1.0)
 
 
+def test_pending_index_is_searched_with_the_table_and_written_by_flush(db: Database) -> None:
+    copy, exact = fingerprint(reprint("A")), fingerprint(EN)
+    pending = dedup_store.PendingIndex()
+    with db.write() as s:
+        stored = add_document(s, "copy")
+        dedup_store.index_document(s, db, stored, copy)  # written now
+        first, second = add_document(s, "exact-1"), add_document(s, "exact-2")
+        for doc in (second, first, first):  # out of order, and a repeat (a no-op)
+            dedup_store.index_document(s, db, doc, exact, pending=pending)
+        assert s.scalar(select(func.count()).select_from(BandRow)) == len(copy.bands)  # not yet written
+        # pending documents are candidates: the exact copies beat the stored reprint, the oldest wins
+        assert dedup_store.find_near_duplicate(s, exact, threshold=0.4, pending=pending) == (first, 1.0)
+        assert dedup_store.find_near_duplicate(
+            s, exact, threshold=0.4, exclude_document_id=first, pending=pending
+        ) == (second, 1.0)
+        assert dedup_store.find_near_duplicate(s, exact, threshold=1.0) is None  # the table alone
+        assert dedup_store.find_near_duplicate(s, fingerprint(ZH), threshold=0.4, pending=pending) is None
+        pending.flush(s)
+        pending.flush(s)  # emptied: nothing is written twice
+    with db.read() as s:
+        assert s.scalar(select(func.count()).select_from(BandRow)) == 3 * len(exact.bands)
+        signatures = {d: sig for d, sig in s.execute(select(SignatureRow.document_id, SignatureRow.signature))}
+        assert signatures == {stored: copy.signature, first: exact.signature, second: exact.signature}
+        assert dedup_store.find_near_duplicate(s, exact, threshold=0.4, lock=False) == (first, 1.0)
+
+
 def test_empty_fingerprint_is_never_indexed_or_found(db: Database) -> None:
     empty = fingerprint("")
     with db.write() as s:

@@ -334,3 +334,15 @@ def test_a_killed_worker_process_falls_back_to_inline_work() -> None:
         assert asyncio.run(offload.build([], text_params(Settings()))) == []
     finally:
         offload.close()
+
+
+def test_settled_heap_freezes_for_the_block_then_restores_the_collector() -> None:
+    import gc
+
+    from crawler.workers import GC_OLD_THRESHOLD, GC_YOUNG_THRESHOLD, settled_heap
+
+    before = gc.get_threshold()
+    with settled_heap():
+        assert gc.get_freeze_count() > 0
+        assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, before[1], GC_OLD_THRESHOLD)
+    assert gc.get_freeze_count() == 0 and gc.get_threshold() == before
