@@ -26,6 +26,7 @@ from .models import Base
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 BUSY_TIMEOUT_MS = 30_000
+_MIGRATION_LOCK = 0x5357_4D49_4752  # pg_advisory_xact_lock(bigint) key of the migrations: "SWMIGR"
 
 
 def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
@@ -100,10 +101,15 @@ class Database:
         raise StorageError(f"unsupported database dialect {self.dialect!r}: use SQLite or PostgreSQL")
 
     def upgrade(self) -> None:
-        """Apply Alembic migrations up to head (safe to call on every start)."""
+        """Apply Alembic migrations up to head (safe to call on every start, from several processes at
+        once: one migrates, the others wait for its commit and find nothing left to do)."""
         from alembic import command
 
         with self.engine.begin() as conn:
+            if self.dialect == "postgresql":
+                # SQLite's write transaction (BEGIN IMMEDIATE) already serialises this; PostgreSQL's
+                # DDL does not (two processes creating the first tables deadlocked or hung)
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})")
             cfg = alembic_config(self.url)
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")

@@ -22,6 +22,10 @@ ONE write transaction:
   COMMITTED. The residual cost: writers whose documents share a band hash with an in-flight one
   wait for its commit (milliseconds); keys are folded to 32 bits, so rare unrelated collisions
   only add such a wait.
+
+A transaction that indexes many documents (``storage.ingest.ingest_groups``) passes one
+:class:`PendingIndex` to both calls: band rows then wait in memory, where later lookups of the same
+transaction find them, and :meth:`PendingIndex.flush` writes them in key order before the commit.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import random
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -224,3 +225,32 @@ def test_0003_drops_the_unread_sentence_hashes_and_keeps_documents(db: Database)
         # no table rebuild: dropping and re-creating `documents` would cascade-delete its aliases
         assert s.execute(text("SELECT url FROM document_aliases")).scalars().all() == ["alias"]
     assert "sentence_hashes" not in {c["name"] for c in inspect(db.read_engine).get_columns("documents")}
+
+
+def test_processes_opening_a_fresh_database_at_once_all_reach_head(db_url: str) -> None:
+    """Several processes starting together on one new database: one migrates, the others wait for it
+    and find nothing left to do (on PostgreSQL they collided on ``alembic_version`` before)."""
+    starters = 4
+    if "options=" in db_url:  # PostgreSQL: a lock wait fails after 20 s instead of hanging the suite
+        db_url += "%20-clock_timeout%3D20000"
+    barrier = threading.Barrier(starters)
+    errors: list[BaseException] = []
+    revisions: list[str | None] = []
+
+    def start() -> None:
+        barrier.wait()
+        try:
+            db = open_database(db_url)
+        except BaseException as exc:  # collected: the assertion below names it
+            errors.append(exc)
+            return
+        revisions.append(db.current_revision())
+        db.dispose()
+
+    threads = [threading.Thread(target=start) for _ in range(starters)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == []
+    assert revisions == [HEAD] * starters
