@@ -29,7 +29,9 @@ process. Measured, in this order, against that one server:
 
 Documents/s = article documents / wall seconds (feed fetches included in every variant). Printed: each
 rate, cold/naive, cold/raw, warm/raw-304 (time ratio), and peak RSS (``ru_maxrss``) of the storywatch
-process and of the largest of its worker processes (article extraction, database writer). Targets at
+process and of the largest of its worker processes (article extraction, database writer). Beside
+storywatch's CPU per article: the library floor (the raw client's CPU per article, feedparser and
+lexbor on the first 100 feeds) and the CPU per article the 2 cores give at 25x the naive rate. Targets at
 2,000 x 20: cold >= 25x naive, cold >= 40% of raw, warm time <= 1.5x raw 304 time, peak RSS <= 300 MB.
 The machine has 2 cores, shared by the site server, storywatch's processes and whatever else runs:
 the load average is printed before and after.
@@ -114,10 +116,11 @@ async def _raw(
     return elapsed, seen
 
 
-def raw_limit(site: Site, concurrency: int | None) -> tuple[float, float, int, dict[int, float]]:
+def raw_limit(site: Site, concurrency: int | None) -> tuple[float, float, int, dict[int, float], float]:
     """(seconds for every feed and article, seconds for the feeds again with If-None-Match, the
-    concurrency used, probe rates). Without ``concurrency``, the best of RAW_PROBE on a sample is used:
-    httpx's connection pool slows down as connections are added, so the limit is not at high concurrency."""
+    concurrency used, probe rates, CPU seconds of this process for every feed and article). Without
+    ``concurrency``, the best of RAW_PROBE on a sample is used: httpx's connection pool slows down as
+    connections are added, so the limit is not at high concurrency."""
     urls = site.all_urls()
     probes: dict[int, float] = {}
     if concurrency is None:
@@ -125,16 +128,48 @@ def raw_limit(site: Site, concurrency: int | None) -> tuple[float, float, int, d
         for c in RAW_PROBE:
             probes[c] = len(sample) / asyncio.run(_raw(sample, c, None))[0]
         concurrency = max(probes, key=lambda c: probes[c])
+    cpu = time.process_time()
     full, etags = asyncio.run(_raw(urls, concurrency, None))
+    cpu = time.process_time() - cpu
     feeds = site.feed_urls()
     again = min(asyncio.run(_raw(feeds, concurrency, {u: etags[u] for u in feeds}))[0] for _ in range(REPEAT))
-    return full, again, concurrency, probes
+    return full, again, concurrency, probes, cpu
 
 
 REPEAT = 3  # the 304 passes (raw and warm) are short: best of REPEAT, against other load on the machine
 
 
 RAW_PROBE = (1, 2, 4, 8, 32)
+
+
+# --------------------------------------------------------------------------- library floor
+
+
+def library_floor(site: Site, feeds: int) -> dict[str, float]:
+    """CPU seconds per article of two libraries a pass cannot do without, on the first ``feeds``
+    feeds (bodies rebuilt exactly as the server serves them), in this process: feedparser on each
+    feed as ``crawler.parse`` calls it, and lexbor (selectolax) parsing each article page. With the
+    raw client's CPU per article (httpx) this is a floor under any pass built on these libraries."""
+    import io
+
+    import feedparser
+    from selectolax.lexbor import LexborHTMLParser
+
+    from bench.ingest_site import load_corpus, site_pages
+
+    pages = [(path, body) for path, _, body in site_pages(load_corpus(), site.base, feeds, site.entries)]
+    feed_bodies = [b for p, b in pages if p.startswith("/feeds/")]
+    article_bodies = [b for p, b in pages if p.startswith("/a/")]
+    headers = {"content-type": "application/xml; charset=utf-8"}
+    cpu = time.process_time()
+    for body in feed_bodies:
+        feedparser.parse(io.BytesIO(body), response_headers=headers, resolve_relative_uris=False)
+    parsed = time.process_time()
+    for body in article_bodies:
+        LexborHTMLParser(body)
+    done = time.process_time()
+    n = len(article_bodies)
+    return {"feedparser": (parsed - cpu) / n, "lexbor": (done - parsed) / n}
 
 
 # --------------------------------------------------------------------------- naive baseline
@@ -374,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _measure(site: Site, args: argparse.Namespace) -> int:
     n = site.documents
-    raw_s, raw304_s, conc, probes = raw_limit(site, args.raw_concurrency)
+    raw_s, raw304_s, conc, probes, raw_cpu = raw_limit(site, args.raw_concurrency)
     if probes:
         shown = ", ".join(f"{c}: {r:.0f}" for c, r in probes.items())
         print(
@@ -439,6 +474,21 @@ def _measure(site: Site, args: argparse.Namespace) -> int:
     print(
         f"peak RSS: storywatch process {sw['rss_mb']:.0f} MB; its largest worker process "
         f"(article extraction or database writer) {sw['worker_rss_mb']:.0f} MB; cold pass: {each_rss}"
+    )
+    floor = library_floor(site, min(site.feeds, 100))
+    httpx_ms = raw_cpu / n * 1000
+    floor_ms = httpx_ms + (floor["feedparser"] + floor["lexbor"]) * 1000
+    budget = (
+        f"; at {TARGETS['cold_vs_naive']:.0f}x the naive rate, the 2 cores give "
+        f"{2000 / (TARGETS['cold_vs_naive'] * naive_rate):.2f} ms per article to all processes"
+        if naive_rate
+        else ""
+    )
+    print(
+        f"library floor  : httpx client {httpx_ms:.2f} + feedparser {floor['feedparser'] * 1000:.2f} + "
+        f"lexbor parse {floor['lexbor'] * 1000:.2f} = {floor_ms:.2f} ms of CPU per article (the raw client's "
+        f"CPU; feedparser and lexbor on {min(site.feeds, 100)} feeds in this process; SQLite not counted); "
+        f"storywatch's processes {per_doc:.2f} ms{budget}"
     )
     return _ratios(sw, cold_rate, n / raw_s, raw304_s, naive_rate, naive_ka, site)
 
