@@ -115,17 +115,14 @@ class PendingIndex:
 
     def __init__(self) -> None:
         self._bands: dict[tuple[int, int], list[int]] = {}  # (band, hash) -> document ids
-        self._rows: list[tuple[int, int, int]] = []  # (band, hash, document id)
         self._signatures: dict[int, bytes] = {}
 
     def add(self, document_id: int, fp: Fingerprint) -> None:
         if fp.empty or document_id in self._signatures:
             return  # nothing to index, or a repeat (a no-op, as for stored rows)
         self._signatures[document_id] = fp.signature
-        keys = list(enumerate(fp.bands))
-        self._rows.extend([(band, value, document_id) for band, value in keys])
         bands = self._bands
-        for key in keys:
+        for key in enumerate(fp.bands):
             if key in bands:
                 bands[key].append(document_id)
             else:
@@ -146,9 +143,9 @@ class PendingIndex:
         """Write the pending rows (bands in key order) in ``session``'s transaction; empties the buffer."""
         if not self._signatures:
             return
-        rows, signatures = self._rows, self._signatures
-        self._bands, self._rows, self._signatures = {}, [], {}
-        rows.sort()
+        bands, signatures = self._bands, self._signatures
+        self._bands, self._signatures = {}, {}
+        rows = sorted((band, value, doc) for (band, value), docs in bands.items() for doc in docs)
         r = raw(session)
         r.executemany(_BAND_SQL, [{"band": b, "hash": h, "doc": d} for b, h, d in rows])
         r.executemany(_SIGNATURE_SQL, [{"doc": d, "sig": sig} for d, sig in sorted(signatures.items())])
