@@ -56,7 +56,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench.ingest_site import article_path, feed_path, serve  # noqa: E402
+from bench.ingest_site import article_path, feed_path, load_corpus, serve, site_pages  # noqa: E402
 
 TARGETS = {"cold_vs_naive": 25.0, "cold_vs_raw": 0.40, "warm_vs_raw304": 1.5, "rss_mb": 300.0}
 
@@ -144,6 +144,8 @@ RAW_PROBE = (1, 2, 4, 8, 32)
 
 # --------------------------------------------------------------------------- library floor
 
+FLOOR_FEEDS = 100  # feeds (and their articles) the library floor is measured on
+
 
 def library_floor(site: Site, feeds: int) -> dict[str, float]:
     """CPU seconds per article of two libraries a pass cannot do without, on the first ``feeds``
@@ -155,15 +157,14 @@ def library_floor(site: Site, feeds: int) -> dict[str, float]:
     import feedparser
     from selectolax.lexbor import LexborHTMLParser
 
-    from bench.ingest_site import load_corpus, site_pages
+    from crawler.parse import FEEDPARSER_OPTIONS
 
     pages = [(path, body) for path, _, body in site_pages(load_corpus(), site.base, feeds, site.entries)]
     feed_bodies = [b for p, b in pages if p.startswith("/feeds/")]
     article_bodies = [b for p, b in pages if p.startswith("/a/")]
-    headers = {"content-type": "application/xml; charset=utf-8"}
     cpu = time.process_time()
     for body in feed_bodies:
-        feedparser.parse(io.BytesIO(body), response_headers=headers, resolve_relative_uris=False)
+        feedparser.parse(io.BytesIO(body), **FEEDPARSER_OPTIONS)
     parsed = time.process_time()
     for body in article_bodies:
         LexborHTMLParser(body)
@@ -475,7 +476,8 @@ def _measure(site: Site, args: argparse.Namespace) -> int:
         f"peak RSS: storywatch process {sw['rss_mb']:.0f} MB; its largest worker process "
         f"(article extraction or database writer) {sw['worker_rss_mb']:.0f} MB; cold pass: {each_rss}"
     )
-    floor = library_floor(site, min(site.feeds, 100))
+    floor_feeds = min(site.feeds, FLOOR_FEEDS)
+    floor = library_floor(site, floor_feeds)
     httpx_ms = raw_cpu / n * 1000
     floor_ms = httpx_ms + (floor["feedparser"] + floor["lexbor"]) * 1000
     budget = (
@@ -487,7 +489,7 @@ def _measure(site: Site, args: argparse.Namespace) -> int:
     print(
         f"library floor  : httpx client {httpx_ms:.2f} + feedparser {floor['feedparser'] * 1000:.2f} + "
         f"lexbor parse {floor['lexbor'] * 1000:.2f} = {floor_ms:.2f} ms of CPU per article (the raw client's "
-        f"CPU; feedparser and lexbor on {min(site.feeds, 100)} feeds in this process; SQLite not counted); "
+        f"CPU; feedparser and lexbor on {floor_feeds} feeds in this process; SQLite not counted); "
         f"storywatch's processes {per_doc:.2f} ms{budget}"
     )
     return _ratios(sw, cold_rate, n / raw_s, raw304_s, naive_rate, naive_ka, site)

@@ -107,9 +107,9 @@ class PendingIndex:
     """Band and signature rows of the documents indexed in one write transaction, written together
     by :meth:`flush` before it commits.
 
-    A document's 40 band keys are random: inserted as they come, each lands on a random page of the
-    ``minhash_bands`` B-tree. Sorted across a whole group of documents, the same rows go in as one
-    ordered pass (about half the cost). Until then :func:`find_near_duplicate` finds them here, so
+    A document's band keys (40 by default) are random: inserted as they come, each lands on a random
+    page of the ``minhash_bands`` B-tree. Sorted across a whole group of documents, the same rows go
+    in as one ordered pass (about half the cost). Until then :func:`find_near_duplicate` finds them here, so
     a near-duplicate later in the same transaction still joins the first one's story.
     """
 
