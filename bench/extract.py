@@ -25,8 +25,8 @@ if str(REPO) not in sys.path:
 
 from bench.aeb import Page, PageScore, Scores, aggregate, corpus_dir, load_pages, score_page  # noqa: E402
 from crawler.errors import ParseError  # noqa: E402
-from crawler.extract import extract_article  # noqa: E402
-from crawler.extract_dom import clear_hint_cache  # noqa: E402
+from crawler.extract.article import extract_article  # noqa: E402
+from crawler.extract.dom import clear_hint_cache  # noqa: E402
 
 Extractor = Callable[[Page], str]
 

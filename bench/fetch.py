@@ -11,7 +11,7 @@ fetches the same N article URLs:
 
 - ``raw``: one ``httpx.AsyncClient`` (keep-alive pool of 2, 2 requests in flight), body read, nothing
   else; then the same N URLs with If-None-Match (all 304). This is the baseline.
-- ``storywatch``: one ``crawler.fetch.Fetcher`` configured as bench/ingest.py configures it
+- ``storywatch``: one ``crawler.fetch.client.Fetcher`` configured as bench/ingest.py configures it
   (allow 127.0.0.1, per_host_min_gap 0, per_host_concurrency 2, 32 overall); 16 requests queued at
   once (article_concurrency), so the Fetcher's own per-host gate keeps 2 in flight. Pages are fetched
   with ``check_robots=True`` (as the pipeline fetches articles; robots.txt is cached per origin), the
@@ -95,7 +95,7 @@ async def raw_round(urls: Sequence[str], etags: dict[str, str]) -> tuple[Run, Ru
 async def storywatch_round(
     urls: Sequence[str], etags: dict[str, str], profile: cProfile.Profile | None
 ) -> tuple[Run, Run]:
-    from crawler.fetch import Fetcher, FetchSettings
+    from crawler.fetch.client import Fetcher, FetchSettings
     from crawler.types import Validators
 
     settings = FetchSettings(

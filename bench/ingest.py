@@ -150,14 +150,14 @@ FLOOR_FEEDS = 100  # feeds (and their articles) the library floor is measured on
 def library_floor(site: Site, feeds: int) -> dict[str, float]:
     """CPU seconds per article of two libraries a pass cannot do without, on the first ``feeds``
     feeds (bodies rebuilt exactly as the server serves them), in this process: feedparser on each
-    feed as ``crawler.parse`` calls it, and lexbor (selectolax) parsing each article page. With the
+    feed as ``crawler.feeds.parse`` calls it, and lexbor (selectolax) parsing each article page. With the
     raw client's CPU per article (httpx) this is a floor under any pass built on these libraries."""
     import io
 
     import feedparser
     from selectolax.lexbor import LexborHTMLParser
 
-    from crawler.parse import FEEDPARSER_OPTIONS
+    from crawler.feeds.parse import FEEDPARSER_OPTIONS
 
     pages = [(path, body) for path, _, body in site_pages(load_corpus(), site.base, feeds, site.entries)]
     feed_bodies = [b for p, b in pages if p.startswith("/feeds/")]
@@ -306,8 +306,8 @@ def _timed(settings: Any, specs: Any, profile: str | None) -> dict[str, Any]:
     prof = cProfile.Profile() if profile else None
 
     async def once() -> dict[str, Any]:
-        from crawler.pipeline import run_pass
-        from crawler.runner import auto_cpu_workers, open_runtime
+        from crawler.pipeline.passes import run_pass
+        from crawler.pipeline.runner import auto_cpu_workers, open_runtime
 
         t0 = time.perf_counter()
         async with open_runtime(settings, cpu_workers=auto_cpu_workers(specs)) as rt:

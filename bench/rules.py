@@ -36,8 +36,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from crawler.match import RuleInput, RuleSet, load_rules  # noqa: E402
-from crawler.textspans import split_sentences  # noqa: E402
+from rules.engine import RuleInput, RuleSet, load_rules  # noqa: E402
+from rules.textspans import split_sentences  # noqa: E402
 
 CORPUS = ROOT.parent / "shared" / "corpora" / "aeb-dev" / "ground-truth.json"
 
@@ -210,7 +210,7 @@ def naive_compile(ruleset: RuleSet) -> list[NaiveNode]:
 
 
 def _naive(node: object) -> NaiveNode:
-    from crawler import rulelang as q
+    from rules import lang as q
 
     if isinstance(node, q.Term):
         return ("term", _naive_pattern(node))

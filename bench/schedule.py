@@ -1,4 +1,4 @@
-"""Adaptive polling (crawler.schedule.next_timing) against fixed-interval polling, same request count.
+"""Adaptive polling (crawler.daemon.schedule.next_timing) against fixed-interval polling, same request count.
 
 A virtual clock, no sleeping: 1,000 simulated feeds over 7 days (after a 3-day history that the
 first poll sees as the feed's backlog). Feed kinds: breaking-story search feeds (a trickle, then
@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from crawler.schedule import Bounds, PollOutcome, SourceTiming, next_timing, spread_start
+from crawler.daemon.schedule import Bounds, PollOutcome, SourceTiming, next_timing, spread_start
 
 HOUR = 3600.0
 DAY = 86400.0

@@ -30,8 +30,8 @@ from pydantic import (
     model_validator,
 )
 
-from .errors import BlockedURLError, ConfigError
-from .types import SourceSpec
+from crawler.errors import BlockedURLError, ConfigError
+from crawler.types import SourceSpec
 
 ENV_CONFIG = "STORYWATCH_CONFIG"
 ENV_DATA_DIR = "STORYWATCH_DATA_DIR"
@@ -111,7 +111,7 @@ class SourceConfig(_Model):
         if self.kind == "page" and not self.selector:
             raise ValueError("a page source needs a CSS `selector` for the region to watch")
         if self.selector:
-            from .extract import validate_selector
+            from crawler.extract.article import validate_selector
 
             try:
                 validate_selector(self.selector)
@@ -316,7 +316,7 @@ class Settings(_Model):
         return tuple(s.spec() for s in self.sources if s.enabled)
 
     def rule_paths(self) -> tuple[Path, ...]:
-        from rules import PACK_DIR
+        from rules.paths import PACK_DIR
 
         base = Path(self.path).parent if self.path else Path.cwd()
         out = []
@@ -462,8 +462,8 @@ def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
 
 
 def fetch_settings(settings: Settings) -> Any:
-    """The crawler.fetch.FetchSettings for these settings."""
-    from .fetch import FetchSettings
+    """The crawler.fetch.client.FetchSettings for these settings."""
+    from crawler.fetch.client import FetchSettings
 
     f = settings.fetch
     return FetchSettings(

@@ -75,7 +75,7 @@ class SourceRow(Base):
     last_new_at: Mapped[datetime | None]
     next_due_at: Mapped[datetime | None]
     interval: Mapped[float | None] = mapped_column(Float)
-    timing: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # crawler.schedule state
+    timing: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # crawler.daemon.schedule state
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

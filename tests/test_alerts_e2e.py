@@ -9,12 +9,12 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from crawler import cli_more
-from crawler.cli import cli
+from crawler.cli import register_all
+from crawler.cli.base import cli
 from tests.sitekit import Site, article_page, rss
 from tests.test_alerts_support import Receiver, SMTPSink, smtp_server
 
-cli_more.register_all(cli)
+register_all(cli)
 
 VENDOR = (
     "Meituan confirmed on Thursday that LongCat-2.0 was pre-trained on Huawei Ascend 910C accelerators, "

@@ -13,14 +13,14 @@ from typing import Any, NamedTuple
 
 from click.testing import CliRunner
 
-from crawler import cli_more
 from crawler.alerts.admin import add_silence, expire_silence, show_alert
 from crawler.alerts.console import ConsoleChannel
 from crawler.alerts.payload import repeat_payload, sample_payload
 from crawler.alerts.relay import Relay
 from crawler.alerts.render import Renderer
 from crawler.alerts.repeats import Notice, RepeatDue, repeat_due
-from crawler.cli import cli
+from crawler.cli import register_all
+from crawler.cli.base import cli
 from crawler.config import AlertsConfig, ChannelConfig
 from storage import outbox_relay
 from storage.db import Database, open_database
@@ -36,7 +36,7 @@ from tests.test_alerts_support import (
     run,
 )
 
-cli_more.register_all(cli)
+register_all(cli)
 H = timedelta(hours=1)
 WIRE = ("wire", "https://wire.example/a")
 

@@ -53,7 +53,7 @@ def _state(db_url: str) -> dict[str, object]:
 
 
 def _cli(cfg: Path) -> list[str]:
-    return [sys.executable, "-c", "from crawler.cli import main; main()", "--config", str(cfg), *WINDOW_ARGS]
+    return [sys.executable, "-c", "from crawler.cli.base import main; main()", "--config", str(cfg), *WINDOW_ARGS]
 
 
 def test_killed_backfill_resumes_to_the_same_result(tmp_path: Path) -> None:

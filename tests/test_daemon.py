@@ -22,14 +22,14 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from crawler.cli import cli
-from crawler.cli_daemon import commands
+from crawler.cli.base import cli
+from crawler.cli.daemon import commands
 from crawler.config import load_settings
-from crawler.daemon import Daemon
-from crawler.daemon_jobs import diff_sources, plan_start, poll_outcome
-from crawler.daemon_ops import collect_status
-from crawler.pipeline import SourceOutcome
-from crawler.schedule import Bounds, SourceTiming
+from crawler.daemon.jobs import diff_sources, plan_start, poll_outcome
+from crawler.daemon.ops import collect_status
+from crawler.daemon.schedule import Bounds, SourceTiming
+from crawler.daemon.service import Daemon
+from crawler.pipeline.passes import SourceOutcome
 from crawler.types import FeedHints, SourceResult, SourceSpec
 from storage.db import open_database
 from storage.models import DeliveryRow, DocumentRow, FetchLogRow
@@ -40,7 +40,7 @@ RULES = (
     "version: 1\nrules:\n  - id: test.cluster\n    title: Cluster details\n    severity: medium\n"
     "    query: '\"computing cluster\"'\n"
 )
-for _command in commands():  # what crawler.cli_more does in main()
+for _command in commands():  # what crawler.cli does in main()
     cli.add_command(_command)
 FAST = "interval: 0.5s, min_interval: 0.3s, max_interval: 1s"
 

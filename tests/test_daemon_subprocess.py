@@ -28,12 +28,12 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH = """
 import importlib.util, sys
-from crawler import cli
-from crawler.cli_more import _MODULES
+from crawler.cli import base as cli
+from crawler.cli import _MODULES
 if all(importlib.util.find_spec(m) for m in _MODULES):
     cli.main()
 else:  # some other command modules are not there yet: ours are enough here
-    from crawler.cli_daemon import commands
+    from crawler.cli.daemon import commands
     for c in commands():
         cli.cli.add_command(c)
     cli.cli.main(prog_name="storywatch")

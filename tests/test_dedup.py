@@ -1,4 +1,4 @@
-"""crawler.dedup: MinHash fingerprints (datasketch-compatible), LSH bands, similarity estimates."""
+"""crawler.dedup.fingerprint: MinHash fingerprints (datasketch-compatible), LSH bands, similarity estimates."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ from hypothesis import given
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 
-from crawler import dedup, normalize
-from crawler.dedup import (
+from crawler.dedup import fingerprint as dedup
+from crawler.dedup import text as normalize
+from crawler.dedup.fingerprint import (
     Fingerprint,
     candidate_probability,
     estimate_jaccard,
@@ -26,8 +27,8 @@ from crawler.dedup import (
     shingle_hash_reference,
     shingle_hashes,
 )
+from crawler.dedup.text import normalize_text
 from crawler.errors import ConfigError
-from crawler.normalize import normalize_text
 
 DATA = Path(__file__).parent / "data" / "dedup"
 EN = (DATA / "en_article.txt").read_text(encoding="utf-8")

@@ -9,14 +9,14 @@ import pytest
 from click.testing import CliRunner
 from pydantic import BaseModel
 
-from crawler import cli_more
-from crawler.cli import cli
+from crawler.cli import register_all
+from crawler.cli.base import cli
 from crawler.config import ChannelConfig, Settings, SourceConfig, default_config_text, parse_settings
 from crawler.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text("utf-8")
-cli_more.register_all(cli)
+register_all(cli)
 
 
 def _commands(group: click.Group, prefix: str = "storywatch") -> list[tuple[str, click.Command]]:

@@ -1,4 +1,4 @@
-"""crawler.extract: main text and metadata of golden pages, watched regions, charsets, metadata parsing.
+"""crawler.extract.article: main text and metadata of golden pages, watched regions, charsets, metadata parsing.
 
 Golden pages live in tests/data/extract/ (written for these tests); ``<name>.txt`` beside a page holds
 the exact text the extractor must return for it.
@@ -14,10 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from selectolax.lexbor import LexborHTMLParser
 
-from crawler.charset import decode_html, detect_charset
 from crawler.errors import ConfigError, ParseError, SelectorNotFound
-from crawler.extract import extract_article, extract_region, validate_selector
-from crawler.extract_meta import clean_title, parse_date, read_meta
+from crawler.extract.article import extract_article, extract_region, validate_selector
+from crawler.extract.charset import decode_html, detect_charset
+from crawler.extract.meta import clean_title, parse_date, read_meta
 from crawler.types import Article
 
 DATA = Path(__file__).parent / "data" / "extract"

@@ -1,4 +1,4 @@
-"""Quality gate: crawler.extract on the dev half of the Article Extraction Benchmark (../shared).
+"""Quality gate: crawler.extract.article on the dev half of the Article Extraction Benchmark (../shared).
 
 Scored exactly like upstream (bench/aeb.py, shared with bench/extract.py). Speed is measured by
 ``python bench/extract.py``, never asserted here.
@@ -18,7 +18,7 @@ if str(REPO) not in sys.path:
 
 from bench.aeb import aggregate, corpus_dir, load_pages, score_page  # noqa: E402
 from crawler.errors import ParseError  # noqa: E402
-from crawler.extract import extract_article  # noqa: E402
+from crawler.extract.article import extract_article  # noqa: E402
 
 MIN_F1 = 0.94
 CORPUS = corpus_dir(REPO)  # SHARED / "corpora" / "aeb-dev"

@@ -1,4 +1,4 @@
-"""crawler.fetch safety and limits: RELIABILITY.md items 1-5 against real local servers.
+"""crawler.fetch.client safety and limits: RELIABILITY.md items 1-5 against real local servers.
 
 Politeness, Retry-After, robots.txt and conditional GET are in test_fetch_politeness.py.
 """
@@ -21,7 +21,6 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from crawler.decoding import PIECE, BodyDecoder
 from crawler.errors import (
     BlockedURLError,
     BodyTooLarge,
@@ -31,8 +30,9 @@ from crawler.errors import (
     FetchTimeout,
     TooManyRedirects,
 )
-from crawler.fetch import Fetcher, FetchSettings, check_url_scheme
-from crawler.netguard import Resolver, address_block_reason
+from crawler.fetch.client import Fetcher, FetchSettings, check_url_scheme
+from crawler.fetch.decoding import PIECE, BodyDecoder
+from crawler.fetch.netguard import Resolver, address_block_reason
 from crawler.types import Fetched
 
 LOCAL = FetchSettings(allow_private_networks=("127.0.0.1/32",), per_host_min_gap=0.0, deadline=10.0)

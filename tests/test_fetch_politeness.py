@@ -1,4 +1,4 @@
-"""crawler.fetch politeness and caching: RELIABILITY.md items 7-10 against real local servers.
+"""crawler.fetch.client politeness and caching: RELIABILITY.md items 7-10 against real local servers.
 
 Host names such as a.test / b.test are answered by a local stand-in for DNS (all 127.0.0.1), so
 one local server can play several hosts; timing is measured on the server side.
@@ -20,7 +20,7 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from crawler.errors import HTTPStatusError, RobotsDisallowed
-from crawler.fetch import Fetcher, FetchSettings, HostPaused, parse_retry_after
+from crawler.fetch.client import Fetcher, FetchSettings, HostPaused, parse_retry_after
 from crawler.types import Fetched, Validators
 
 LOCAL = FetchSettings(allow_private_networks=("127.0.0.1/32",), per_host_min_gap=0.0, deadline=10.0)

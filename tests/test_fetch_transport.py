@@ -1,4 +1,4 @@
-"""crawler.fetch's transport: httpx over crawler.netguard's asyncio connections.
+"""crawler.fetch.client's transport: httpx over crawler.fetch.netguard's asyncio connections.
 
 TLS through the asyncio stream (certificates verified, keep-alive), connections the server closed
 while idle or refused, cookies never kept, credentials in URLs, repeated and non-ASCII response
@@ -24,8 +24,8 @@ import pytest
 from pytest_httpserver import HTTPServer
 
 from crawler.errors import FetchError
-from crawler.fetch import Fetcher, FetchSettings
-from crawler.netguard import AddressPolicy, GuardedBackend, GuardedTransport
+from crawler.fetch.client import Fetcher, FetchSettings
+from crawler.fetch.netguard import AddressPolicy, GuardedBackend, GuardedTransport
 from crawler.types import Fetched
 
 LOCAL = FetchSettings(allow_private_networks=("127.0.0.1/32",), per_host_min_gap=0.0, deadline=10.0)

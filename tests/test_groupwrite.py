@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from crawler.groupwrite import GroupWriter
+from crawler.pipeline.groupwrite import GroupWriter
 
 
 class Store:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from crawler.match import RuleInput, RuleSet, load_rules
 from crawler.types import Document, Match
+from rules.engine import RuleInput, RuleSet, load_rules
 
 
 def make_rules(tmp_path: Path, query: str, extra: str = "", lists: str = "") -> RuleSet:
@@ -259,8 +259,8 @@ def test_prefilter_never_changes_the_result(tmp_path: Path) -> None:
     brute-force evaluation of every rule on random documents."""
     import random
 
-    from crawler.match import _first_firing
-    from crawler.ruleeval import DocContext, DocMeta
+    from rules.engine import _first_firing
+    from rules.evaluate import DocContext, DocMeta
 
     queries = [
         '"pre-train*" AND Ascend',

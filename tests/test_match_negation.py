@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from crawler.negation import classify, scan_clause
-from crawler.textspans import FieldText, split_clauses, split_paragraphs, split_sentences, tokenize
+from rules.negation import classify, scan_clause
+from rules.textspans import FieldText, split_clauses, split_paragraphs, split_sentences, tokenize
 
 
 def status_of(sentence: str, term: str) -> str:

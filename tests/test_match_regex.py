@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from crawler.match import RuleInput, load_rules
+from rules.engine import RuleInput, load_rules
 
 
 def _rules(tmp_path: Path) -> object:

@@ -6,10 +6,10 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from crawler import cli_more
-from crawler.cli import cli
-from crawler.match import load_rules
-from crawler.ruletest import (
+from crawler.cli import register_all
+from crawler.cli.base import cli
+from rules.engine import load_rules
+from rules.testing import (
     doc_input,
     inline_test_report,
     lint_and_test,
@@ -18,8 +18,8 @@ from crawler.ruletest import (
     test_documents,
 )
 
-cli_more.register_all(cli)
-PACK = Path(__file__).resolve().parents[1] / "rules" / "longcat.yaml"
+register_all(cli)
+PACK = Path(__file__).resolve().parents[1] / "rules" / "packs" / "longcat.yaml"
 
 RULES = """version: 1
 lists:

@@ -1,4 +1,4 @@
-"""crawler.normalize: canonical URLs, search-redirect unwrapping, text keys, sentences."""
+"""crawler.dedup.text: canonical URLs, search-redirect unwrapping, text keys, sentences."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crawler import normalize
-from crawler.normalize import (
+from crawler.dedup import text as normalize
+from crawler.dedup.text import (
     TRACKING_PARAMS,
     canonicalize_url,
     content_hash,

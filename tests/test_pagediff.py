@@ -1,11 +1,11 @@
-"""crawler.pagediff: snapshot diffs that ignore volatile text, reordering and ad slots."""
+"""crawler.dedup.pagediff: snapshot diffs that ignore volatile text, reordering and ad slots."""
 
 from __future__ import annotations
 
 import pytest
 
+from crawler.dedup.pagediff import diff_snapshots, mask_volatile, normalize_snapshot
 from crawler.errors import ConfigError
-from crawler.pagediff import diff_snapshots, mask_volatile, normalize_snapshot
 
 LEADERBOARD = """LongCat Arena leaderboard
 Updated 10:42 UTC, Nov 23, 2026 · 1,234 views · last refresh 2026-11-23T10:42:00Z

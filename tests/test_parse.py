@@ -1,4 +1,4 @@
-"""crawler.parse: golden feeds in tests/data/feeds/, hostile XML, identities, dates, hints, paging links."""
+"""crawler.feeds.parse: golden feeds in tests/data/feeds/, hostile XML, identities, dates, hints, paging links."""
 
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 from pytest_httpserver import HTTPServer
 
 from crawler.errors import ParseError
-from crawler.parse import parse_feed
+from crawler.feeds.parse import parse_feed
+from crawler.feeds.xml_screen import screen_declarations
 from crawler.types import ParsedFeed
-from crawler.xml_screen import screen_declarations
 
 FEEDS = Path(__file__).parent / "data" / "feeds"
 URL = "https://host.example.com/dir/feed.xml"

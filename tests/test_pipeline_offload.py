@@ -15,12 +15,12 @@ from sqlalchemy import func, select
 
 from crawler.config import Settings, parse_settings
 from crawler.errors import ParseError
-from crawler.fetch import Fetcher, FetchSettings
-from crawler.parse import parse_feed
-from crawler.pipeline import run_pass, text_params
-from crawler.runner import open_runtime
+from crawler.feeds.parse import parse_feed
+from crawler.fetch.client import Fetcher, FetchSettings
+from crawler.pipeline.passes import run_pass, text_params
+from crawler.pipeline.runner import open_runtime
+from crawler.pipeline.workers import Offload
 from crawler.types import SourceSpec, Validators
-from crawler.workers import Offload
 from storage.db import open_database
 from storage.ingest import IngestItem, ingest, lookup_many
 from storage.models import DocumentRow, FetchLogRow, SourceRow
@@ -104,7 +104,7 @@ def test_worker_process_and_writer_thread_store_what_the_inline_path_stores(tmp_
 def test_document_writes_use_the_rule_set_the_runtime_holds_at_write_time(tmp_path: Path) -> None:
     """The daemon may swap ``rt.rules``: writes after the swap must not run the writer process's
     rules (loaded at its start) but the new set (through the writer thread)."""
-    from crawler.match import load_rules
+    from rules.engine import load_rules
     from storage.models import MatchRow
 
     rule = tmp_path / "para.yaml"
@@ -139,7 +139,7 @@ def _doc_item(n: int, *, url: str | None = None, text: str | None = None) -> Ing
     now = datetime.now(UTC)
     body = text or f"Body number {n} with enough words to be a document of its own."
     canonical = url or f"http://example.org/{n}"
-    from crawler.normalize import content_hash
+    from crawler.dedup.text import content_hash
 
     doc = Document(
         source_id="s",
@@ -181,7 +181,7 @@ def test_ingest_groups_writes_several_batches_in_one_transaction_each_with_its_o
 ) -> None:
     from dataclasses import replace
 
-    from crawler.dedup import fingerprint
+    from crawler.dedup.fingerprint import fingerprint
     from storage.ingest import ingest_groups
     from storage.models import StoryRow
 
@@ -339,7 +339,7 @@ def test_a_killed_worker_process_falls_back_to_inline_work() -> None:
 def test_settled_heap_freezes_for_the_block_then_restores_the_collector() -> None:
     import gc
 
-    from crawler.workers import GC_OLD_THRESHOLD, GC_YOUNG_THRESHOLD, settled_heap
+    from crawler.pipeline.workers import GC_OLD_THRESHOLD, GC_YOUNG_THRESHOLD, settled_heap
 
     before = gc.get_threshold()
     with settled_heap():

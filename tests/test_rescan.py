@@ -12,9 +12,9 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
+from crawler.backfill.rescan import RescanOptions, run_rescan
 from crawler.config import Settings, parse_settings
-from crawler.rescan import RescanOptions, run_rescan
-from crawler.runner import deliver_outbox
+from crawler.pipeline.runner import deliver_outbox
 from crawler.types import Match
 from storage import backfill_store
 from storage.db import open_database
@@ -139,8 +139,8 @@ def test_rescan_digest_alerts_once_and_only_for_stories_that_never_alerted(
 
 
 def test_cli_rescan_json_with_evidence(tmp_path: Path, site: HistorySite) -> None:
-    from crawler.cli import cli
-    from crawler.cli_backfill import commands
+    from crawler.cli.backfill import commands
+    from crawler.cli.base import cli
 
     for command in commands():
         cli.add_command(command)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from crawler.rulelang import (
+from rules.lang import (
     And,
     AtLeast,
     Exclude,

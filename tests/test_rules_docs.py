@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from crawler.rulelang import _PARSER, GRAMMAR, META_FIELDS, TEXT_FIELDS, QuerySyntaxError, parse_query
-from rules import PACK_DIR, SCHEMA_PATH
+from rules import README_PATH, SCHEMA_PATH
+from rules.lang import _PARSER, GRAMMAR, META_FIELDS, TEXT_FIELDS, QuerySyntaxError, parse_query
 
-README = (PACK_DIR / "README.md").read_text(encoding="utf-8")
+README = README_PATH.read_text(encoding="utf-8")
 
 # Every operator spelling of the grammar, by terminal. A new terminal or a new alternative in
 # one of these terminals makes test_operator_list_matches_the_grammar fail until it is listed

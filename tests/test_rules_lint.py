@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from crawler.errors import RuleError
-from crawler.match import lint_paths, load_rules
-from crawler.ruletest import lint_report
+from rules.engine import lint_paths, load_rules
+from rules.testing import lint_report
 
 DATA = Path(__file__).parent / "data" / "rules"
 

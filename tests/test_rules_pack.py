@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from crawler.match import lint_paths, load_rules
-from crawler.ruletest import inline_test_report, run_inline_tests, test_documents
 from rules import PACK_DIR, default_rule_paths
+from rules.engine import lint_paths, load_rules
+from rules.testing import inline_test_report, run_inline_tests, test_documents
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 DEV_CASES = SHARED / "story" / "dev_cases.jsonl"

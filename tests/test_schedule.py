@@ -1,4 +1,4 @@
-"""The polling policy (crawler.schedule): adaptive intervals, hints, back-off, health, start-up spread.
+"""The polling policy (crawler.daemon.schedule): adaptive intervals, hints, back-off, health, start-up spread.
 
 Everything runs on a virtual clock: the tests choose ``now`` and drive the policy poll after poll.
 """
@@ -16,8 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from crawler.errors import ConfigError
-from crawler.schedule import (
+from crawler.daemon.schedule import (
     Bounds,
     HealthChange,
     PollOutcome,
@@ -26,6 +25,7 @@ from crawler.schedule import (
     next_timing,
     spread_start,
 )
+from crawler.errors import ConfigError
 from crawler.types import SourceSpec
 
 T0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)

@@ -12,7 +12,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from crawler.config import Settings, parse_settings
-from crawler.runner import run_once
+from crawler.pipeline.runner import run_once
 from storage.db import open_database
 from storage.models import AlertRow, AliasRow, DocumentRow, SightingRow, StoryRow
 from tests.sitekit import Site, article_page, rss
@@ -244,7 +244,7 @@ def test_two_processes_ingesting_the_same_feeds_at_once(tmp_path: Path, db_url: 
         cmd = [
             sys.executable,
             "-c",
-            "from crawler.cli import main; main()",
+            "from crawler.cli.base import main; main()",
             "--config",
             str(cfg),
             "once",

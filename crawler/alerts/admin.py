@@ -9,6 +9,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+from crawler.alerts import routing
+from crawler.alerts.base import DeliveryResult, build_channel
+from crawler.alerts.payload import sample_payload
+from crawler.alerts.render import Renderer
+from crawler.alerts.views import to_jsonable
 from crawler.config import ConfigError, Settings
 from storage.outbox_admin import (
     add_silence,
@@ -19,12 +24,6 @@ from storage.outbox_admin import (
     retry_delivery,
     show_alert,
 )
-
-from . import routing
-from .base import DeliveryResult, build_channel
-from .payload import sample_payload
-from .render import Renderer
-from .views import to_jsonable
 
 
 def check_alerts(settings: Settings) -> None:

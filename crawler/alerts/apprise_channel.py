@@ -10,10 +10,9 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
+from crawler.alerts.base import ChannelUnavailable, DeliveryResult, RenderedMessage, register_channel
 from crawler.config import ChannelConfig
 from crawler.errors import TemporaryDeliveryError
-
-from .base import ChannelUnavailable, DeliveryResult, RenderedMessage, register_channel
 
 
 def _load_apprise() -> Any:

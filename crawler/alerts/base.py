@@ -21,7 +21,6 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import httpx
 
-from crawler import politeness
 from crawler.config import ChannelConfig
 from crawler.errors import (
     ConfigError,
@@ -29,6 +28,7 @@ from crawler.errors import (
     StorywatchError,
     TemporaryDeliveryError,
 )
+from crawler.fetch import politeness
 
 MAX_RETRY_AFTER = 6 * 3600.0  # absurd Retry-After values are clamped to this
 
@@ -141,7 +141,7 @@ def build_channel(name: str, cfg: ChannelConfig) -> Channel:
 
 def _load_builtin() -> None:
     # Importing the modules runs their @register_channel decorators.
-    from . import apprise_channel, console, email, slack, webhook  # noqa: F401
+    from crawler.alerts import apprise_channel, console, email, slack, webhook  # noqa: F401
 
 
 # ------------------------------------------------------------------ shared helpers for channels

@@ -10,9 +10,8 @@ import sys
 from collections.abc import Mapping
 from typing import Any, TextIO
 
+from crawler.alerts.base import DeliveryResult, RenderedMessage, register_channel
 from crawler.config import ChannelConfig
-
-from .base import DeliveryResult, RenderedMessage, register_channel
 
 log = logging.getLogger("storywatch.alerts")
 

@@ -38,11 +38,16 @@ from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
+from crawler.alerts.base import (
+    ChannelUnavailable,
+    DeliveryResult,
+    PartialDeliveryError,
+    RenderedMessage,
+    register_channel,
+)
+from crawler.alerts.render import one_line
 from crawler.config import ChannelConfig
 from crawler.errors import PermanentDeliveryError, TemporaryDeliveryError
-
-from .base import ChannelUnavailable, DeliveryResult, PartialDeliveryError, RenderedMessage, register_channel
-from .render import one_line
 
 DONE = ("accepted", "refused")  # recipients a retry skips
 

@@ -41,15 +41,14 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from crawler.alerts import routing
+from crawler.alerts.base import Channel, PartialDeliveryError, TemplateError, build_channel
+from crawler.alerts.render import Renderer
+from crawler.alerts.views import Attempt, ClaimedDelivery, RelayReport
 from crawler.config import AlertsConfig, ChannelConfig, Settings
 from crawler.errors import DeliveryError, PermanentDeliveryError, StorywatchError, TemporaryDeliveryError
 from storage import outbox_relay
 from storage.db import Database
-
-from . import routing
-from .base import Channel, PartialDeliveryError, TemplateError, build_channel
-from .render import Renderer
-from .views import Attempt, ClaimedDelivery, RelayReport
 
 log = logging.getLogger("storywatch.alerts")
 MAX_BATCH = 50

@@ -26,10 +26,9 @@ import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markupsafe import Markup
 
+from crawler.alerts.base import RenderedMessage, TemplateError
+from crawler.alerts.payload import repeat_view
 from crawler.config import ChannelConfig
-
-from .base import RenderedMessage, TemplateError
-from .payload import repeat_view
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 MAX_OUTPUT = 256 * 1024  # characters per rendered part

@@ -13,10 +13,16 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from crawler.alerts.base import (
+    DeliveryResult,
+    RenderedMessage,
+    http_client,
+    post,
+    register_channel,
+    secret_url,
+)
+from crawler.alerts.render import slack_escape
 from crawler.config import ChannelConfig
-
-from .base import DeliveryResult, RenderedMessage, http_client, post, register_channel, secret_url
-from .render import slack_escape
 
 TEXT_LIMIT = 3000
 HEADER_LIMIT = 150

@@ -21,9 +21,15 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from crawler.alerts.base import (
+    DeliveryResult,
+    RenderedMessage,
+    http_client,
+    post,
+    register_channel,
+    secret_url,
+)
 from crawler.config import ChannelConfig
-
-from .base import DeliveryResult, RenderedMessage, http_client, post, register_channel, secret_url
 
 
 def sign(secret: str, body: bytes) -> str:

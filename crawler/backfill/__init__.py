@@ -1,0 +1,1 @@
+"""History and rescans into the same timeline: archives, sitemaps, search slices, snapshots."""

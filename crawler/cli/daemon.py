@@ -1,0 +1,127 @@
+"""`storywatch run` (the daemon) and `storywatch status`. Registered by ``crawler.cli``."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import click
+from rich.markup import escape
+from rich.table import Table
+
+from crawler.cli.base import EXIT_OK, EXIT_STORAGE, Ctx, _ago, _dur, err, fail, out, print_json
+from crawler.errors import DaemonLocked
+from storage.sources import SourceStatus
+
+
+@click.command("run")
+@click.pass_obj
+def run(obj: Ctx) -> None:
+    """Run the daemon: poll every source on its own adaptive schedule, store, match, alert.
+
+    Polls speed up when a source posts often and slow down when it is quiet; failing sources
+    back off (never give up) and change health once, which is logged and sent as one notice to
+    `alerts.health_channel`. SIGHUP (or editing the config or a rule file) reloads; a broken
+    file is reported with file:line and the last good version keeps running. SIGTERM/SIGINT stop
+    gracefully within `daemon.shutdown_deadline`. Only one daemon may use a database: a second
+    one exits with code 3 and names the first.
+
+    \b
+    Examples:
+      storywatch run
+      storywatch --config ./watch/storywatch.yaml run
+      kill -HUP <pid>                      # reload config and rules
+      storywatch status                    # what the daemon is doing
+      systemctl --user enable --now storywatch   # see docs/storywatch.service
+    """
+    from crawler.daemon.logs import setup_logging
+    from crawler.daemon.service import Daemon
+
+    settings = obj.settings
+    setup_logging(settings.daemon)
+    try:
+        asyncio.run(Daemon(settings, manage_logging=True).run())
+    except DaemonLocked as exc:
+        fail(str(exc), EXIT_STORAGE)
+    sys.exit(EXIT_OK)
+
+
+@click.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.pass_obj
+def status(obj: Ctx, as_json: bool) -> None:
+    """Show the daemon's state, the outbox depth and every source's schedule and health.
+
+    Per source: last fetch and result, next due time, current interval, new items in the last
+    24 h, error streak and health. The daemon: running or not (the instance lock is probed),
+    pid, host, start time and last heartbeat.
+
+    \b
+    Examples:
+      storywatch status
+      storywatch status --json | jq '.sources[] | select(.health != "ok") | .id'
+      storywatch status --json | jq .daemon.running
+    """
+    from crawler.daemon.ops import collect_status
+
+    report = collect_status(obj.settings, now=datetime.now(UTC))
+    if as_json:
+        print_json(report.as_json())
+        return
+    d = report.daemon
+    if d.running:
+        line = (
+            f"[green]daemon running[/]: pid {d.pid} on {d.host}, started {_ago(d.started_at)}, "
+            f"heartbeat {_ago(d.heartbeat_at)}"
+        )
+    elif d.pid is not None:
+        line = (
+            f"[yellow]daemon not running[/] (last: pid {d.pid} on {d.host}, {d.state}, "
+            f"heartbeat {_ago(d.heartbeat_at)})"
+        )
+    else:
+        line = "[yellow]daemon not running[/] (never started on this database)"
+    out.print(line)
+    out.print(
+        f"outbox: {report.outbox_depth} pending deliveries; database {report.database}", highlight=False
+    )
+    _print_sources(report.sources)
+
+
+def _print_sources(rows: Sequence[SourceStatus]) -> None:
+    if not rows:
+        err.print("no sources configured")
+        return
+    table = Table(title="sources")
+    for col in ("id", "health", "last fetch", "result", "next due", "interval", "new 24h", "errors"):
+        table.add_column(col, overflow="fold")
+    now = datetime.now(UTC)
+    for r in rows:
+        style = {"failing": "red", "degraded": "yellow", "stale": "yellow", "ok": "green"}.get(r.health, "")
+        table.add_row(
+            escape(r.id),
+            f"[{style}]{r.health}[/]" if style else r.health,
+            _ago(r.last_fetch_at),
+            r.last_status or "-",
+            _due(r.next_due_at, now),
+            _dur(r.interval),
+            str(r.new_24h),
+            str(r.error_streak),
+        )
+    out.print(table)
+    for r in rows:
+        if r.last_error:
+            text = r.last_error.removeprefix(f"[{r.id}] ")
+            out.print(f"[bold]{escape(r.id)}[/]: {escape(text)}", overflow="ellipsis", no_wrap=True)
+
+
+def _due(when: datetime | None, now: datetime) -> str:
+    if when is None:
+        return "-"
+    return "now" if when <= now else "in " + _dur((when - now).total_seconds())
+
+
+def commands() -> list[click.Command]:
+    return [run, status]

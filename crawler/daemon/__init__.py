@@ -1,0 +1,1 @@
+"""The daemon: adaptive scheduling policy, jobs, side tasks, metrics and logs."""

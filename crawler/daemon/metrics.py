@@ -1,0 +1,166 @@
+"""Daemon metrics (Prometheus) and the small local HTTP endpoint serving them.
+
+``daemon.metrics: "127.0.0.1:9465"`` starts a thread serving:
+
+- ``GET /healthz``: 200 and the daemon's state as JSON (pid, start time, sources by health...);
+- ``GET /metrics``: the Prometheus text format from this daemon's own registry.
+
+Port 0 picks a free port (the daemon logs the one chosen).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Enum, Gauge, Histogram
+from prometheus_client.exposition import generate_latest
+
+from crawler.alerts.views import RelayReport
+from crawler.errors import ConfigError
+from crawler.pipeline.passes import SourceOutcome
+
+DELIVERY_STATES = ("pending", "sending", "sent", "failed", "dead", "held")
+HEALTH_STATES = ["new", "ok", "degraded", "failing", "stale"]
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+
+class Metrics:
+    """Every counter the daemon keeps, in a registry of its own (never the global one)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.polls = Counter("storywatch_polls", "Source polls by result", ["source", "result"], registry=r)
+        self.errors = Counter(
+            "storywatch_poll_errors", "Failed polls by kind", ["source", "kind"], registry=r
+        )
+        self.latency = Histogram(
+            "storywatch_poll_seconds",
+            "Time of one source poll (feed and articles)",
+            ["source"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.documents = Counter(
+            "storywatch_new_documents", "New or updated documents", ["source"], registry=r
+        )
+        self.alerts = Counter(
+            "storywatch_alerts_created", "Alerts created by rule matches", ["source"], registry=r
+        )
+        self.sent = Counter("storywatch_alerts_sent", "Deliveries sent by the relay", registry=r)
+        self.failed = Counter("storywatch_alerts_failed", "Deliveries that failed in the relay", registry=r)
+        self.outbox = Gauge("storywatch_outbox_depth", "Pending deliveries in the outbox", registry=r)
+        self.health = Enum(
+            "storywatch_source_health", "Health of each source", ["source"], states=HEALTH_STATES, registry=r
+        )
+        self.deliveries = Gauge("storywatch_deliveries", "Outbox rows by state", ["state"], registry=r)
+        self.notices = Counter(
+            "storywatch_health_notices", "Health changes announced", ["source"], registry=r
+        )
+
+    def record_poll(self, outcome: SourceOutcome) -> None:
+        res = outcome.result
+        self.polls.labels(res.source_id, res.status).inc()
+        self.latency.labels(res.source_id).observe(res.seconds)
+        if res.status == "error":
+            self.errors.labels(res.source_id, outcome.error_kind or "internal").inc()
+        if res.new_documents:
+            self.documents.labels(res.source_id).inc(res.new_documents)
+        if res.new_alerts:
+            self.alerts.labels(res.source_id).inc(res.new_alerts)
+
+    def set_health(self, source_id: str, health: str) -> None:
+        if health in HEALTH_STATES:
+            self.health.labels(source_id).state(health)
+
+    def record_delivery(self, report: RelayReport) -> None:
+        """Count what one relay pass sent and what failed for good (failed or dead)."""
+        self.sent.inc(report.sent)
+        self.failed.inc(report.count("failed") + report.count("dead"))
+
+    def set_deliveries(self, counts: Mapping[str, int]) -> None:
+        """Outbox rows by state, read from the database (so sends by run_forever show too)."""
+        for state in DELIVERY_STATES:
+            self.deliveries.labels(state).set(counts.get(state, 0))
+        self.outbox.set(counts.get("pending", 0))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``"127.0.0.1:9465"`` -> (host, port); raises ConfigError naming ``daemon.metrics``."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"{value!r} is not host:port (e.g. 127.0.0.1:9465)", key="daemon.metrics")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+class MetricsServer:
+    """``/healthz`` and ``/metrics`` served from a daemon thread (http.server)."""
+
+    def __init__(
+        self,
+        listen: str,
+        metrics: Metrics,
+        state: Callable[[], dict[str, Any]],
+        refresh: Callable[[], None] | None = None,
+    ) -> None:
+        host, port = parse_listen(listen)
+        handler = _handler(metrics, state, refresh)
+        try:
+            self.server = ThreadingHTTPServer((host, port), handler)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on {listen}: {exc.strerror or exc}", key="daemon.metrics"
+            ) from exc
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, name="storywatch-metrics", daemon=True
+        )
+
+    @property
+    def address(self) -> str:
+        host, port = self.server.server_address[:2]
+        name = host.decode() if isinstance(host, bytes) else str(host)
+        return f"{name}:{port}"
+
+    def start(self) -> MetricsServer:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _handler(
+    metrics: Metrics, state: Callable[[], dict[str, Any]], refresh: Callable[[], None] | None
+) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/healthz":
+                self._send(200, "application/json", json.dumps(state(), default=str).encode())
+            elif path == "/metrics":
+                if refresh is not None:
+                    refresh()
+                self._send(200, CONTENT_TYPE_LATEST, metrics.render())
+            else:
+                self._send(404, "text/plain", b"try /healthz or /metrics\n")
+
+        def _send(self, status: int, ctype: str, body: bytes) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    return Handler

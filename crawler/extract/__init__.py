@@ -1,0 +1,1 @@
+"""Page bytes -> article text and metadata (an Article), and the text of a watched region."""

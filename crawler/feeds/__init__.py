@@ -1,0 +1,1 @@
+"""Feed bytes -> entries: feedparser on screened bytes, JSON Feed, sitemaps."""

@@ -1,0 +1,336 @@
+"""The rules engine: rule files -> a compiled RuleSet -> matches with evidence (pure, no I/O but
+reading the rule files in :func:`load_rules`).
+
+Percolator design: every query is compiled once; each incoming document is run against all rules.
+A literal prefilter (one RE2 set of the literals each rule needs, matched case-insensitively over
+the document's UTF-8 bytes) picks the candidate rules; only those are evaluated
+(:mod:`rules.evaluate`). Public API::
+
+    rules = load_rules([Path("rules/")])           # raises RuleError (file:line:column, rule id)
+    errors = lint_paths([Path("rules/")])          # every error, nothing raised
+    matches = rules.evaluate(RuleInput(title=..., text=...))   # only matches that fire
+    results = rules.explain(doc)                   # every rule with a hit, all hits and statuses
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import re2
+
+from crawler.errors import RuleError
+from crawler.types import Document, HitStatus, Match, SourceKind, Span
+from rules.evaluate import (
+    BODY,
+    FIELD_NAMES,
+    LEVEL_STATUS,
+    DocContext,
+    DocMeta,
+    Hit,
+    Present,
+    evaluate,
+    hit_key,
+)
+from rules.lang import Node
+from rules.load import Rule, load_files
+from rules.terms import (
+    TermMatcher,
+    best_clause,
+    compile_query,
+    leaf_matchers,
+    rarity,
+    required_literals,
+)
+
+PREFILTER_CLAUSES = 8  # literal clauses per rule checked by the prefilter
+PREFILTER_MAX_MEM = 256 << 20
+
+
+@dataclass(frozen=True)
+class RuleInput:
+    """What the rules read from one document."""
+
+    title: str = ""
+    text: str = ""
+    source_id: str = ""
+    source_kind: SourceKind = "feed"
+    source_tags: tuple[str, ...] = ()
+    url: str = ""
+    language: str | None = None
+    published: datetime | None = None
+
+    @classmethod
+    def from_document(cls, doc: Document, *, text: str | None = None) -> RuleInput:
+        """What the rules read from ``doc``: its canonical URL, and ``text`` instead of its whole
+        text when given (an article updated in place is read on its new sentences only)."""
+        return cls(
+            title=doc.title,
+            text=doc.text if text is None else text,
+            source_id=doc.source_id,
+            source_kind=doc.source_kind,
+            source_tags=doc.source_tags,
+            url=doc.canonical_url,
+            language=doc.language,
+            published=doc.published,
+        )
+
+
+@dataclass(frozen=True)
+class RuleResult:
+    """One rule's outcome on one document: every distinct hit (best first) and whether it fires."""
+
+    rule_id: str
+    fires: bool
+    hits: tuple[Match, ...]  # asserted hits first, then hedged, then negated; best first in each
+    fired: Match | None = None  # the hit that fires the rule (what evaluate() returns)
+
+
+@dataclass(frozen=True)
+class CompiledRule:
+    rule: Rule
+    query: Node
+    clauses: tuple[frozenset[int], ...]  # prefilter literal ids; one of each clause must occur
+    max_level: int  # the highest evaluation level fire_on needs
+
+
+def load_rules(paths: Sequence[Path]) -> RuleSet:
+    """Load and compile rule files (directories: every *.yaml/*.yml). Raises the first RuleError."""
+    result = load_files(paths)
+    if result.errors:
+        first = result.errors[0]
+        more = len(result.errors) - 1
+        if more:
+            first.add_note(f"... and {more} more error(s); run `storywatch rules lint` to see all")
+        raise first
+    return RuleSet(result.rules)
+
+
+def lint_paths(paths: Sequence[Path]) -> list[RuleError]:
+    """Every problem in the rule files (never raises for rule problems)."""
+    return list(load_files(paths).errors)
+
+
+class RuleSet:
+    """Compiled rules; evaluate documents against all of them."""
+
+    def __init__(self, rules: Iterable[Rule]) -> None:
+        self.rules: tuple[Rule, ...] = tuple(r for r in rules if r.enabled)
+        cache: dict[str, TermMatcher] = {}
+        queries = [compile_query(r.query, cache) for r in self.rules]
+        score: dict[str, int] = {}
+        for m in (m for q in queries for m in leaf_matchers(q)):
+            if m.prefilter is not None:
+                score[m.prefilter] = min(score.get(m.prefilter, 1 << 30), rarity(m))
+        self._prefilter = _Prefilter([required_literals(q) for q in queries], score)
+        self._compiled = tuple(
+            CompiledRule(r, q, self._prefilter.clauses[i], max(LEVEL_STATUS.index(s) for s in r.fire_on))
+            for i, (r, q) in enumerate(zip(self.rules, queries, strict=True))
+        )
+
+    def __len__(self) -> int:
+        return len(self.rules)
+
+    def __reduce__(self) -> tuple[type[RuleSet], tuple[tuple[Rule, ...]]]:
+        return (RuleSet, (self.rules,))  # compiled patterns are rebuilt on unpickling
+
+    def candidates(self, doc: RuleInput) -> list[CompiledRule]:
+        """Rules whose source condition holds and whose required literals all occur."""
+        return self._candidates(doc)[0]
+
+    def _candidates(self, doc: RuleInput) -> tuple[list[CompiledRule], Present]:
+        ids, present = self._prefilter.candidates(doc.title, doc.text)
+        out = []
+        for i in ids:
+            cr = self._compiled[i]
+            if cr.rule.source.allows(doc.source_id, doc.source_kind, doc.source_tags):
+                out.append(cr)
+        return out, present
+
+    def evaluate(self, doc: RuleInput) -> tuple[Match, ...]:
+        """The matches that fire (one per rule: its best hit among the classes in fire_on)."""
+        cands, present = self._candidates(doc)
+        if not cands:
+            return ()
+        ctx = _context(doc, present)
+        out = []
+        for cr in cands:
+            found = _first_firing(cr, ctx)
+            if found is not None:
+                out.append(_to_match(cr.rule, ctx, *found))
+        return tuple(out)
+
+    def explain(self, doc: RuleInput, *, firing_only: bool = False) -> tuple[RuleResult, ...]:
+        """Every rule with at least one hit, all its hits with their status (for reports).
+
+        ``firing_only``: only the rules that fire, each with all its hits (a rule that does not
+        fire then costs what :meth:`evaluate` spends on it, and its hits are never classified).
+        """
+        cands, present = self._candidates(doc)
+        if not cands:
+            return ()
+        ctx = _context(doc, present)
+        results = []
+        for cr in cands:
+            firing = _first_firing(cr, ctx) if firing_only else None
+            if firing_only and firing is None:
+                continue
+            hits = _all_hits(cr, ctx)
+            if not hits:
+                continue
+            if not firing_only:
+                firing = _first_firing(cr, ctx)
+            matches = tuple(_to_match(cr.rule, ctx, h, s) for h, s in hits)
+            fired = _to_match(cr.rule, ctx, *firing) if firing else None
+            results.append(RuleResult(cr.rule.id, fired is not None, matches, fired))
+        return tuple(results)
+
+
+def _context(doc: RuleInput, present: Present) -> DocContext:
+    meta = DocMeta(doc.source_id, doc.source_kind, doc.source_tags, doc.url, doc.language)
+    return DocContext(doc.title, doc.text, meta, present)
+
+
+def _level_hits(cr: CompiledRule, ctx: DocContext, level: int) -> list[Hit]:
+    return [h for h in evaluate(cr.query, ctx, level) if h]
+
+
+def _first_firing(cr: CompiledRule, ctx: DocContext) -> tuple[Hit, HitStatus] | None:
+    """The hit that fires the rule, and its class; None when the rule does not fire.
+
+    Evaluation is monotone in the occurrences it may use: no hit with every status allowed means
+    no hit at all (found without classifying a single occurrence), and a hit whose occurrences
+    are all asserted is also found when only asserted occurrences are allowed. So the best such
+    hit fires an ``asserted`` rule without re-evaluating; only otherwise are the stricter levels
+    evaluated.
+    """
+    everything = sorted(_level_hits(cr, ctx, 2), key=_rank)
+    if not everything:
+        return None
+    if "asserted" in cr.rule.fire_on:
+        for hit in everything:
+            if all(ctx.status(o) == "asserted" for o in hit):
+                return hit, "asserted"
+    seen: set[tuple[int, int, int]] = set()
+    for level in range(cr.max_level + 1):
+        status = LEVEL_STATUS[level]
+        hits = everything if level == 2 else _level_hits(cr, ctx, level)
+        fresh = [h for h in hits if hit_key(ctx, h) not in seen]
+        if status in cr.rule.fire_on and fresh:
+            return _best(fresh), status
+        seen.update(hit_key(ctx, h) for h in hits)
+    return None
+
+
+def _all_hits(cr: CompiledRule, ctx: DocContext) -> list[tuple[Hit, HitStatus]]:
+    seen: set[tuple[int, int, int]] = set()
+    out: list[tuple[Hit, HitStatus]] = []
+    for level, status in enumerate(LEVEL_STATUS):
+        for h in sorted(_level_hits(cr, ctx, level), key=_rank):
+            key = hit_key(ctx, h)
+            if key not in seen:
+                seen.add(key)
+                out.append((h, status))
+    return out
+
+
+def _rank(hit: Hit) -> tuple[int, int, int]:
+    return (-len({o.label for o in hit}), 0 if hit[0].field == BODY else 1, hit[0].start)
+
+
+def _best(hits: list[Hit]) -> Hit:
+    return min(hits, key=_rank)
+
+
+def _to_match(rule: Rule, ctx: DocContext, hit: Hit, status: HitStatus) -> Match:
+    ft = ctx.fields[hit[0].field]
+    last_end = max(o.end for o in hit)
+    ev_start = ft.sentence_at(hit[0].start)[0]
+    ev_end = max(ft.sentence_at(last_end - 1)[1], last_end)
+    spans = _outer_spans({Span(o.start - ev_start, o.end - ev_start, o.label) for o in hit})
+    captures: dict[str, str] = {}
+    for o in hit:
+        if o.capture is not None:
+            captures.setdefault(*o.capture)
+    return Match(
+        rule_id=rule.id,
+        title=rule.title,
+        severity=rule.severity,
+        status=status,
+        evidence=ft.text[ev_start:ev_end],
+        spans=spans,
+        captures=captures,
+        labels=dict(rule.labels),
+        field=FIELD_NAMES[hit[0].field],
+    )
+
+
+def _outer_spans(spans: set[Span]) -> tuple[Span, ...]:
+    """Spans sorted by offset, without those nested in a longer one ("train*" in "pre-train*")."""
+    out: list[Span] = []
+    for sp in sorted(spans, key=lambda s: (s.start, -s.end)):
+        if out and sp.end <= out[-1].end:
+            continue
+        out.append(sp)
+    return tuple(out)
+
+
+class _Prefilter:
+    """One case-insensitive RE2 set over the literals of every term; maps a document to candidate
+    rules (those whose chosen literal clauses all occur) and to the set of literals present, which
+    lets the evaluator skip the search for terms that cannot occur."""
+
+    def __init__(self, rule_clauses: list[list[frozenset[str]]], score: dict[str, int]) -> None:
+        self._ids: dict[str, int] = {}
+        self.clauses: list[tuple[frozenset[int], ...]] = []
+        self._by_anchor: dict[int, list[int]] = {}
+        self._always: list[int] = []
+        for i, clauses in enumerate(rule_clauses):
+            chosen = _choose(clauses, score)
+            ids = tuple(frozenset(self._ids.setdefault(p, len(self._ids)) for p in c) for c in chosen)
+            self.clauses.append(ids)
+            if not ids:
+                self._always.append(i)
+            for lid in ids[0] if ids else ():
+                self._by_anchor.setdefault(lid, []).append(i)
+        for p in sorted(score):  # every term's literal: tells the evaluator which terms cannot occur
+            self._ids.setdefault(p, len(self._ids))
+        self._anchors = frozenset(self._by_anchor)
+        self._patterns = list(self._ids)
+        self._set = self._compile(self._patterns)
+
+    @staticmethod
+    def _compile(patterns: list[str]) -> object | None:
+        if not patterns:
+            return None
+        opts = re2.Options()
+        opts.case_sensitive = False
+        opts.max_mem = PREFILTER_MAX_MEM
+        rset = re2.Set.SearchSet(opts)
+        for p in patterns:
+            rset.Add(p)
+        rset.Compile()
+        return rset
+
+    def candidates(self, title: str, text: str) -> tuple[list[int], Present]:
+        if self._set is None:
+            return list(self._always), Present({}, frozenset())
+        found = frozenset(self._set.Match(f"{title}\n{text}".encode()) or ())  # type: ignore[attr-defined]
+        cands = set(self._always)
+        for lid in found & self._anchors:
+            cands.update(self._by_anchor[lid])
+        ids = sorted(i for i in cands if all(not c.isdisjoint(found) for c in self.clauses[i]))
+        return ids, Present(self._ids, found)
+
+
+def _choose(clauses: list[frozenset[str]], score: dict[str, int]) -> list[frozenset[str]]:
+    """Up to PREFILTER_CLAUSES distinct clauses, most selective first (the first is the anchor)."""
+    unique = list(dict.fromkeys(c for c in clauses if c))
+    chosen: list[frozenset[str]] = []
+    while unique and len(chosen) < PREFILTER_CLAUSES:
+        best = best_clause(unique, score)
+        chosen.append(best)
+        unique.remove(best)
+    return chosen
