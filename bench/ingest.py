@@ -306,8 +306,7 @@ def _timed(settings: Any, specs: Any, profile: str | None) -> dict[str, Any]:
     prof = cProfile.Profile() if profile else None
 
     async def once() -> dict[str, Any]:
-        from crawler.pipeline.passes import run_pass
-        from crawler.pipeline.runner import auto_cpu_workers, open_runtime
+        from crawler.pipeline import auto_cpu_workers, open_runtime, run_pass
 
         t0 = time.perf_counter()
         async with open_runtime(settings, cpu_workers=auto_cpu_workers(specs)) as rt:

@@ -27,7 +27,7 @@ from crawler.backfill.job import BackfillOptions, BackfillReport, TokenBucket, W
 from crawler.config import Settings, parse_settings
 from crawler.errors import ParseError
 from crawler.feeds.sitemaps import UnsafeXML, parse_sitemap
-from crawler.pipeline.runner import run_once
+from crawler.pipeline import run_once
 from storage.db import open_database
 from storage.models import AlertRow, CheckpointRow, DeliveryRow, DocumentRow, MatchRow
 from tests.sitekit import article_page, atom, rss

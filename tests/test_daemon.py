@@ -29,7 +29,7 @@ from crawler.daemon.jobs import diff_sources, plan_start, poll_outcome
 from crawler.daemon.ops import collect_status
 from crawler.daemon.schedule import Bounds, SourceTiming
 from crawler.daemon.service import Daemon
-from crawler.pipeline.passes import SourceOutcome
+from crawler.pipeline import SourceOutcome
 from crawler.types import FeedHints, SourceResult, SourceSpec
 from storage.db import open_database
 from storage.models import DeliveryRow, DocumentRow, FetchLogRow

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from crawler.pipeline.groupwrite import GroupWriter
+from crawler.pipeline import GroupWriter
 
 
 class Store:

@@ -10,7 +10,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from crawler.config import parse_settings
-from crawler.pipeline.runner import run_once
+from crawler.pipeline import run_once
 from storage.db import open_database
 from storage.models import AlertRow, DeliveryRow, DocumentRow
 from tests.sitekit import Site, rss

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from crawler.config import Settings, parse_settings
-from crawler.pipeline.runner import run_once
+from crawler.pipeline import run_once
 from storage.db import open_database
 from storage.models import DocumentRow, FetchLogRow
 from tests.sitekit import Site, article_page, atom, rdf, rss

@@ -17,9 +17,7 @@ from crawler.config import Settings, parse_settings
 from crawler.errors import ParseError
 from crawler.feeds.parse import parse_feed
 from crawler.fetch.client import Fetcher, FetchSettings
-from crawler.pipeline.passes import run_pass, text_params
-from crawler.pipeline.runner import open_runtime
-from crawler.pipeline.workers import Offload
+from crawler.pipeline import Offload, open_runtime, run_pass, text_params
 from crawler.types import SourceSpec, Validators
 from storage.db import open_database
 from storage.ingest import IngestItem, ingest, lookup_many

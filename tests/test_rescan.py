@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from crawler.backfill.rescan import RescanOptions, run_rescan
 from crawler.config import Settings, parse_settings
-from crawler.pipeline.runner import deliver_outbox
+from crawler.pipeline import deliver_outbox
 from crawler.types import Match
 from storage import backfill_store
 from storage.db import open_database

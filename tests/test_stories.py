@@ -12,7 +12,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from crawler.config import Settings, parse_settings
-from crawler.pipeline.runner import run_once
+from crawler.pipeline import run_once
 from storage.db import open_database
 from storage.models import AlertRow, AliasRow, DocumentRow, SightingRow, StoryRow
 from tests.sitekit import Site, article_page, rss

@@ -49,7 +49,7 @@ from crawler.config import BackfillConfig, Settings, fetch_settings
 from crawler.dedup import text as normalize
 from crawler.errors import ConfigError, StorywatchError
 from crawler.fetch.client import Fetcher, FetchSettings
-from crawler.pipeline.passes import Runtime, entry_document, load_ruleset, prepare, utcnow
+from crawler.pipeline import Runtime, entry_document, load_ruleset, prepare, utcnow
 from crawler.types import Document, FeedEntry, Fetched, SourceSpec, Validators
 from storage import backfill_store, outbox
 from storage import ingest as store_ingest
@@ -470,7 +470,7 @@ async def run_backfill(
             released = outbox.release_held(rt.db, now=rt.clock())
         delivery = None
         if deliver and not opts.dry_run:
-            from crawler.pipeline.runner import deliver_outbox
+            from crawler.pipeline import deliver_outbox
 
             delivery = await deliver_outbox(settings, rt.db)
     return BackfillReport(opts.window, opts.alerts, opts.dry_run, tuple(reports), released, delivery)

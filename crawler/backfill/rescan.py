@@ -25,7 +25,7 @@ from typing import Any
 from crawler.backfill.job import AlertPolicy
 from crawler.config import Settings
 from crawler.errors import ConfigError
-from crawler.pipeline.passes import evaluate, load_ruleset, utcnow
+from crawler.pipeline import evaluate, load_ruleset, utcnow
 from crawler.types import SourceSpec
 from rules.engine import RuleSet
 from storage import backfill_store, outbox
@@ -163,7 +163,7 @@ async def run_rescan(
         released = outbox.release_held(database) if opts.alerts == "digest" and records else 0
         delivery = None
         if deliver and opts.alerts != "none":
-            from crawler.pipeline.runner import deliver_outbox
+            from crawler.pipeline import deliver_outbox
 
             delivery = await deliver_outbox(settings, database)
     finally:

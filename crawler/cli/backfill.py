@@ -233,9 +233,9 @@ def _footer(report: BackfillReport) -> list[str]:
 
 
 def _delivery_json(delivery: Any) -> Any:
-    from crawler.pipeline.runner import _jsonable
+    from crawler.pipeline import jsonable
 
-    return _jsonable(delivery)
+    return jsonable(delivery)
 
 
 # ----------------------------------------------------------------------------- rescan

@@ -210,7 +210,7 @@ def once(obj: Ctx, source_ids: Sequence[str], as_json: bool, no_deliver: bool) -
       storywatch once --source gnews-longcat --source hn-longcat
       storywatch once --json | jq '.sources[] | select(.status=="error")'
     """
-    from crawler.pipeline.runner import run_once
+    from crawler.pipeline import run_once
 
     settings = obj.settings
     specs = settings.source_specs()

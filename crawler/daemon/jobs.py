@@ -44,7 +44,7 @@ from crawler.daemon.schedule import (
     spread_start,
 )
 from crawler.errors import ConfigError
-from crawler.pipeline.passes import Runtime, SourceOutcome, run_source
+from crawler.pipeline import Runtime, SourceOutcome, run_source
 from crawler.types import SourceSpec
 from storage import daemon_store
 from storage import sources as store_sources

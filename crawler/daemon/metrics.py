@@ -21,7 +21,7 @@ from prometheus_client.exposition import generate_latest
 
 from crawler.alerts.views import RelayReport
 from crawler.errors import ConfigError
-from crawler.pipeline.passes import SourceOutcome
+from crawler.pipeline import SourceOutcome
 
 DELIVERY_STATES = ("pending", "sending", "sent", "failed", "dead", "held")
 HEALTH_STATES = ["new", "ok", "degraded", "failing", "stale"]

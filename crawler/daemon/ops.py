@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from crawler.config import Settings, load_settings
 from crawler.daemon.logs import LOGGER
 from crawler.daemon.metrics import Metrics
-from crawler.pipeline.passes import load_ruleset, rule_files, utcnow
+from crawler.pipeline import load_ruleset, rule_files, utcnow
 from storage import daemon_store, outbox_admin
 from storage import sources as store_sources
 from storage.db import Database, open_database

@@ -48,8 +48,7 @@ from crawler.daemon.ops import (
 )
 from crawler.errors import StorageError, StorywatchError
 from crawler.fetch.client import Fetcher
-from crawler.pipeline.passes import Runtime, utcnow
-from crawler.pipeline.runner import open_runtime
+from crawler.pipeline import Runtime, open_runtime, utcnow
 from storage import daemon_store
 from storage.db import Database, open_database
 

@@ -13,7 +13,9 @@ from typing import Any
 
 from crawler.config import Settings, fetch_settings
 from crawler.fetch.client import Fetcher
-from crawler.pipeline.passes import Runtime, SourceOutcome, load_ruleset, run_pass, utcnow, writer_process
+from crawler.pipeline.passes import run_pass
+from crawler.pipeline.runtime import Runtime, SourceOutcome, load_ruleset, utcnow
+from crawler.pipeline.store import writer_process
 from crawler.pipeline.workers import Offload, settled_heap
 from crawler.types import SourceSpec
 from storage.db import Database, open_database
@@ -45,19 +47,19 @@ class PassReport:
             "new_documents": self.new_documents,
             "new_alerts": self.new_alerts,
             "failed": [o.result.source_id for o in self.failed],
-            "delivery": _jsonable(self.delivery),
+            "delivery": jsonable(self.delivery),
         }
 
 
-def _jsonable(obj: Any) -> Any:
+def jsonable(obj: Any) -> Any:
     if obj is None:
         return None
     if hasattr(obj, "as_json"):
         return obj.as_json()
     if hasattr(obj, "__dataclass_fields__"):
-        return {k: _jsonable(getattr(obj, k)) for k in obj.__dataclass_fields__}
+        return {k: jsonable(getattr(obj, k)) for k in obj.__dataclass_fields__}
     if isinstance(obj, list | tuple):
-        return [_jsonable(x) for x in obj]
+        return [jsonable(x) for x in obj]
     return obj if isinstance(obj, str | int | float | bool | dict) else str(obj)
 
 
