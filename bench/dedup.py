@@ -53,9 +53,8 @@ from sqlalchemy import Table
 from sqlalchemy import insert as sa_insert
 from sqlalchemy import text as sql_text
 
-from crawler.dedup import fingerprint as dedup
-from crawler.dedup.fingerprint import Fingerprint, estimate_jaccard_many, fingerprint
-from crawler.dedup.text import normalize_text
+from crawler.dedup import Fingerprint, estimate_jaccard_many, fingerprint, normalize_text
+from crawler.dedup import minhash as dedup
 from storage import dedup_store
 from storage.db import Database, open_database
 from storage.models import DocumentRow

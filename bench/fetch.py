@@ -95,7 +95,7 @@ async def raw_round(urls: Sequence[str], etags: dict[str, str]) -> tuple[Run, Ru
 async def storywatch_round(
     urls: Sequence[str], etags: dict[str, str], profile: cProfile.Profile | None
 ) -> tuple[Run, Run]:
-    from crawler.fetch.client import Fetcher, FetchSettings
+    from crawler.fetch import Fetcher, FetchSettings
     from crawler.types import Validators
 
     settings = FetchSettings(

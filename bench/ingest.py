@@ -157,7 +157,7 @@ def library_floor(site: Site, feeds: int) -> dict[str, float]:
     import feedparser
     from selectolax.lexbor import LexborHTMLParser
 
-    from crawler.feeds.parse import FEEDPARSER_OPTIONS
+    from crawler.feeds import FEEDPARSER_OPTIONS
 
     pages = [(path, body) for path, _, body in site_pages(load_corpus(), site.base, feeds, site.entries)]
     feed_bodies = [b for p, b in pages if p.startswith("/feeds/")]

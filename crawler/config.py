@@ -29,6 +29,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from selectolax.lexbor import LexborHTMLParser, SelectolaxError
 
 from crawler.errors import BlockedURLError, ConfigError
 from crawler.types import SourceSpec
@@ -75,6 +76,14 @@ class FetchConfig(_Model):
     article_concurrency: int = Field(16, ge=1)
 
 
+def validate_selector(selector: str) -> None:
+    """ConfigError (key "selector") when selectolax cannot parse ``selector`` as CSS."""
+    try:
+        LexborHTMLParser("<p></p>").css(selector)
+    except SelectolaxError as exc:
+        raise ConfigError(f"invalid CSS selector {selector!r}: {exc}", key="selector") from exc
+
+
 class SourceConfig(_Model):
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$")
     kind: Literal["feed", "page"]
@@ -111,8 +120,6 @@ class SourceConfig(_Model):
         if self.kind == "page" and not self.selector:
             raise ValueError("a page source needs a CSS `selector` for the region to watch")
         if self.selector:
-            from crawler.extract.article import validate_selector
-
             try:
                 validate_selector(self.selector)
             except ConfigError as exc:
@@ -461,26 +468,6 @@ def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
     return best
 
 
-def fetch_settings(settings: Settings) -> Any:
-    """The crawler.fetch.client.FetchSettings for these settings."""
-    from crawler.fetch.client import FetchSettings
-
-    f = settings.fetch
-    return FetchSettings(
-        user_agent=f.user_agent,
-        connect_timeout=f.connect_timeout,
-        read_timeout=f.read_timeout,
-        deadline=f.deadline,
-        max_body_bytes=int(f.max_body_mb * 1024 * 1024),
-        max_redirects=f.max_redirects,
-        allow_private_networks=f.allow_private_networks,
-        per_host_concurrency=f.per_host_concurrency,
-        per_host_min_gap=f.per_host_min_gap,
-        global_concurrency=f.concurrency,
-        respect_robots=f.respect_robots,
-    )
-
-
 def write_default_config(directory: Path, *, force: bool = False) -> Path:
     """`storywatch init`: write the commented default config into ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -499,7 +486,6 @@ __all__ = [
     "Settings",
     "SourceConfig",
     "default_config_text",
-    "fetch_settings",
     "find_config",
     "load_settings",
     "parse_duration",

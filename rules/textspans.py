@@ -33,9 +33,10 @@ CJK_UNITS = 1
 
 _PARA_RE = re.compile(r"\n[ \t\r\f\v]*\n\s*")
 _ABBREVIATIONS = (
-    *("mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "inc", "ltd", "co", "corp", "vs", "etc", "e.g"),
-    *("i.e", "u.s", "u.k", "fig", "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct"),
-    *("nov", "dec", "gov", "gen", "col", "lt", "sgt", "rep", "sen", "est", "approx", "dept", "univ"),
+    *("mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "mt", "inc", "ltd", "co", "corp", "bros", "vs"),
+    *("etc", "al", "e.g", "i.e", "u.s", "u.k", "a.m", "p.m", "fig", "jan", "feb"),
+    *("mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec", "gov", "gen", "col", "lt"),
+    *("sgt", "capt", "rep", "sen", "rev", "est", "approx", "dept", "univ"),
 )
 _NOT_AFTER = "".join(rf"(?<!\b{re.escape(a)}\.)" for a in _ABBREVIATIONS)
 _CLOSERS = "[\"'”’)\\]]*"
@@ -45,9 +46,10 @@ _SENT_END_RE = re.compile(
     rf"[。！？]+[”’」』）)\"']*"
     rf"|[!?]+{_CLOSERS}(?=\s)"
     rf"|\.+(?i:{_NOT_AFTER})(?<!\b[A-Za-z]\.)(?!(?<=\b[Nn]o\.)\s*\d){_CLOSERS}(?=\s+(?![a-z])|\s*$)"
+    rf"|(?<=\S)…+{_CLOSERS}(?=\s+(?![a-z])|\s*$)"
     r"|\n"
 )
-_SENT_END_CANDIDATE = re.compile(r"[.!?\n。！？]")
+_SENT_END_CANDIDATE = re.compile(r"[.!?\n。！？…]")
 _CLAUSE_CUT_RE = re.compile(  # run on lower-cased text
     r"[;；:：，,。!?！？]|\s[-–—]+\s"
     r"|\b(?:but|however|although|though|while|whereas|except|separately|meanwhile|nevertheless"

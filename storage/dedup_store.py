@@ -40,7 +40,7 @@ from typing import cast
 from sqlalchemy import Table, bindparam, func, literal, select, text, union
 from sqlalchemy.orm import Session
 
-from crawler.dedup.fingerprint import Fingerprint, estimate_jaccard_many
+from crawler.dedup import Fingerprint, estimate_jaccard_many
 from crawler.errors import StorageError
 
 from .db import Database

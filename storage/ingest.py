@@ -18,8 +18,7 @@ from sqlalchemy.orm import Session
 
 from crawler.alerts.payload import evidence_hash
 from crawler.config import AlertsConfig
-from crawler.dedup.fingerprint import Fingerprint
-from crawler.dedup.text import normalize_text
+from crawler.dedup import Fingerprint, normalize_text
 from crawler.types import Document, Match
 
 from . import dedup_store, outbox

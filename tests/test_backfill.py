@@ -26,7 +26,7 @@ from sqlalchemy import func, select
 from crawler.backfill.job import BackfillOptions, BackfillReport, TokenBucket, Window, run_backfill
 from crawler.config import Settings, parse_settings
 from crawler.errors import ParseError
-from crawler.feeds.sitemaps import UnsafeXML, parse_sitemap
+from crawler.feeds import UnsafeXML, parse_sitemap
 from crawler.pipeline import run_once
 from storage.db import open_database
 from storage.models import AlertRow, CheckpointRow, DeliveryRow, DocumentRow, MatchRow
@@ -535,7 +535,7 @@ def test_backfill_alerts_all_sends_each_alert_like_live(tmp_path: Path, site: Hi
 
 
 def test_cli_backfill_json_and_help(tmp_path: Path, site: HistorySite) -> None:
-    from crawler.backfill.job import METHODS
+    from crawler.backfill import METHODS
     from crawler.cli.backfill import METHODS as CLI_METHODS
     from crawler.cli.backfill import commands
     from crawler.cli.base import cli

@@ -25,10 +25,9 @@ from sqlalchemy import select
 from crawler.cli.base import cli
 from crawler.cli.daemon import commands
 from crawler.config import load_settings
+from crawler.daemon import Daemon, collect_status
 from crawler.daemon.jobs import diff_sources, plan_start, poll_outcome
-from crawler.daemon.ops import collect_status
 from crawler.daemon.schedule import Bounds, SourceTiming
-from crawler.daemon.service import Daemon
 from crawler.pipeline import SourceOutcome
 from crawler.types import FeedHints, SourceResult, SourceSpec
 from storage.db import open_database

@@ -1,4 +1,4 @@
-"""crawler.dedup.fingerprint: MinHash fingerprints (datasketch-compatible), LSH bands, similarity estimates."""
+"""crawler.dedup.minhash: MinHash fingerprints (datasketch-compatible), LSH bands, similarity estimates."""
 
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ from hypothesis import given
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 
-from crawler.dedup import fingerprint as dedup
+from crawler.dedup import minhash as dedup
+from crawler.dedup import normalize_text
 from crawler.dedup import text as normalize
-from crawler.dedup.fingerprint import (
+from crawler.dedup.minhash import (
     Fingerprint,
     candidate_probability,
     estimate_jaccard,
@@ -27,7 +28,6 @@ from crawler.dedup.fingerprint import (
     shingle_hash_reference,
     shingle_hashes,
 )
-from crawler.dedup.text import normalize_text
 from crawler.errors import ConfigError
 
 DATA = Path(__file__).parent / "data" / "dedup"

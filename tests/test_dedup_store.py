@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from crawler.dedup.fingerprint import THRESHOLD, Fingerprint, fingerprint
+from crawler.dedup import THRESHOLD, Fingerprint, fingerprint
 from crawler.errors import StorageError
 from storage import dedup_store
 from storage.db import Database, open_database

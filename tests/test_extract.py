@@ -14,9 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from selectolax.lexbor import LexborHTMLParser
 
+from crawler.config import validate_selector
 from crawler.errors import ConfigError, ParseError, SelectorNotFound
-from crawler.extract.article import extract_article, extract_region, validate_selector
-from crawler.extract.charset import decode_html, detect_charset
+from crawler.extract import decode_html, detect_charset, extract_article, extract_region
 from crawler.extract.meta import clean_title, parse_date, read_meta
 from crawler.types import Article
 

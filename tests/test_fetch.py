@@ -30,7 +30,7 @@ from crawler.errors import (
     FetchTimeout,
     TooManyRedirects,
 )
-from crawler.fetch.client import Fetcher, FetchSettings, check_url_scheme
+from crawler.fetch import Fetcher, FetchSettings, check_url_scheme
 from crawler.fetch.decoding import PIECE, BodyDecoder
 from crawler.fetch.netguard import Resolver, address_block_reason
 from crawler.types import Fetched

@@ -20,7 +20,7 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from crawler.errors import HTTPStatusError, RobotsDisallowed
-from crawler.fetch.client import Fetcher, FetchSettings, HostPaused, parse_retry_after
+from crawler.fetch import Fetcher, FetchSettings, HostPaused, parse_retry_after
 from crawler.types import Fetched, Validators
 
 LOCAL = FetchSettings(allow_private_networks=("127.0.0.1/32",), per_host_min_gap=0.0, deadline=10.0)

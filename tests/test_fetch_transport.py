@@ -24,8 +24,9 @@ import pytest
 from pytest_httpserver import HTTPServer
 
 from crawler.errors import FetchError
-from crawler.fetch.client import Fetcher, FetchSettings
-from crawler.fetch.netguard import AddressPolicy, GuardedBackend, GuardedTransport
+from crawler.fetch import Fetcher, FetchSettings
+from crawler.fetch.netguard import AddressPolicy, GuardedBackend
+from crawler.fetch.transport import GuardedTransport
 from crawler.types import Fetched
 
 LOCAL = FetchSettings(allow_private_networks=("127.0.0.1/32",), per_host_min_gap=0.0, deadline=10.0)

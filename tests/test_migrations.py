@@ -2,7 +2,7 @@
 
 A database is created at revision 0001 and filled with index rows in a stale format (arbitrary
 bytes and made-up band hashes, as an earlier fingerprint version would have left them); upgrading
-to head must leave exactly what :func:`crawler.dedup.fingerprint.fingerprint` computes now, in each document's
+to head must leave exactly what :func:`crawler.dedup.minhash.fingerprint` computes now, in each document's
 stored layout, so that :func:`storage.dedup_store.find_near_duplicate` finds copies of old documents.
 """
 
@@ -21,8 +21,8 @@ from alembic import command
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, bindparam, inspect, text
 
-from crawler.dedup import fingerprint as dedup
-from crawler.dedup.fingerprint import THRESHOLD, fingerprint
+from crawler.dedup import THRESHOLD, fingerprint
+from crawler.dedup import minhash as dedup
 from storage import dedup_store
 from storage.db import Database, alembic_config, open_database
 from storage.models import UTCDateTime

@@ -10,16 +10,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crawler.dedup import text as normalize
-from crawler.dedup.text import (
+from crawler.dedup import (
     TRACKING_PARAMS,
     canonicalize_url,
     content_hash,
     normalize_text,
     sentence_key,
-    split_sentences,
     unwrap_search_redirect,
 )
+from crawler.dedup import text as normalize
+from crawler.dedup.text import sentence_texts as split_sentences
 
 ARTICLE = "https://example.com/2026/11/23/longcat-2-0"
 

@@ -19,8 +19,7 @@ from hypothesis import strategies as st
 from pytest_httpserver import HTTPServer
 
 from crawler.errors import ParseError
-from crawler.feeds.parse import parse_feed
-from crawler.feeds.xml_screen import screen_declarations
+from crawler.feeds import parse_feed, screen_declarations
 from crawler.types import ParsedFeed
 
 FEEDS = Path(__file__).parent / "data" / "feeds"

@@ -16,7 +16,7 @@ from types import FrameType
 import pytest
 
 from crawler.errors import ParseError
-from crawler.feeds.parse import parse_feed
+from crawler.feeds import parse_feed
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 CORPUS = SHARED / "corpora" / "feedparser"

@@ -15,8 +15,8 @@ from sqlalchemy import func, select
 
 from crawler.config import Settings, parse_settings
 from crawler.errors import ParseError
-from crawler.feeds.parse import parse_feed
-from crawler.fetch.client import Fetcher, FetchSettings
+from crawler.feeds import parse_feed
+from crawler.fetch import Fetcher, FetchSettings
 from crawler.pipeline import Offload, open_runtime, run_pass, text_params
 from crawler.types import SourceSpec, Validators
 from storage.db import open_database
@@ -137,7 +137,7 @@ def _doc_item(n: int, *, url: str | None = None, text: str | None = None) -> Ing
     now = datetime.now(UTC)
     body = text or f"Body number {n} with enough words to be a document of its own."
     canonical = url or f"http://example.org/{n}"
-    from crawler.dedup.text import content_hash
+    from crawler.dedup import content_hash
 
     doc = Document(
         source_id="s",
@@ -179,7 +179,7 @@ def test_ingest_groups_writes_several_batches_in_one_transaction_each_with_its_o
 ) -> None:
     from dataclasses import replace
 
-    from crawler.dedup.fingerprint import fingerprint
+    from crawler.dedup import fingerprint
     from storage.ingest import ingest_groups
     from storage.models import StoryRow
 

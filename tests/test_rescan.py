@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from crawler.backfill.rescan import RescanOptions, run_rescan
+from crawler.backfill import RescanOptions, run_rescan
 from crawler.config import Settings, parse_settings
 from crawler.pipeline import deliver_outbox
 from crawler.types import Match

@@ -27,10 +27,9 @@ from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 from crawler.dedup import pagediff
 from crawler.errors import HTTPStatusError, ParseError, SelectorNotFound
-from crawler.extract.article import extract_region
-from crawler.feeds.parse import parse_feed
-from crawler.feeds.sitemaps import Sitemap, parse_sitemap, robots_sitemaps
-from crawler.fetch.robots import robots_url
+from crawler.extract import extract_region
+from crawler.feeds import Sitemap, parse_feed, parse_sitemap, robots_sitemaps
+from crawler.fetch import robots_url
 from crawler.types import FeedEntry, ParsedFeed
 
 if TYPE_CHECKING:

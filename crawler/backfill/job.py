@@ -37,24 +37,23 @@ guard, per-host gap and concurrency, body caps); article pages check robots.txt.
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from crawler.backfill import archives
-from crawler.config import BackfillConfig, Settings, fetch_settings
+from crawler.backfill.throttle import ThrottledFetcher, TokenBucket, backfill_runtime
+from crawler.config import BackfillConfig, Settings
 from crawler.dedup import text as normalize
+from crawler.dedup import urls
 from crawler.errors import ConfigError, StorywatchError
-from crawler.fetch.client import Fetcher, FetchSettings
-from crawler.pipeline import Runtime, entry_document, load_ruleset, prepare, utcnow
-from crawler.types import Document, FeedEntry, Fetched, SourceSpec, Validators
+from crawler.pipeline import Runtime, entry_document, prepare
+from crawler.types import Document, FeedEntry, Fetched, SourceSpec
 from storage import backfill_store, outbox
 from storage import ingest as store_ingest
 from storage import sources as store_sources
-from storage.db import Database, open_database
+from storage.db import Database
 
 AlertPolicy = Literal["none", "digest", "all"]
 Status = Literal["ok", "error", "skipped"]
@@ -160,76 +159,6 @@ class BackfillReport:
         }
 
 
-# ----------------------------------------------------------------------------- rate limit
-
-
-class TokenBucket:
-    """``rate`` tokens per second, at most ``burst`` saved up; ``take()`` waits for one."""
-
-    def __init__(self, rate: float, burst: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
-        if rate <= 0:
-            raise ConfigError(f"the rate must be > 0 requests per second, got {rate}", key="backfill.rate")
-        self.rate, self.burst, self._clock = rate, max(burst, 1.0), clock
-        self._tokens, self._at = self.burst, clock()
-        self._lock = asyncio.Lock()
-
-    async def take(self) -> None:
-        async with self._lock:
-            while True:
-                now = self._clock()
-                self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
-                self._at = now
-                if self._tokens >= 1:
-                    self._tokens -= 1
-                    return
-                await asyncio.sleep((1 - self._tokens) / self.rate)
-
-
-class ThrottledFetcher(Fetcher):
-    """The same Fetcher, each ``fetch`` first waiting for the run's token bucket."""
-
-    def __init__(self, settings: FetchSettings, bucket: TokenBucket) -> None:
-        super().__init__(settings)
-        self.bucket = bucket
-        self.requests = 0
-
-    async def fetch(
-        self,
-        url: str,
-        *,
-        source_id: str | None = None,
-        validators: Validators | None = None,
-        check_robots: bool = False,
-        accept: str | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> Fetched:
-        await self.bucket.take()
-        self.requests += 1
-        return await super().fetch(
-            url,
-            source_id=source_id,
-            validators=validators,
-            check_robots=check_robots,
-            accept=accept,
-            headers=headers,
-        )
-
-
-@asynccontextmanager
-async def backfill_runtime(
-    settings: Settings, *, rate: float, db: Database | None = None
-) -> AsyncIterator[Runtime]:
-    """Like ``runner.open_runtime(origin="backfill")``, with the rate-capped fetcher."""
-    database = db or open_database(settings.database_url)
-    rules = load_ruleset(settings)
-    try:
-        async with ThrottledFetcher(fetch_settings(settings), TokenBucket(rate)) as fetcher:
-            yield Runtime(settings, database, fetcher, rules, utcnow, "backfill")
-    finally:
-        if db is None:
-            database.dispose()
-
-
 # ----------------------------------------------------------------------------- one method of one source
 
 
@@ -324,9 +253,9 @@ class Job:
         return fresh
 
     def _urls(self, link: str) -> tuple[str, ...]:
-        target = normalize.unwrap_search_redirect(link) or link
+        target = urls.unwrap_search_redirect(link) or link
         extra = self.rt.settings.dedup.tracking_params
-        return (link, target, normalize.canonicalize_url(target, extra_tracking=extra))
+        return (link, target, urls.canonicalize_url(target, extra_tracking=extra))
 
     async def _documents(self, entries: Sequence[FeedEntry]) -> list[Document]:
         gate = asyncio.Semaphore(self.rt.settings.fetch.article_concurrency)

@@ -24,8 +24,7 @@ from rich.table import Table
 from crawler.cli.base import EXIT_FAILED, EXIT_OK, Ctx, err, out, parse_since, print_json
 
 if TYPE_CHECKING:  # imported when a command runs: `storywatch --help` stays fast
-    from crawler.backfill.job import BackfillReport, ProgressEvent, ProgressFn
-    from crawler.backfill.rescan import RescanReport
+    from crawler.backfill import BackfillReport, ProgressEvent, ProgressFn, RescanReport
 
 POLICY = click.Choice(["none", "digest", "all"])
 METHODS = ("archive", "sitemap", "search", "cdx")  # == crawler.backfill.job.METHODS (tested)
@@ -100,7 +99,7 @@ def backfill(
       storywatch backfill --since 2026-11-01 --until 2026-11-15 --method sitemap --rate 0.5
       storywatch backfill --since 7d --dry-run --json | jq '.totals'
     """
-    from crawler.backfill.job import BackfillOptions, Window, run_backfill
+    from crawler.backfill import BackfillOptions, Window, run_backfill
 
     settings = obj.settings
     start = parse_since(since)
@@ -286,7 +285,7 @@ def rescan(
       storywatch rescan --since 2026-11-01
       storywatch rescan --rule longcat.params --json | jq '.findings[] | select(.new)'
     """
-    from crawler.backfill.rescan import RescanOptions, run_rescan
+    from crawler.backfill import RescanOptions, run_rescan
 
     opts = RescanOptions(
         since=parse_since(since),

@@ -36,8 +36,7 @@ def run(obj: Ctx) -> None:
       storywatch status                    # what the daemon is doing
       systemctl --user enable --now storywatch   # see docs/storywatch.service
     """
-    from crawler.daemon.logs import setup_logging
-    from crawler.daemon.service import Daemon
+    from crawler.daemon import Daemon, setup_logging
 
     settings = obj.settings
     setup_logging(settings.daemon)
@@ -64,7 +63,7 @@ def status(obj: Ctx, as_json: bool) -> None:
       storywatch status --json | jq '.sources[] | select(.health != "ok") | .id'
       storywatch status --json | jq .daemon.running
     """
-    from crawler.daemon.ops import collect_status
+    from crawler.daemon import collect_status
 
     report = collect_status(obj.settings, now=datetime.now(UTC))
     if as_json:

@@ -150,7 +150,7 @@ def _documents(
 
 def _file_document(path: Path) -> dict[str, Any]:
     if path.suffix.lower() in (".html", ".htm"):
-        from crawler.extract.article import extract_article
+        from crawler.extract import extract_article
 
         art = extract_article(path.read_bytes(), url=path.resolve().as_uri())
         return {"id": str(path), "title": art.title, "text": art.text}
@@ -158,9 +158,8 @@ def _file_document(path: Path) -> dict[str, Any]:
 
 
 async def _url_document(obj: Ctx, url: str) -> dict[str, Any]:
-    from crawler.config import fetch_settings
-    from crawler.extract.article import extract_article
-    from crawler.fetch.client import Fetcher
+    from crawler.extract import extract_article
+    from crawler.fetch import Fetcher, fetch_settings
 
     async with Fetcher(fetch_settings(obj.settings)) as fetcher:
         page = await fetcher.fetch(url, source_id="rules-test")

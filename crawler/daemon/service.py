@@ -32,7 +32,7 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from crawler.config import Settings, fetch_settings
+from crawler.config import Settings
 from crawler.daemon.jobs import SourceScheduler
 from crawler.daemon.logs import LOGGER, setup_logging
 from crawler.daemon.metrics import Metrics, MetricsServer
@@ -47,7 +47,7 @@ from crawler.daemon.ops import (
     wait_tasks,
 )
 from crawler.errors import StorageError, StorywatchError
-from crawler.fetch.client import Fetcher
+from crawler.fetch import Fetcher, fetch_settings
 from crawler.pipeline import Runtime, open_runtime, utcnow
 from storage import daemon_store
 from storage.db import Database, open_database

@@ -1,7 +1,7 @@
 """What changed on a watched page: sentence/line multisets with volatile text masked. Pure, no I/O.
 
 A snapshot (the text of the page's watched region) is cut into units: its lines, and each line
-into sentences (:func:`crawler.dedup.text.split_sentences`), so a table row is one unit and a
+into sentences (:func:`crawler.dedup.text.sentence_texts`), so a table row is one unit and a
 paragraph that gains a sentence gains one unit. Two snapshots are compared as MULTISETS of unit
 keys, so reordering is not a change and a repeated line added once more is. A key is the unit
 with volatile text masked, then normalised (:func:`crawler.dedup.text.normalize_text`, punctuation
@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from functools import lru_cache
 
-from crawler.dedup.text import content_hash, normalize_text, split_sentences
+from crawler.dedup.text import content_hash, normalize_text, sentence_texts
 from crawler.errors import ConfigError
 from crawler.types import Document, PageChange, SourceSpec
 
@@ -100,7 +100,7 @@ def _units(text: str, patterns: tuple[re.Pattern[str], ...]) -> list[tuple[str, 
     """(key, unit) for every unit of ``text`` that has content once volatile text is masked."""
     out: list[tuple[str, str]] = []
     for line in normalize_snapshot(text).splitlines():
-        for unit in split_sentences(line):
+        for unit in sentence_texts(line):
             key = mask_volatile(unit, patterns)
             if _CONTENT_RE.search(key):
                 out.append((key, unit))

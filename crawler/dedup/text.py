@@ -1,302 +1,19 @@
-"""Canonical URLs, search-redirect unwrapping, text normalisation and sentence keys. Pure, no I/O.
+"""Text identity: folding, normalised text, content hashes, word tokens and sentence keys. Pure, no I/O.
 
-URL identity
-    :func:`canonicalize_url` turns the many spellings of one article's address into one key:
-    scheme and host lower-cased, IDNA hosts in their ASCII (punycode) form, default ports, fragments
-    and tracking parameters dropped, the remaining query sorted, ``www.`` / ``m.`` / ``mobile.`` /
-    ``amp.`` host prefixes and AMP path/query variants removed, a trailing ``index.html`` and a
-    trailing slash removed. The result is an *identity key*: it is what ``documents.canonical_url``
-    holds, and usually still a working link, but fetch and link to the URL the document was found
-    under. It never raises: input that is not an http(s) URL comes back stripped, as given.
-
-Text identity
-    :func:`normalize_text` (NFKC, quotes and dashes unified, zero-width characters dropped,
-    lower-cased, whitespace collapsed) and :func:`content_hash` (its SHA-256): the same normalised
-    text is one document. :func:`split_sentences` and :func:`sentence_key` give the unit and the key
-    that decide whether an evidence sentence is new to a story.
+:func:`normalize_text` (NFKC, quotes and dashes unified, zero-width characters dropped,
+lower-cased, whitespace collapsed) and :func:`content_hash` (its SHA-256): the same normalised
+text is one document. :func:`sentence_texts` (the rules engine's one sentence splitter, whitespace
+collapsed) and :func:`sentence_key` give the unit and the key that decide whether an evidence
+sentence is new to a story.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import contextlib
 import hashlib
 import re
 import unicodedata
-from collections.abc import Iterable
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urljoin, urlsplit, urlunsplit
 
-# Query parameters that only say where a click came from. Compared case-insensitively.
-TRACKING_PARAMS: frozenset[str] = frozenset(
-    {
-        # ad-click identifiers: Google, Facebook, Microsoft, Yandex, TikTok, Twitter, LinkedIn...
-        "fbclid", "gclid", "gclsrc", "dclid", "gbraid", "wbraid", "msclkid", "yclid", "ysclid",
-        "twclid", "ttclid", "li_fat_id", "igshid", "igsh", "epik", "rb_clickid", "s_kwcid",
-        # analytics and e-mail campaigns (Mailchimp, HubSpot, Marketo, Google Analytics linker)
-        "mc_cid", "mc_eid", "_ga", "_gl", "_hsenc", "_hsmi", "mkt_tok", "vero_id", "vero_conv",
-        "oly_anon_id", "oly_enc_id", "wt.mc_id", "pk_campaign", "pk_kwd", "pk_source", "pk_medium",
-        # referrers and share buttons
-        "ref", "ref_src", "ref_url", "referrer", "share", "sr_share", "sh", "spm", "scm",
-        "soc_src", "soc_trk", "__twitter_impression", "guccounter", "guce_referrer", "guce_referrer_sig",
-        # publisher campaign codes (Guardian CMP, NYT smid, MSN ocid, BBC/AT Internet, Reuters...)
-        "cmp", "cmpid", "ocid", "smid", "smtyp", "ito", "at_medium", "at_campaign", "at_source",
-        "at_custom1", "at_custom2", "at_custom3", "at_custom4", "ns_mchannel", "ns_source",
-        "ns_campaign", "ns_linkname", "ns_fee", "taid", "traffic_source", "feedtype", "dicbo",
-    }
-)  # fmt: skip
-# Parameter-name prefixes that are always tracking (utm_source, utm_medium, mtm_campaign...).
-TRACKING_PREFIXES: tuple[str, ...] = ("utm_", "mtm_", "piwik_", "hsa_", "matomo_")
-# Parameters the AMP viewers and caches add; dropped like tracking.
-_AMP_PARAMS = frozenset({"usqp", "amp_js_v", "amp_gsa", "amp_r", "amp_tf", "aoh", "amp_ct"})
-_AMP_TRUE = frozenset({"", "1", "true", "yes", "on"})
-_HOST_PREFIXES = ("www.", "m.", "mobile.", "amp.")
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-_INDEX_FILES = frozenset({"index.html", "index.htm", "index.shtml", "index.php"})
-_TAB_NEWLINE_RE = re.compile(r"[\t\n\r]")
-_C0_SPACE = "".join(map(chr, range(0x21)))
-_PCT_RE = re.compile(r"%([0-9A-Fa-f]{2})")
-_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
-_PATH_SAFE = "/%:@!$&'()*+,;=~-._"
-# Second-level labels under which a registrable domain has three labels (bbc.co.uk, sina.com.cn).
-_SECOND_LEVEL = frozenset({"co", "com", "net", "org", "gov", "edu", "ac", "ne", "or", "go", "gv"})
-
-
-def canonicalize_url(
-    url: str, *, extra_tracking: Iterable[str] = (), page_canonical: str | None = None
-) -> str:
-    """The identity key of ``url`` (see the module docstring). Never raises.
-
-    ``page_canonical`` is the page's own ``<link rel=canonical>`` or ``og:url`` (may be relative).
-    It wins when it is plausible: http(s), on the same site (registrable domain) as ``url``, and not
-    the bare home page of a site whose article URL has a path (a common CMS misconfiguration).
-    ``extra_tracking`` adds parameter names (config ``dedup.tracking_params``) to the built-in list.
-    """
-    extra = frozenset(p.lower() for p in extra_tracking)
-    base = _canonical(url, extra)
-    if page_canonical and page_canonical.strip():
-        candidate = _canonical(_join(url, page_canonical.strip()), extra)
-        if _plausible_canonical(base, candidate):
-            return candidate
-    return base
-
-
-def _join(base: str, ref: str) -> str:
-    try:
-        return urljoin(base.strip(), ref)
-    except ValueError:
-        return ref
-
-
-def _canonical(url: str, extra: frozenset[str], depth: int = 0) -> str:
-    raw = _TAB_NEWLINE_RE.sub("", url).strip(_C0_SPACE)
-    try:
-        parts = urlsplit("https:" + raw if raw.startswith("//") else raw)
-        scheme = parts.scheme.lower()
-        host, port = parts.hostname or "", parts.port
-    except ValueError:  # bad IPv6 brackets, non-numeric port
-        return raw
-    if scheme not in _DEFAULT_PORTS or not host:
-        return raw
-    unwrapped = _amp_cache_target(host, parts.path, parts.query)
-    if unwrapped and depth < 3:
-        return _canonical(unwrapped, extra, depth + 1)
-    netloc = _netloc(scheme, parts.username, parts.password, _host(host), port)
-    query = _query(parts.query, extra)
-    return urlunsplit((scheme, netloc, _path(parts.path), query, ""))
-
-
-def _host(host: str) -> str:
-    host = host.rstrip(".")
-    if not host.isascii():
-        with contextlib.suppress(UnicodeError):  # not encodable: keep the lower-cased Unicode form
-            host = host.encode("idna").decode("ascii")
-    stripped = True
-    while stripped:  # "www.m.example.com" -> "example.com"
-        stripped = False
-        for prefix in _HOST_PREFIXES:
-            rest = host[len(prefix) :]
-            if host.startswith(prefix) and "." in rest:
-                host, stripped = rest, True
-    return host
-
-
-def _netloc(scheme: str, user: str | None, password: str | None, host: str, port: int | None) -> str:
-    if ":" in host:  # IPv6 literal
-        host = f"[{host}]"
-    if port is not None and port != _DEFAULT_PORTS[scheme]:
-        host = f"{host}:{port}"
-    if user:
-        creds = f"{user}:{password}" if password else user
-        host = f"{creds}@{host}"
-    return host
-
-
-def _pct(match: re.Match[str]) -> str:
-    char = chr(int(match.group(1), 16))
-    return char if char in _UNRESERVED else "%" + match.group(1).upper()
-
-
-def _path(path: str) -> str:
-    path = quote(_PCT_RE.sub(_pct, path), safe=_PATH_SAFE)
-    if "/." in path:
-        path = _remove_dot_segments(path)
-    for _ in range(8):  # until stable: "/a/amp/index.html" needs several steps
-        before = path
-        head, _, last = path.rpartition("/")
-        if last.lower() in _INDEX_FILES:
-            path = head
-        path = _strip_amp_path(path.rstrip("/"))
-        if path == before:
-            break
-    return path.rstrip("/") or "/"
-
-
-def _remove_dot_segments(path: str) -> str:
-    out: list[str] = []
-    for seg in path.split("/"):
-        if seg == "..":
-            if len(out) > 1:
-                out.pop()
-        elif seg != ".":
-            out.append(seg)
-    if path.endswith(("/.", "/..")):
-        out.append("")
-    return "/".join(out)
-
-
-def _strip_amp_path(path: str) -> str:
-    low = path.lower()
-    if low.endswith("/amp") or low.endswith("/amp/"):
-        path = path[: low.rindex("/amp")]
-    elif low.startswith("/amp/"):
-        path = path[4:]
-    elif low.endswith(".amp.html"):
-        path = path[: -len(".amp.html")] + ".html"
-    elif low.endswith(".amp"):
-        path = path[: -len(".amp")]
-    return path
-
-
-def _query(query: str, extra: frozenset[str]) -> str:
-    if not query:
-        return ""
-    kept = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if not _dropped(k, v, extra)]
-    return urlencode(sorted(kept), quote_via=quote, safe="")
-
-
-def _dropped(key: str, value: str, extra: frozenset[str]) -> bool:
-    k = key.lower()
-    if k in TRACKING_PARAMS or k in extra or k in _AMP_PARAMS or k.startswith(TRACKING_PREFIXES):
-        return True
-    if k == "amp":
-        return value.lower() in _AMP_TRUE
-    return k == "outputtype" and value.lower() == "amp"
-
-
-def _amp_cache_target(host: str, path: str, query: str) -> str | None:
-    """The publisher URL behind an AMP cache (``*.cdn.ampproject.org/c/s/...``) or Google AMP viewer."""
-    if host.endswith(".cdn.ampproject.org"):
-        match = re.match(r"^/[cvi]/(s/)?(.+)$", path)
-    elif _is_google(host):
-        match = re.match(r"^/amp/(s/)?(.+)$", path)
-    else:
-        return None
-    if match is None:
-        return None
-    scheme = "https" if match.group(1) else "http"
-    return f"{scheme}://{match.group(2)}" + (f"?{query}" if query else "")
-
-
-def _site(host: str) -> str:
-    labels = host.split(".")
-    if len(labels) >= 3 and labels[-2] in _SECOND_LEVEL and len(labels[-1]) == 2:
-        return ".".join(labels[-3:])
-    return ".".join(labels[-2:])
-
-
-def _plausible_canonical(base: str, candidate: str) -> bool:
-    try:
-        b, c = urlsplit(base), urlsplit(candidate)
-        c.hostname, b.hostname  # noqa: B018 - raises ValueError on a broken netloc
-    except ValueError:
-        return False
-    if c.scheme not in _DEFAULT_PORTS or not c.hostname or not b.hostname:
-        return False
-    if _site(c.hostname) != _site(b.hostname):
-        return False
-    return not (c.path == "/" and not c.query and b.path != "/")
-
-
-# --- search-engine redirect links ---------------------------------------------------------------
-
-
-def unwrap_search_redirect(url: str) -> str | None:
-    """Where a link wrapped by a news-search feed points.
-
-    Returns the target URL for Bing (``/news/apiclick.aspx?url=``, ``/ck/a?u=a1<base64>``), Google
-    (``/url?q=`` or ``url=``), Yahoo (``r.search.yahoo.com/.../RU=<enc>/...``) and DuckDuckGo
-    (``/l/?uddg=``) redirects, unwrapping nested ones; ``url`` itself when it is not such a redirect;
-    and ``None`` when it is one whose target cannot be read from the link (Google News
-    ``news.google.com/rss/articles/...`` ids): the caller resolves those by following the redirect
-    (or reading the page's canonical URL) and keeps both URLs as aliases.
-    """
-    current = url.strip()
-    for _ in range(4):
-        target = _unwrap_once(current)
-        if target is None:
-            return None
-        if target == current:
-            return current
-        current = target
-    return current
-
-
-def _unwrap_once(url: str) -> str | None:
-    try:
-        parts = urlsplit(url if not url.startswith("//") else "https:" + url)
-        host = (parts.hostname or "").lower()
-    except ValueError:
-        return url
-    params = dict(parse_qsl(parts.query, keep_blank_values=True))
-    path = parts.path
-    if host == "news.google.com" and re.match(r"^/(rss/)?(articles|read)/", path):
-        return None
-    if _is_google(host) and path == "/url":
-        return _http_or_none(params.get("q") or params.get("url"))
-    if host.endswith("bing.com") and path.lower() == "/news/apiclick.aspx":
-        return _http_or_none(params.get("url"))
-    if host.endswith("bing.com") and path == "/ck/a":
-        return _http_or_none(_bing_base64(params.get("u", "")))
-    if host == "r.search.yahoo.com":
-        match = re.search(r"/RU=([^/]+)/", path + "/")
-        return _http_or_none(unquote(match.group(1)) if match else None)
-    if host.endswith("duckduckgo.com") and path in ("/l/", "/l"):
-        return _http_or_none(params.get("uddg"))
-    return url
-
-
-def _is_google(host: str) -> bool:
-    return re.fullmatch(r"(www\.)?google(\.com?)?\.[a-z]{2,3}", host) is not None
-
-
-def _bing_base64(value: str) -> str | None:
-    if not value.startswith("a1"):
-        return None
-    data = value[2:]
-    try:
-        return base64.urlsafe_b64decode(data + "=" * (-len(data) % 4)).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        return None
-
-
-def _http_or_none(target: str | None) -> str | None:
-    if target and re.match(r"^https?://[^/\s]", target.strip(), re.I):
-        return target.strip()
-    return None
-
-
-# --- text ---------------------------------------------------------------------------------------
+from rules.textspans import split_sentences
 
 _TEXT_TABLE = str.maketrans(
     {
@@ -376,69 +93,13 @@ def content_hash(text: str, *, folded: str | None = None) -> str:
     return hashlib.sha256(" ".join(folded.split()).encode("utf-8")).hexdigest()
 
 
-# TODO: unify with crawler/textspans.py (the rules engine's sentence splitter) once both settle.
-_ABBREVIATIONS = frozenset(
-    {
-        "mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "mt", "gen", "col", "lt", "sgt", "capt", "gov",
-        "sen", "rep", "rev", "inc", "ltd", "co", "corp", "bros", "vs", "etc", "al",
-        "approx", "dept", "est", "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct",
-        "nov", "dec", "e.g", "i.e", "u.s", "u.k", "a.m", "p.m",
-    }
-)  # fmt: skip
-_NUMBER_ABBREVIATIONS = frozenset({"no", "nos", "fig", "vol", "pp"})
-# One leading character class (then a lookbehind picks the branch): re scans for a leading class
-# ~7x faster than it tries an alternation at every position.
-_TERMINATOR_RE = re.compile(
-    r"[.!?…。！？]"
-    r"(?:(?<=[.!?…])[.!?…]*[\"'”’»)\]]*(?=\s+[\"'“‘«(\[]?[\d\w])"  # Latin: end marks, closers, space, word
-    r"|(?<=[。！？])[。！？]*[」』”’\"'）)]*)"  # CJK: no space needed
-)
-_NEXT_CHAR_RE = re.compile(r"\s*(\S)")
+def sentence_texts(text: str) -> list[str]:
+    """The sentences of ``text`` (:func:`rules.textspans.split_sentences`), whitespace collapsed.
 
-
-def split_sentences(text: str) -> list[str]:
-    """Sentences of ``text``: lines first, then ``.!?`` + space (not after Mr./U.S./initials) and ``。！？``.
-
-    Whitespace inside a sentence is collapsed; empty pieces are dropped.
+    Lines first, then ``.!?`` + space (not after Mr./U.S./initials, not before lower case) and
+    ``。！？``; empty pieces are dropped.
     """
-    out: list[str] = []
-    for line in text.splitlines():
-        if line.strip():
-            out.extend(_split_line(line))
-    return out
-
-
-def _split_line(line: str) -> list[str]:
-    pieces: list[str] = []
-    start = 0
-    for match in _TERMINATOR_RE.finditer(line):
-        if line[match.start()] == "." and _continues(line, start, match):
-            continue
-        pieces.append(line[start : match.end()])
-        start = match.end()
-    pieces.append(line[start:])
-    return [" ".join(words) for words in map(str.split, pieces) if words]
-
-
-def _continues(line: str, start: int, match: re.Match[str]) -> bool:
-    """A period that does not end the sentence: after an abbreviation or initial, or before lower case.
-
-    Looks only at the characters around the match (no slicing of the rest of the line), so a long
-    paragraph is split in linear time.
-    """
-    after = _NEXT_CHAR_RE.match(line, match.end())
-    if after is not None and after.group(1).islower():
-        return True
-    end = match.start()
-    begin = end
-    while begin > start and not line[begin - 1].isspace():
-        begin -= 1
-    if begin == end:
-        return False
-    word = line[begin:end].lstrip("\"'“‘([").lower()
-    if word in _NUMBER_ABBREVIATIONS:  # "No. 1" but "No. Prices rose"
-        return after is not None and after.group(1).isdigit()
-    return (len(word) == 1 and word.isalpha()) or word in _ABBREVIATIONS
+    return [" ".join(text[s:e].split()) for s, e in split_sentences(text)]
 
 
 def sentence_key(sentence: str) -> str:
@@ -447,16 +108,13 @@ def sentence_key(sentence: str) -> str:
 
 
 __all__ = [
-    "TRACKING_PARAMS",
-    "TRACKING_PREFIXES",
-    "canonicalize_url",
     "content_hash",
+    "entry_key",
     "fold_text",
     "fold_words",
     "normalize_text",
     "sentence_key",
-    "split_sentences",
-    "unwrap_search_redirect",
+    "sentence_texts",
     "word_bytes",
     "word_tokens",
 ]

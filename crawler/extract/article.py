@@ -28,14 +28,14 @@ from collections.abc import Iterable
 
 from selectolax.lexbor import LexborHTMLParser, LexborNode, SelectolaxError
 
-from crawler.errors import ConfigError, ParseError, SelectorNotFound
+from crawler.errors import ParseError, SelectorNotFound
 from crawler.extract.charset import decode_html, detect_charset
 from crawler.extract.dom import PageBlocks, is_strong_boilerplate, walk_body, walk_region
 from crawler.extract.meta import read_meta
 from crawler.extract.score import choose_blocks
 from crawler.types import Article
 
-__all__ = ["decode_html", "extract_article", "extract_region", "validate_selector"]
+__all__ = ["decode_html", "extract_article", "extract_region"]
 
 MIN_ARTICLE_CHARS = 200  # below this (next to nothing) the unpruned walk is tried too
 PROSE_PARAGRAPH = 80
@@ -136,14 +136,6 @@ def extract_region(body: bytes, *, url: str, selector: str, content_type: str | 
     for node in _outermost(matches):
         lines.extend(walk_region(node))
     return "\n".join(lines)
-
-
-def validate_selector(selector: str) -> None:
-    """For config loading: ConfigError (key "selector") when selectolax cannot parse ``selector``."""
-    try:
-        LexborHTMLParser("<p></p>").css(selector)
-    except SelectolaxError as exc:
-        raise ConfigError(f"invalid CSS selector {selector!r}: {exc}", key="selector") from exc
 
 
 def _parse(body: bytes, url: str, content_type: str | None) -> LexborHTMLParser:

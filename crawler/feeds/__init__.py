@@ -1,1 +1,21 @@
-"""Feed bytes -> entries: feedparser on screened bytes, JSON Feed, sitemaps."""
+"""Feed bytes -> entries: feedparser on screened bytes, JSON Feed, sitemaps.
+
+``parse.parse_feed`` turns feed bytes into a ``crawler.types.ParsedFeed``; ``xml_screen`` keeps only
+safe internal entities in the prolog first; ``sitemaps`` reads sitemaps and robots.txt lines.
+"""
+
+from __future__ import annotations
+
+from crawler.feeds.parse import FEEDPARSER_OPTIONS, parse_feed
+from crawler.feeds.sitemaps import Sitemap, UnsafeXML, parse_sitemap, robots_sitemaps
+from crawler.feeds.xml_screen import screen_declarations
+
+__all__ = [
+    "FEEDPARSER_OPTIONS",
+    "Sitemap",
+    "UnsafeXML",
+    "parse_feed",
+    "parse_sitemap",
+    "robots_sitemaps",
+    "screen_declarations",
+]

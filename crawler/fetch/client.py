@@ -1,7 +1,7 @@
 """Async HTTP for storywatch: guarded, capped, polite, conditional.
 
 ``Fetcher`` owns one shared ``httpx.AsyncClient`` (no redirects, no environment proxies, no cookie
-jar) whose transport is ``crawler.fetch.netguard.GuardedTransport``, and turns one URL into one
+jar) whose transport is ``crawler.fetch.transport.GuardedTransport``, and turns one URL into one
 ``crawler.types.Fetched``, or raises a ``crawler.errors.FetchError`` subclass naming the source id
 and URL. What happens next (back-off, retry) is the caller's call.
 
@@ -40,7 +40,6 @@ import httpx
 from crawler.errors import (
     BlockedURLError,
     BodyTooLarge,
-    ConfigError,
     DecodeError,
     FetchError,
     FetchTimeout,
@@ -53,13 +52,14 @@ from crawler.fetch.netguard import (
     AddressPolicy,
     BlockedAddressError,
     GuardedBackend,
-    GuardedTransport,
     Resolver,
     check_url_scheme,
     system_resolver,
 )
 from crawler.fetch.politeness import HostGate, parse_retry_after
 from crawler.fetch.robots import RobotsCache, RobotsRules
+from crawler.fetch.settings import FetchSettings
+from crawler.fetch.transport import GuardedTransport, SharedClient
 from crawler.types import Fetched, Validators
 
 __all__ = [
@@ -72,25 +72,8 @@ __all__ = [
 ]
 
 
-DEFAULT_USER_AGENT = "storywatch/0.1 (+https://github.com/storywatch/storywatch)"
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
-_POSITIVE_SETTINGS = (
-    "connect_timeout",
-    "read_timeout",
-    "deadline",
-    "max_body_bytes",
-    "robots_max_bytes",
-    "per_host_concurrency",
-    "global_concurrency",
-)
-_NON_NEGATIVE_SETTINGS = (
-    "max_redirects",
-    "per_host_min_gap",
-    "retry_after_max",
-    "robots_ttl",
-    "robots_error_ttl",
-)
 
 
 class HostPaused(HTTPStatusError):
@@ -98,36 +81,6 @@ class HostPaused(HTTPStatusError):
 
     ``status`` is the status that paused the host, ``retry_after`` the seconds still to wait.
     """
-
-
-@dataclass(frozen=True)
-class FetchSettings:
-    user_agent: str = DEFAULT_USER_AGENT
-    connect_timeout: float = 10.0
-    read_timeout: float = 20.0
-    deadline: float = 60.0  # overall network time per fetch, all redirect hops and the body
-    max_body_bytes: int = 10 * 1024 * 1024  # decoded bytes
-    max_redirects: int = 5
-    allow_private_networks: tuple[str, ...] = ()  # CIDRs or exact host names
-    per_host_concurrency: int = 2
-    per_host_min_gap: float = 1.0  # seconds between request starts to one host
-    global_concurrency: int = 32
-    robots_max_bytes: int = 512 * 1024  # robots.txt is read up to this size, the rest ignored
-    robots_ttl: float = 3600.0
-    robots_error_ttl: float = 300.0  # an unreachable robots.txt is retried after this long
-    retry_after_max: float = 6 * 3600.0
-    respect_robots: bool = True
-
-    check_url_scheme = staticmethod(check_url_scheme)
-
-    def __post_init__(self) -> None:
-        for name in _POSITIVE_SETTINGS:
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"must be > 0, got {getattr(self, name)!r}", key=name)
-        for name in _NON_NEGATIVE_SETTINGS:
-            if getattr(self, name) < 0:
-                raise ConfigError(f"must be >= 0, got {getattr(self, name)!r}", key=name)
-        AddressPolicy.from_allow_list(self.allow_private_networks)  # ConfigError when malformed
 
 
 def host_key(url: str) -> str:
@@ -163,36 +116,6 @@ class _Call:
     truncate: bool  # robots.txt: keep the first `limit` bytes instead of failing
 
 
-class _NoCookies(httpx.Cookies):
-    """Cookies that are never stored nor sent: sources never share cookies through the shared client.
-
-    A cookie is sent only when the caller passes a Cookie header. The client's ``cookies`` are this
-    object for good (see ``_Client``), so httpx does not even wrap each response in urllib's request
-    and response adapters (~4% of a fetch) only to hand them to a jar that keeps nothing.
-    """
-
-    def extract_cookies(self, response: httpx.Response) -> None:
-        pass
-
-    def set_cookie_header(self, request: httpx.Request) -> None:
-        pass
-
-
-_NO_COOKIES = _NoCookies()
-
-
-class _Client(httpx.AsyncClient):
-    """The shared ``httpx.AsyncClient``, whose cookie store is always ``_NoCookies``."""
-
-    @property
-    def cookies(self) -> httpx.Cookies:
-        return _NO_COOKIES
-
-    @cookies.setter
-    def cookies(self, cookies: object) -> None:
-        pass  # httpx's constructor sets them: nothing to keep
-
-
 def _origin(url: str) -> tuple[str, str, int | None]:
     parts = urlsplit(url)
     return parts.scheme.lower(), parts.hostname or "", parts.port
@@ -209,7 +132,7 @@ class Fetcher:
             max_connections=s.global_concurrency, max_keepalive_connections=s.global_concurrency
         )
         backend = GuardedBackend(self._policy, resolver or system_resolver)
-        self._client = _Client(
+        self._client = SharedClient(
             transport=GuardedTransport(backend, limits, httpx.create_ssl_context(trust_env=False)),
             follow_redirects=False,
             trust_env=False,

@@ -7,11 +7,11 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from crawler.dedup import pagediff
+from crawler.dedup import pagediff, urls
 from crawler.dedup import text as normalize
 from crawler.errors import FetchError, ParseError
-from crawler.extract.article import extract_region
-from crawler.feeds.parse import parse_feed
+from crawler.extract import extract_region
+from crawler.feeds import parse_feed
 from crawler.pipeline.runtime import Prepared, Runtime, text_params
 from crawler.pipeline.workers import (
     ArticleJob,
@@ -71,7 +71,7 @@ class _ArticleFetch:
 async def _fetch_article(rt: Runtime, spec: SourceSpec, entry: FeedEntry) -> _ArticleFetch:
     """The entry's article page (search-feed redirects unwrapped, robots.txt honoured), when wanted."""
     link = entry.link
-    target = (normalize.unwrap_search_redirect(link) or link) if link else None
+    target = (urls.unwrap_search_redirect(link) or link) if link else None
     if not (target and spec.fetch_articles):
         return _ArticleFetch(entry, target, None)
     try:
@@ -139,7 +139,7 @@ async def entry_document(
 
 def canonical_url_of(rt: Runtime, url: str, page_canonical: str | None) -> str:
     extra = rt.settings.dedup.tracking_params
-    return normalize.canonicalize_url(url, extra_tracking=extra, page_canonical=page_canonical)
+    return urls.canonicalize_url(url, extra_tracking=extra, page_canonical=page_canonical)
 
 
 # --------------------------------------------------------------------------- pages

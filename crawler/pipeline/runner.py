@@ -11,8 +11,8 @@ from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
-from crawler.config import Settings, fetch_settings
-from crawler.fetch.client import Fetcher
+from crawler.config import Settings
+from crawler.fetch import Fetcher, fetch_settings
 from crawler.pipeline.passes import run_pass
 from crawler.pipeline.runtime import Runtime, SourceOutcome, load_ruleset, utcnow
 from crawler.pipeline.store import writer_process

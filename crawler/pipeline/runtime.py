@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from crawler.config import Settings
-from crawler.fetch.client import Fetcher
+from crawler.fetch import Fetcher
 from crawler.pipeline.groupwrite import GroupWriter
 from crawler.pipeline.workers import (
     Analysis,

@@ -11,7 +11,7 @@ from typing import cast
 
 from crawler.config import Settings
 from crawler.dedup import text as normalize
-from crawler.fetch.client import Fetcher
+from crawler.fetch import Fetcher
 from crawler.pipeline.groupwrite import GroupWriter
 from crawler.pipeline.runtime import Group, Prepared, Runtime, load_ruleset, text_params
 from crawler.pipeline.workers import (
@@ -145,9 +145,9 @@ def _decide(
     if known is not None and known.canonical_url == doc.canonical_url:
         # updated in place: the rules read only the sentences the stored version did not have
         old = {
-            normalize.sentence_key(s) for s in normalize.split_sentences(stored.get(known.document_id, ""))
+            normalize.sentence_key(s) for s in normalize.sentence_texts(stored.get(known.document_id, ""))
         }
-        sentences = normalize.split_sentences(doc.text)
+        sentences = normalize.sentence_texts(doc.text)
         new_text = "\n\n".join(s for s in sentences if normalize.sentence_key(s) not in old)
         matches = evaluate(rules, doc, new_text) if new_text else ()
         return store_ingest.IngestItem(doc, None, matches, update_of=known.document_id)

@@ -29,11 +29,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from crawler.dedup import fingerprint as dedup
+from crawler.dedup import minhash as dedup
 from crawler.dedup import text as normalize
+from crawler.dedup import urls
 from crawler.errors import ParseError
-from crawler.extract.article import extract_article
-from crawler.feeds.parse import parse_feed
+from crawler.extract import extract_article
+from crawler.feeds import parse_feed
 from crawler.types import Document, FeedEntry, Fetched, ParsedFeed, SourceSpec
 
 log = logging.getLogger("storywatch.workers")
@@ -89,7 +90,7 @@ def analyse(doc: Document, params: TextParams, *, folded: str | None = None) -> 
 
 
 def canonical(url: str, page_canonical: str | None, params: TextParams) -> str:
-    return normalize.canonicalize_url(
+    return urls.canonicalize_url(
         url, extra_tracking=params.tracking_params, page_canonical=page_canonical
     )
 
@@ -140,7 +141,7 @@ def _article(job: ArticleJob, params: TextParams) -> tuple[Document, str]:
     page, entry = job.page, job.entry
     art = extract_article(page.body, url=page.final_url, content_type=page.headers.get("content-type"))
     link = entry.link
-    target = (normalize.unwrap_search_redirect(link) or link) if link else None
+    target = (urls.unwrap_search_redirect(link) or link) if link else None
     folded = normalize.fold_text(art.text)
     doc = make_document(
         job.spec,

@@ -4,7 +4,7 @@ Revision ID: 0002
 Revises: 0001
 Create Date: 2026-11-23 04:10:00.000000
 
-Why: :mod:`crawler.dedup.fingerprint` now hashes word units with a vectorised polynomial hash
+Why: :mod:`crawler.dedup.minhash` now hashes word units with a vectorised polynomial hash
 (``word_units``) instead of CRC-32 per word, so signatures and band hashes stored by an earlier
 version never equal new ones: old documents would stop being found as near-duplicates and every
 reprint of them would open a new story. No schema change; the index is recomputed from
@@ -12,7 +12,7 @@ reprint of them would open a new story. No schema change; the index is recompute
 ``tests/data/dedup/golden_fingerprint.json``).
 
 What it keeps: each document's stored layout, ``num_perm = len(signature) // 4`` and ``bands`` =
-its number of distinct bands in ``minhash_bands`` (when :func:`crawler.dedup.fingerprint.fingerprint` refuses
+its number of distinct bands in ``minhash_bands`` (when :func:`crawler.dedup.minhash.fingerprint` refuses
 that layout, the default band count, then the default layout); the default shingle sizes
 (``WORD_K``/``CHAR_K``: a migration has no configuration); an empty signature (``b""``) stays empty
 without bands. A text without shingles in the new format gets the empty signature.
@@ -42,7 +42,7 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import op
 
-from crawler.dedup import fingerprint as dedup
+from crawler.dedup import minhash as dedup
 from crawler.errors import ConfigError
 
 revision = "0002"
