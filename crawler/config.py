@@ -6,6 +6,10 @@ Secrets are written as ``${ENV_VAR}`` references and resolved from the environme
 they are held as ``SecretStr`` so they never appear in reprs or logs.
 
 Validation errors name the file, the key path (``sources[3].url``), its line, and what is wrong.
+
+Kept whole past ~450 lines on purpose: it is the one reference of every setting (the schema) and
+the loader that names a bad key's file and line; both share the location helpers, and a reader
+looking up a key should find its type, default and error in one file.
 """
 
 from __future__ import annotations

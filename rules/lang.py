@@ -7,6 +7,10 @@ Precedence, tightest first: terms and ``( )``; field prefixes and ``NOT``; proxi
 (``NEAR/n``, ``ONEAR/n``, ``w/s``, ``w/p``); boolean (``AND``, ``OR``, ``NOT/s|c|p``, ``NOTNEAR/n``).
 Within one level, different operators may not be mixed without parentheses (``a AND b OR c`` is
 an error), and ``~`` is refused with a hint to use ``NEAR/n``.
+
+Kept whole past ~450 lines on purpose: the grammar, its friendly syntax errors and the tree-to-AST
+builders change together whenever the language gains a keyword (the regex checks raise this
+module's ``QuerySyntaxError`` with the query offset).
 """
 
 from __future__ import annotations

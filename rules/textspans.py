@@ -41,11 +41,12 @@ _ABBREVIATIONS = (
 _NOT_AFTER = "".join(rf"(?<!\b{re.escape(a)}\.)" for a in _ABBREVIATIONS)
 _CLOSERS = "[\"'”’)\\]]*"
 # Sentence ends: CJK terminators anywhere; . ! ? before white space and a character that is not
-# lower case (not after an abbreviation, an initial, or "No." before a number); every line break.
+# lower case (not after an abbreviation, an initial -- a lone letter, not the s of "Huawei's." --, or
+# "No." before a number); every line break.
 _SENT_END_RE = re.compile(
     rf"[。！？]+[”’」』）)\"']*"
     rf"|[!?]+{_CLOSERS}(?=\s)"
-    rf"|\.+(?i:{_NOT_AFTER})(?<!\b[A-Za-z]\.)(?!(?<=\b[Nn]o\.)\s*\d){_CLOSERS}(?=\s+(?![a-z])|\s*$)"
+    rf"|\.+(?i:{_NOT_AFTER})(?<!(?<![\w'’])[A-Za-z]\.)(?!(?<=\b[Nn]o\.)\s*\d){_CLOSERS}(?=\s+(?![a-z])|\s*$)"
     rf"|(?<=\S)…+{_CLOSERS}(?=\s+(?![a-z])|\s*$)"
     r"|\n"
 )

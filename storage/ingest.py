@@ -4,6 +4,9 @@ Race-safe by construction: the document insert is ``INSERT ... ON CONFLICT DO NO
 unique keys (canonical URL, normalised-text hash). A writer that loses the race sees the
 winner's row and records only an alias and a sighting, so two processes ingesting the same
 article end with one document and one alert.
+
+Kept whole at ~450 lines on purpose: it is one transaction, and its steps must be read in order
+to see that the document, its story, its matches and its outbox rows commit together.
 """
 
 from __future__ import annotations

@@ -34,6 +34,10 @@ Selector misses (``error_kind="selector"``: a watched page loads but its CSS sel
 nothing) count as errors for health (so they become ``failing`` after 3 polls, with the reason
 "selector matched nothing") but do NOT back off: the server is fine, so the page keeps its normal
 adaptive cadence, which slows down by itself since no new items are seen.
+
+Kept whole past ~450 lines on purpose: one pure policy whose three sections (the decision, the
+posting-rate estimate, the health states) read and write the same ``SourceTiming`` fields; split,
+every section would import the others' private statistics.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ permutations for ``seed=1``; datasketch itself is only imported by the tests and
 here in one vectorised numpy pass instead of datasketch's per-shingle Python hash loop; the shingle
 hash (a polynomial hash of each word's UTF-8 bytes, :func:`word_units`, / the code point of each
 character, combined by multiply-shift) is ours.
-``tests/test_dedup.py`` checks the signature equals ``datasketch.MinHash(..., hashfunc=<our
+``tests/dedup/test_dedup.py`` checks the signature equals ``datasketch.MinHash(..., hashfunc=<our
 shingle hash>)`` bit for bit.
 
 LSH: the ``num_perm`` values are cut into ``bands`` bands of ``num_perm // bands`` rows; each band
@@ -214,7 +214,7 @@ def _fmix64(values: _U64) -> _U64:
 @lru_cache(maxsize=8)
 def _permutations(num_perm: int) -> tuple[_U32, _U32]:
     """datasketch's ``affine32`` permutations for ``SEED``, drawn as ``MinHash._init_permutations``
-    draws them (odd ``a``, any ``b``; ``tests/test_dedup.py`` checks them against datasketch's own).
+    draws them (odd ``a``, any ``b``; ``tests/dedup/test_dedup.py`` checks them against datasketch's own).
     Drawn here because importing datasketch imports scipy: ~0.3 s and ~25 MB in every process."""
     gen = np.random.RandomState(SEED)
     a = gen.randint(0, 1 << 31, num_perm, dtype=np.uint32) * np.uint32(2) + np.uint32(1)

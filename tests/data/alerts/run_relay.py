@@ -1,4 +1,4 @@
-"""Run one relay pass in its own process, for the kill -9 tests (tests/test_alerts_crash.py).
+"""Run one relay pass in its own process, for the kill -9 tests (tests/alerts/test_alerts_crash.py).
 
     python run_relay.py DB_URL WEBHOOK_URL [--stop-after-claim FILE] [--stop-after-pass FILE]
 
