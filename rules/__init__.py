@@ -16,9 +16,18 @@ negated), ``evaluate`` (one query on one document), ``engine`` (the compiled Rul
 
 from __future__ import annotations
 
-from rules.engine import RuleInput, RuleResult, RuleSet, lint_paths, load_rules
+from typing import TYPE_CHECKING
+
+from crawler import lazy_exports
 from rules.paths import PACK_DIR, README_PATH, RULES_DIR, SCHEMA_PATH, default_rule_paths
 from rules.textspans import split_sentences
+
+if TYPE_CHECKING:  # the engine is imported on first use: text spans and paths stay cheap to import
+    from rules.engine import RuleInput as RuleInput
+    from rules.engine import RuleResult as RuleResult
+    from rules.engine import RuleSet as RuleSet
+    from rules.engine import lint_paths as lint_paths
+    from rules.engine import load_rules as load_rules
 
 __all__ = [
     "PACK_DIR",
@@ -33,3 +42,5 @@ __all__ = [
     "load_rules",
     "split_sentences",
 ]
+_ENGINE = ("RuleInput", "RuleResult", "RuleSet", "lint_paths", "load_rules")
+__getattr__ = lazy_exports(__name__, dict.fromkeys(_ENGINE, "rules.engine"))
