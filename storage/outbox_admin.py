@@ -7,6 +7,7 @@ Every function returns frozen values from :mod:`crawler.alerts.views`; missing i
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -28,6 +29,7 @@ from crawler.alerts.views import (
 from crawler.config import parse_duration
 from crawler.errors import StorywatchError
 
+from . import dedup_store
 from .db import Database
 from .models import AlertRow, DeliveryRow, SilenceRow, UTCDateTime, utcnow
 from .paging import before, next_cursor
@@ -117,8 +119,25 @@ def alerts_page(
     with db.read() as s:
         rows = list(s.scalars(q).all())
         states = _delivery_states(s, [r.id for r in rows])
-        items = tuple(_summary(r, states.get(r.id, {})) for r in rows)
+        reporters = _story_sources(s, sorted({r.story_id for r in rows}))
+        items = tuple(_with_sources(_summary(r, states.get(r.id, {})), reporters) for r in rows)
     return Page(items, next_cursor(rows, limit))
+
+
+def _story_sources(s: Session, story_ids: list[int]) -> dict[int, set[str]]:
+    """story id -> every source that reported it (documents and sightings): one query."""
+    out: dict[int, set[str]] = {}
+    if story_ids:
+        for story, source in dedup_store.story_source_pairs(s, story_ids):
+            out.setdefault(story, set()).add(source)
+    return out
+
+
+def _with_sources(a: AlertSummary, reporters: Mapping[int, set[str]]) -> AlertSummary:
+    """The alert's recorded sources (with URLs), then the story's other reporters (without)."""
+    known = {x.source_id for x in a.sources}
+    more = tuple(AlertSource(sid) for sid in sorted(reporters.get(a.story_id, set()) - known))
+    return replace(a, sources=a.sources + more) if more else a
 
 
 def _delivery_states(s: Session, ids: list[int]) -> dict[int, dict[str, str]]:

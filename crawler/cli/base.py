@@ -293,7 +293,7 @@ def sources(obj: Ctx, as_json: bool) -> None:
     database = open_database(obj.settings.database_url)
     rows = store.list_sources(database, obj.settings.source_specs(), now=datetime.now(UTC))
     if as_json:
-        from .alerts.views import to_jsonable
+        from crawler.alerts.views import to_jsonable
 
         print_json(to_jsonable(rows))  # the same serializer as the web's /api/v1/sources
         return
