@@ -18,14 +18,27 @@ from tests.web.webkit import DENIAL, HOOK_SECRET, SECRET_PATH, VENDOR, Filled, f
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Filled, httpx.Client]]:
-    with filled(tmp_path_factory.mktemp("api")) as f, serving(f.settings) as base:
-        with httpx.Client(base_url=base, timeout=10) as client:
-            yield f, client
+    with (
+        filled(tmp_path_factory.mktemp("api")) as f,
+        serving(f.settings) as base,
+        httpx.Client(base_url=base, timeout=10) as client,
+    ):
+        yield f, client
 
 
 @pytest.fixture(scope="module")
-def spec(world: tuple[Filled, httpx.Client]) -> dict[str, Any]:
-    return world[1].get("/api/v1/openapi.json").json()
+def f(world: tuple[Filled, httpx.Client]) -> Filled:
+    return world[0]
+
+
+@pytest.fixture(scope="module")
+def client(world: tuple[Filled, httpx.Client]) -> httpx.Client:
+    return world[1]
+
+
+@pytest.fixture(scope="module")
+def spec(client: httpx.Client) -> dict[str, Any]:
+    return client.get("/api/v1/openapi.json").json()
 
 
 def _strict(node: Any) -> Any:
@@ -75,8 +88,9 @@ def test_openapi_lists_every_endpoint(spec: dict[str, Any]) -> None:
     assert not any(p.startswith(("/stories", "/rules", "/silences")) for p in paths)  # pages stay out
 
 
-def test_developments_newest_first_with_evidence_and_delivery_state(world: Any, spec: dict[str, Any]) -> None:
-    f, client = world
+def test_developments_newest_first_with_evidence_and_delivery_state(
+    client: httpx.Client, spec: dict[str, Any]
+) -> None:
     body = check(spec, "/api/v1/developments", "get", client.get("/api/v1/developments"))
     items = body["items"]
     assert [a["id"] for a in items] == sorted((a["id"] for a in items), reverse=True)
@@ -89,8 +103,7 @@ def test_developments_newest_first_with_evidence_and_delivery_state(world: Any, 
     assert body["next_cursor"] is None
 
 
-def test_developments_are_the_same_shape_as_the_cli_json(world: Any) -> None:
-    f, client = world
+def test_developments_are_the_same_shape_as_the_cli_json(f: Filled, client: httpx.Client) -> None:
     assert client.get("/api/v1/developments").json()["items"] == f.cli_json("alerts", "list")
     detail = client.get("/api/v1/developments/1").json()
     cli = f.cli_json("alerts", "show", "1")
@@ -100,8 +113,7 @@ def test_developments_are_the_same_shape_as_the_cli_json(world: Any) -> None:
     assert detail == cli
 
 
-def test_developments_filters_and_cursor_pages(world: Any, spec: dict[str, Any]) -> None:
-    f, client = world
+def test_developments_filters_and_cursor_pages(client: httpx.Client, spec: dict[str, Any]) -> None:
     high = client.get("/api/v1/developments", params={"severity": "high"}).json()["items"]
     assert high and {a["severity"] for a in high} == {"high"}
     rule = client.get("/api/v1/developments", params={"rule": "longcat.training-telemetry"}).json()["items"]
@@ -123,16 +135,14 @@ def test_developments_filters_and_cursor_pages(world: Any, spec: dict[str, Any])
     assert client.get("/api/v1/developments", params={"since": "often"}).status_code == 400
 
 
-def test_one_development_and_a_missing_one(world: Any, spec: dict[str, Any]) -> None:
-    f, client = world
+def test_one_development_and_a_missing_one(client: httpx.Client, spec: dict[str, Any]) -> None:
     body = check(spec, "/api/v1/developments/{alert_id}", "get", client.get("/api/v1/developments/1"))
     assert body["alert"]["id"] == 1 and {d["channel"] for d in body["deliveries"]} == {"hook", "broken"}
     missing = client.get("/api/v1/developments/9999")
     assert missing.status_code == 404 and "9999" in missing.json()["detail"]
 
 
-def test_stories_with_documents_like_the_cli(world: Any, spec: dict[str, Any]) -> None:
-    f, client = world
+def test_stories_with_documents_like_the_cli(f: Filled, client: httpx.Client, spec: dict[str, Any]) -> None:
     body = check(spec, "/api/v1/stories", "get", client.get("/api/v1/stories"))
     assert body["items"] == f.cli_json("stories")
     vendor = next(s for s in body["items"] if s["title"] == "Huawei chips behind LongCat-2.0")
@@ -143,8 +153,7 @@ def test_stories_with_documents_like_the_cli(world: Any, spec: dict[str, Any]) -
     assert [s["id"] for s in page["items"] + rest["items"]] == [s["id"] for s in body["items"]]
 
 
-def test_story_detail_timeline_matches_and_alerts(world: Any, spec: dict[str, Any]) -> None:
-    f, client = world
+def test_story_detail_timeline_matches_and_alerts(client: httpx.Client, spec: dict[str, Any]) -> None:
     alerts = client.get("/api/v1/developments", params={"rule": "longcat.vendor-disclosed"}).json()["items"]
     sid = next(a["story_id"] for a in alerts if a["evidence"] == VENDOR)
     body = check(spec, "/api/v1/stories/{story_id}", "get", client.get(f"/api/v1/stories/{sid}"))
@@ -156,8 +165,7 @@ def test_story_detail_timeline_matches_and_alerts(world: Any, spec: dict[str, An
     assert client.get("/api/v1/stories/424242").status_code == 404
 
 
-def test_documents_filtered_by_source_and_story(world: Any, spec: dict[str, Any]) -> None:
-    f, client = world
+def test_documents_filtered_by_source_and_story(client: httpx.Client, spec: dict[str, Any]) -> None:
     body = check(spec, "/api/v1/documents", "get", client.get("/api/v1/documents"))
     assert len(body["items"]) == 3  # the mirror's reprint is the same document, seen twice
     wire = client.get("/api/v1/documents", params={"source": "wire"}).json()["items"]
@@ -172,16 +180,14 @@ def test_documents_filtered_by_source_and_story(world: Any, spec: dict[str, Any]
     assert [d["id"] for d in first["items"] + more["items"]] == [d["id"] for d in body["items"]]
 
 
-def test_sources_like_the_cli(world: Any, spec: dict[str, Any]) -> None:
-    f, client = world
+def test_sources_like_the_cli(f: Filled, client: httpx.Client, spec: dict[str, Any]) -> None:
     body = check(spec, "/api/v1/sources", "get", client.get("/api/v1/sources"))
     assert [s["id"] for s in body] == ["wire", "mirror"] and {s["health"] for s in body} == {"ok"}
     cli = f.cli_json("sources")
     assert [{**s, "timing": None} for s in body] == [{**s, "timing": None} for s in cli]
 
 
-def test_rules_with_lint_state_and_inline_tests(world: Any, spec: dict[str, Any]) -> None:
-    f, client = world
+def test_rules_with_lint_state_and_inline_tests(client: httpx.Client, spec: dict[str, Any]) -> None:
     body = check(spec, "/api/v1/rules", "get", client.get("/api/v1/rules"))
     ids = {r["id"] for r in body["rules"]}
     assert "longcat.vendor-disclosed" in ids and body["errors"] == []
@@ -189,8 +195,9 @@ def test_rules_with_lint_state_and_inline_tests(world: Any, spec: dict[str, Any]
     assert vendor["description"] and vendor["tests"] > 5 and vendor["failures"] == []
 
 
-def test_rules_test_fires_and_reports_negated_like_the_cli(world: Any, spec: dict[str, Any]) -> None:
-    f, client = world
+def test_rules_test_fires_and_reports_negated_like_the_cli(
+    f: Filled, client: httpx.Client, spec: dict[str, Any]
+) -> None:
     headers = csrf(client)
     fired = check(
         spec,
@@ -213,8 +220,7 @@ def test_rules_test_fires_and_reports_negated_like_the_cli(world: Any, spec: dic
     assert json.loads(cli.output) == {**denied, "id": "text"}
 
 
-def test_silences_add_list_expire(world: Any, spec: dict[str, Any]) -> None:
-    f, client = world
+def test_silences_add_list_expire(f: Filled, client: httpx.Client, spec: dict[str, Any]) -> None:
     headers = csrf(client)
     made = client.post("/api/v1/silences", json={"rule": "industry.*", "duration": "1h"}, headers=headers)
     assert made.status_code == 201
@@ -234,8 +240,7 @@ def test_silences_add_list_expire(world: Any, spec: dict[str, Any]) -> None:
     assert bad.status_code == 400 and "duration" in bad.json()["detail"]
 
 
-def test_failed_deliveries_listed_and_retried(world: Any, spec: dict[str, Any]) -> None:
-    f, client = world
+def test_failed_deliveries_listed_and_retried(client: httpx.Client, spec: dict[str, Any]) -> None:
     body = check(spec, "/api/v1/deliveries", "get", client.get("/api/v1/deliveries"))
     assert body and {d["channel"] for d in body} == {"broken"} and {d["state"] for d in body} == {"failed"}
     target = body[-1]
@@ -250,8 +255,7 @@ def test_failed_deliveries_listed_and_retried(world: Any, spec: dict[str, Any]) 
     assert client.post("/api/v1/deliveries/999999/retry", headers=csrf(client)).status_code == 404
 
 
-def test_no_answer_reveals_a_channel_url_or_secret(world: Any) -> None:
-    f, client = world
+def test_no_answer_reveals_a_channel_url_or_secret(f: Filled, client: httpx.Client) -> None:
     texts = [
         client.get(p).text
         for p in (
@@ -273,8 +277,7 @@ def test_no_answer_reveals_a_channel_url_or_secret(world: Any) -> None:
         assert "SECRET" not in text and HOOK_SECRET not in text and f.hook.url not in text
 
 
-def test_pages_answer_with_the_security_headers(world: Any) -> None:
-    f, client = world
+def test_pages_answer_with_the_security_headers(client: httpx.Client) -> None:
     for path in ("/", "/stories", "/sources", "/rules", "/silences", "/stories/1", "/api/v1/developments"):
         r = client.get(path)
         assert r.status_code == 200, path
@@ -282,8 +285,7 @@ def test_pages_answer_with_the_security_headers(world: Any) -> None:
         assert r.headers["x-content-type-options"] == "nosniff"
 
 
-def test_healthz_standalone_and_no_metrics_outside_the_daemon(world: Any) -> None:
-    f, client = world
+def test_healthz_standalone_and_no_metrics_outside_the_daemon(client: httpx.Client) -> None:
     assert client.get("/healthz").json() == {"status": "running", "role": "web"}
     assert client.get("/metrics").status_code == 404
 
