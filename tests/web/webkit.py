@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,7 +68,11 @@ class Filled:
         return load_settings(self.config, env={"HOOK_SECRET": HOOK_SECRET})
 
     def once(self) -> None:
-        result = self.runner.invoke(cli, ["--config", str(self.config), "once", "--json"])
+        """`storywatch once`, in a thread of its own: Playwright's sync API keeps a loop in this one."""
+        with ThreadPoolExecutor(1) as pool:
+            result = pool.submit(
+                self.runner.invoke, cli, ["--config", str(self.config), "once", "--json"]
+            ).result()
         assert result.exit_code == 0, result.output
 
     def cli_json(self, *args: str) -> object:
