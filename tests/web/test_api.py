@@ -294,3 +294,27 @@ def test_cli_json_uses_the_shared_serializer(tmp_path: Path) -> None:
     from crawler.alerts.views import Page, to_jsonable
 
     assert to_jsonable(Page((frozenset({"b", "a"}),), None)) == {"items": [["a", "b"]], "next_cursor": None}
+
+
+def test_pages_cost_the_same_number_of_queries_whatever_their_size(f: Filled) -> None:
+    from sqlalchemy import event
+
+    from storage.db import open_database
+    from storage.outbox_admin import alerts_page
+    from storage.stories import documents_page, stories_page, story_detail
+
+    db = open_database(f.settings.database_url)
+    seen: list[str] = []
+    for engine in {id(e): e for e in (db.engine, db.read_engine)}.values():
+        event.listen(engine, "before_cursor_execute", lambda *a: seen.append(a[2]))
+
+    def statements(call: Any) -> int:
+        seen.clear()
+        call()
+        return len(seen)
+
+    for page in (alerts_page, stories_page, documents_page):
+        one, many = statements(lambda p=page: p(db, limit=1)), statements(lambda p=page: p(db, limit=100))
+        assert one == many, f"{page.__name__}: {one} statements for 1 item, {many} for all"
+    assert statements(lambda: story_detail(db, 1)) <= 12
+    db.dispose()
