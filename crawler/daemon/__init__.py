@@ -2,7 +2,8 @@
 
 ``service.Daemon`` is `storywatch run`; ``jobs`` holds one APScheduler job per source, ``schedule``
 the pure polling policy, ``ops`` what runs beside the jobs (relay, watcher, heartbeat, status),
-``metrics`` the Prometheus registry (served by :mod:`crawler.web` on ``daemon.http``), ``logs`` the structured log setup.
+``metrics`` the Prometheus registry (served by :mod:`crawler.web` on ``daemon.http``), ``logs``
+the structured log setup.
 """
 
 from __future__ import annotations
