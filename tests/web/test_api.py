@@ -318,3 +318,11 @@ def test_pages_cost_the_same_number_of_queries_whatever_their_size(f: Filled) ->
         assert one == many, f"{page.__name__}: {one} statements for 1 item, {many} for all"
     assert statements(lambda: story_detail(db, 1)) <= 12
     db.dispose()
+
+
+def test_the_readme_shows_the_dashboard_screenshot() -> None:
+    repo = Path(__file__).resolve().parents[2]
+    readme = (repo / "README.md").read_text("utf-8")
+    assert "## Web dashboard" in readme and "](docs/dashboard.png)" in readme
+    assert (repo / "docs" / "dashboard.png").read_bytes().startswith(b"\x89PNG")
+    assert "storywatch web" in readme and "daemon.http" in readme
