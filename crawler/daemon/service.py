@@ -148,12 +148,12 @@ class Daemon:
         knobs = dict(self.knobs or {})
         if self.settings.daemon.backoff_cap is not None:
             knobs.setdefault("backoff_cap", self.settings.daemon.backoff_cap)
+        server = self._start_metrics(rt.db)  # first: a refused or busy address stops the start cleanly
         self.jobs = SourceScheduler(rt, metrics=self.metrics, knobs=knobs, rng=self.rng)
         self.jobs.on_poll = lambda _o: self._refresh_snapshot()
         self.jobs.start(self.settings.source_specs())
         self._relay = RelayRunner(rt.db, self.settings, self.metrics)
         self._relay.start()
-        server = self._start_metrics(rt.db)
         if self.settings.daemon.watch_files:
             self._watcher = FileWatcher(self._on_files)
             self._watcher.start(self.settings)
