@@ -12,8 +12,8 @@ import pytest
 
 from crawler.daemon import Daemon
 from crawler.errors import ConfigError
+from tests.daemon.test_daemon import FAST, feed_with, run_daemon, wait_until, write_config
 from tests.sitekit import Site
-from tests.test_daemon import FAST, feed_with, run_daemon, wait_until, write_config
 
 
 def test_the_daemon_serves_dashboard_api_health_and_metrics_on_daemon_http(tmp_path: Path) -> None:

@@ -22,8 +22,8 @@ from crawler.cli.base import cli
 from crawler.config import Settings, load_settings
 from crawler.web import WebServer, bind, create_app
 from storage.db import open_database
+from tests.alertkit import Receiver, Reply
 from tests.sitekit import Site, article_page, rss
-from tests.test_alerts_support import Receiver, Reply
 
 register_all(cli)
 
