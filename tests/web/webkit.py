@@ -1,7 +1,7 @@
 """A database filled by a real pass over a local site, and the web app serving it on 127.0.0.1.
 
 ``filled(tmp)`` builds the site (a wire feed, a mirror reprinting one article, a hostile article),
-runs ``storywatch once`` on it with a webhook that accepts and one that refuses (its URL carries a
+runs ``storywatch once`` on it (twice: the mirror's reprint comes second) with a webhook that accepts and one that refuses (its URL carries a
 secret that no page may show), and returns a :class:`Filled` to serve and to run more passes.
 """
 
@@ -120,6 +120,9 @@ def filled(tmp: Path, *, extra: str = "", hostile: bool = True) -> Iterator[Fill
         )
         if hostile:
             f.publish("/news/hostile", HOSTILE_TITLE, [HOSTILE, *HOSTILE_FILLER], "hostile")
+        site.add("/mirror.xml", rss([]), "application/rss+xml")
+        f.once()
+        # then the mirror reprints the vendor article: a corroboration, a second source
         site.add(
             "/mirror/vendor", article_page("Reprint: Huawei chips behind LongCat-2.0", [VENDOR, *FILLER])
         )
