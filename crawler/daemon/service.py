@@ -300,7 +300,9 @@ class Daemon:
             return self.metrics.render()
 
         sock = web.bind(listen, has_token=self.settings.web.token is not None, key="daemon.http")
-        app = web.create_app(self.settings, db, health=lambda: self._snapshot, metrics=metrics)
+        app = web.create_app(
+            self.settings, db, health=lambda: self._snapshot, metrics=metrics, current=lambda: self.settings
+        )
         server = web.WebServer(app, sock).start()
         log.info("serving the dashboard, /api/v1/, /healthz and /metrics on http://%s", server.address)
         self.metrics_address = server.address

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,23 +54,55 @@ class RulesCache:
         return tuple((str(f), f.stat().st_mtime if f.exists() else 0.0) for f in files)
 
 
-@dataclass
 class WebContext:
-    """What every handler reads (one per app)."""
+    """What every handler reads (one per app). ``settings`` follows the daemon's reloads."""
 
-    settings: Settings
-    db: Database
-    guard: Guard
-    rules: RulesCache
-    redact: Redactor
-    env: Environment
-    health: Callable[[], dict[str, Any]] | None = None
-    metrics: Callable[[], bytes] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    def __init__(
+        self,
+        current: Callable[[], Settings],
+        db: Database,
+        guard: Guard,
+        env: Environment,
+        health: Callable[[], dict[str, Any]] | None = None,
+        metrics: Callable[[], bytes] | None = None,
+    ) -> None:
+        self._current = current
+        self.db = db
+        self.guard = guard
+        self.env = env
+        self.health = health
+        self.metrics = metrics
+        self._lock = threading.Lock()
+        self._seen: Settings | None = None
+        self._rules: RulesCache | None = None
+        self._redact: Redactor | None = None
+
+    @property
+    def settings(self) -> Settings:
+        settings = self._current()
+        with self._lock:
+            if settings is not self._seen:  # first use, or the daemon reloaded its configuration
+                self._seen = settings
+                self._rules = RulesCache(settings.rule_paths())
+                self._redact = Redactor(settings)
+        return settings
+
+    @property
+    def rules(self) -> RulesCache:
+        self.settings  # noqa: B018  (refreshes the cache when the settings changed)
+        assert self._rules is not None
+        return self._rules
+
+    @property
+    def redact(self) -> Redactor:
+        self.settings  # noqa: B018
+        assert self._redact is not None
+        return self._redact
 
     @property
     def read_only(self) -> bool:
-        return self.settings.web.read_only
+        """``web.read_only`` as the app started with it (like the token, fixed for its life)."""
+        return self.guard.read_only
 
 
 def create_app(
@@ -80,11 +111,14 @@ def create_app(
     *,
     health: Callable[[], dict[str, Any]] | None = None,
     metrics: Callable[[], bytes] | None = None,
+    current: Callable[[], Settings] | None = None,
 ) -> FastAPI:
     """The dashboard, the JSON API (``/api/v1/``), ``/healthz`` and (given ``metrics``) ``/metrics``.
 
     ``health`` returns the /healthz document (the daemon's state); ``metrics`` renders the
-    Prometheus text. ``db`` is only read through storage functions.
+    Prometheus text; ``current`` returns the settings in force (the daemon's, after a reload: new
+    sources, rule paths and channels show at once; the token and read-only mode are read once).
+    ``db`` is only read through storage functions.
     """
     from . import api, pages
 
@@ -98,14 +132,12 @@ def create_app(
         redoc_url=None,
     )
     app.state.ctx = WebContext(
-        settings=settings,
-        db=db,
-        guard=Guard.create(token),
-        rules=RulesCache(settings.rule_paths()),
-        redact=Redactor(settings),
-        env=_environment(),
-        health=health,
-        metrics=metrics,
+        current or (lambda: settings),
+        db,
+        Guard.create(token, read_only=settings.web.read_only),
+        _environment(),
+        health,
+        metrics,
     )
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.include_router(api.router)
@@ -183,6 +215,10 @@ async def _storywatch_error(request: Request, exc: Exception) -> Response:
     from storage.stories import StoryNotFound
 
     status = 404 if isinstance(exc, AlertNotFound | StoryNotFound) else 400
+    if not request.url.path.startswith("/api/"):
+        from .pages import error_page
+
+        return error_page(request, status, str(exc))
     return JSONResponse({"error": type(exc).__name__, "detail": str(exc)}, status_code=status)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -48,7 +49,17 @@ def _render(request: Request, name: str, status: int = 200, **values: Any) -> HT
     return HTMLResponse(html, status_code=status)
 
 
+def error_page(request: Request, status: int, message: str) -> HTMLResponse:
+    """A page naming what went wrong (a bad filter, a missing story...)."""
+    return _render(request, "error.html", status=status, message=message, status_code=status)
+
+
 # ----------------------------------------------------------------------------- developments
+
+
+def _int(value: str | None, default: int, low: int, high: int) -> int:
+    """A bounded integer query parameter (anything else: the default)."""
+    return min(max(int(value), low), high) if value and value.isdigit() else default
 
 
 def _developments(ctx: WebContext, request: Request) -> dict[str, Any]:
@@ -59,10 +70,10 @@ def _developments(ctx: WebContext, request: Request) -> dict[str, Any]:
         rule=filters["rule"] or None,
         severity=filters["severity"] or None,
         since=parse_when(filters["since"]),
-        limit=min(max(int(q.get("limit") or 50), 1), 200),
+        limit=_int(q.get("limit"), 50, 1, 200),
         cursor=q.get("cursor") or None,
     )
-    query = "&".join(f"{k}={v}" for k, v in filters.items() if v)
+    query = urlencode({k: v for k, v in filters.items() if v})
     return {"page": page, "filters": filters, "query": query}
 
 
@@ -70,7 +81,7 @@ def _developments(ctx: WebContext, request: Request) -> dict[str, Any]:
 def developments(request: Request) -> HTMLResponse:
     ctx = context(request)
     rules, severities = admin.alert_facets(ctx.db)
-    every = min(max(int(request.query_params.get("refresh") or 15), 1), 3600)
+    every = _int(request.query_params.get("refresh"), 15, 1, 3600)
     return _render(
         request,
         "developments.html",
@@ -103,7 +114,7 @@ def story(request: Request, story_id: int) -> HTMLResponse:
     try:
         detail = story_store.story_detail(context(request).db, story_id)
     except StoryNotFound as exc:
-        return _render(request, "error.html", status=404, message=str(exc))
+        return error_page(request, 404, str(exc))
     timeline = sorted(detail.story.documents, key=lambda d: (d.published or d.discovered, d.id))
     return _render(request, "story.html", d=detail, timeline=timeline)
 

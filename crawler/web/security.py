@@ -62,20 +62,21 @@ def check_listen(host: str, *, has_token: bool, key: str = "web.listen") -> None
 
 @dataclass(frozen=True)
 class Guard:
-    """The app's secrets: the configured token (or None) and a key for CSRF tokens."""
+    """The app's secrets and write policy: the token (or None), a key for CSRF tokens, read-only."""
 
     token: str | None
     key: bytes
+    read_only: bool = False
 
     @classmethod
-    def create(cls, token: str | None) -> Guard:
+    def create(cls, token: str | None, *, read_only: bool = False) -> Guard:
         # with a token, CSRF tokens survive restarts; without one, a fresh key per process
         key = (
             hashlib.sha256(b"storywatch-csrf|" + token.encode()).digest()
             if token
             else secrets.token_bytes(32)
         )
-        return cls(token, key)
+        return cls(token, key, read_only)
 
     @property
     def session_value(self) -> str:

@@ -195,3 +195,44 @@ def test_storywatch_web_serves_the_configured_database(tmp_path: Path) -> None:
         proc.terminate()
         _, err = proc.communicate(timeout=10)
     assert f"serving http://127.0.0.1:{port}/" in err
+
+
+def test_a_bad_filter_is_a_400_page_not_a_crash(tmp_path: Path) -> None:
+    settings = parse_settings(_settings(tmp_path))
+    with serving(settings) as base, httpx.Client(base_url=base) as client:
+        bad = client.get("/", params={"since": "whenever"})
+        assert bad.status_code == 400 and "text/html" in bad.headers["content-type"]
+        assert "since=&#39;whenever&#39;" in bad.text and "<h1>Cannot show this</h1>" in bad.text
+        assert client.get("/", params={"limit": "many", "refresh": "-1"}).status_code == 200
+        assert (
+            client.get("/api/v1/developments", params={"since": "whenever"}).json()["error"]
+            == "StorywatchError"
+        )
+        assert client.get("/stories/77").status_code == 404
+
+
+def test_the_app_follows_the_settings_it_is_given(tmp_path: Path) -> None:
+    from crawler.web import WebServer, bind, create_app
+    from storage.db import open_database
+
+    first = parse_settings(_settings(tmp_path))
+    later = parse_settings(
+        _settings(tmp_path, "sources:\n  - {id: added, kind: feed, url: 'https://example.org/f'}\n")
+    )
+    current = [first]
+    db = open_database(first.database_url)
+    app = create_app(first, db, current=lambda: current[0])
+    server = WebServer(app, bind("127.0.0.1:0", has_token=False, key="test")).start()
+    try:
+        url = f"http://{server.address}/api/v1/sources"
+        for _ in range(100):
+            try:
+                assert httpx.get(url).json() == []
+                break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        current[0] = later  # what a daemon reload does
+        assert [s["id"] for s in httpx.get(url).json()] == ["added"]
+    finally:
+        server.stop()
+        db.dispose()
