@@ -13,6 +13,7 @@ import httpx
 import pytest
 from jsonschema import Draft202012Validator
 
+from tests.sitekit import Site
 from tests.web.webkit import DENIAL, HOOK_SECRET, SECRET_PATH, VENDOR, Filled, filled, serving
 
 
@@ -326,3 +327,28 @@ def test_the_readme_shows_the_dashboard_screenshot() -> None:
     assert "## Web dashboard" in readme and "](docs/dashboard.png)" in readme
     assert (repo / "docs" / "dashboard.png").read_bytes().startswith(b"\x89PNG")
     assert "storywatch web" in readme and "daemon.http" in readme
+
+
+def test_a_watched_page_change_shows_as_a_diff_on_its_story(tmp_path: Path) -> None:
+    def region(lines: list[str]) -> str:
+        items = "".join(f"<li>{line}</li>" for line in lines)
+        return f"<html><body><div id='board'><ul>{items}</ul></div></body></html>"
+
+    before = ["LongCat-2.0 ranks third on the open leaderboard.", "Qwen leads the coding track this week."]
+    added = "LongCat-2.0 now ranks first on the open leaderboard after the latest evaluation round."
+
+    def board(site: Site) -> str:
+        site.add("/board", region(before))
+        return f"  - {{id: board, kind: page, url: '{site.url('/board')}', selector: '#board'}}\n"
+
+    with filled(tmp_path, hostile=False, extra=board) as f:
+        f.site.add("/board", region([*before, added]))
+        f.once()
+        with serving(f.settings) as base, httpx.Client(base_url=base) as client:
+            docs = client.get("/api/v1/documents", params={"source": "board"}).json()["items"]
+            assert docs and docs[0]["origin"] == "page"
+            detail = client.get(f"/api/v1/stories/{docs[0]['story_id']}").json()
+            change = next(c for c in detail["page_changes"] if c["document_id"] == docs[0]["id"])
+            assert f"+{added}" in change["diff"] and f" {before[1]}" in change["diff"]
+            page = client.get(f"/stories/{docs[0]['story_id']}").text
+            assert "Page changes" in page and f'<span class="add">+{added}</span>' in page

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,9 +111,13 @@ sources:
 
 
 @contextlib.contextmanager
-def filled(tmp: Path, *, extra: str = "", hostile: bool = True) -> Iterator[Filled]:
+def filled(
+    tmp: Path, *, extra: Callable[[Site], str] | None = None, hostile: bool = True
+) -> Iterator[Filled]:
+    """``extra(site)`` may add routes to the site and returns more ``sources:`` lines."""
     with Site() as site, Receiver() as hook, Receiver(default=Reply(status=400, body="bad hook")) as broken:
-        f = Filled(tmp, site, hook, broken, _config(tmp, site, hook, broken, extra))
+        more = extra(site) if extra is not None else ""
+        f = Filled(tmp, site, hook, broken, _config(tmp, site, hook, broken, more))
         f.publish("/news/vendor", "Huawei chips behind LongCat-2.0", [VENDOR, *FILLER], "vendor")
         f.publish(
             "/news/telemetry", "LongCat-2.0 training run details", [TELEMETRY, *TELEMETRY_FILLER], "telemetry"
