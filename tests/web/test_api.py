@@ -352,3 +352,38 @@ def test_a_watched_page_change_shows_as_a_diff_on_its_story(tmp_path: Path) -> N
             assert f"+{added}" in change["diff"] and f" {before[1]}" in change["diff"]
             page = client.get(f"/stories/{docs[0]['story_id']}").text
             assert "Page changes" in page and f'<span class="add">+{added}</span>' in page
+
+
+def test_every_list_and_detail_on_both_backends(db_url: str, tmp_path: Path) -> None:
+    with (
+        filled(tmp_path, database=db_url) as f,
+        serving(f.settings) as base,
+        httpx.Client(base_url=base) as client,
+    ):
+        alerts = client.get("/api/v1/developments", params={"limit": 1})
+        assert alerts.status_code == 200 and alerts.json()["next_cursor"]
+        ids, cursor = [], None
+        while True:
+            page = client.get(
+                "/api/v1/developments", params={"limit": 1, **({"cursor": cursor} if cursor else {})}
+            )
+            ids += [a["id"] for a in page.json()["items"]]
+            cursor = page.json()["next_cursor"]
+            if not cursor:
+                break
+        assert sorted(ids, reverse=True) == ids and len(ids) == 3
+        assert client.get("/api/v1/developments", params={"since": "1h", "severity": "high"}).json()["items"]
+        story = client.get("/api/v1/stories").json()["items"][0]["id"]
+        for path in (
+            "/",
+            "/stories",
+            f"/stories/{story}",
+            "/sources",
+            "/silences",
+            f"/api/v1/stories/{story}",
+        ):
+            assert client.get(path).status_code == 200, path
+        docs = client.get("/api/v1/documents", params={"limit": 2}).json()
+        more = client.get("/api/v1/documents", params={"limit": 2, "cursor": docs["next_cursor"]}).json()
+        assert len(docs["items"]) + len(more["items"]) == 3
+        assert {s["health"] for s in client.get("/api/v1/sources").json()} == {"ok"}

@@ -91,11 +91,13 @@ class Filled:
     _items: list[dict[str, str]] = field(default_factory=list)
 
 
-def _config(tmp: Path, site: Site, hook: Receiver, broken: Receiver, extra: str) -> Path:
+def _config(
+    tmp: Path, site: Site, hook: Receiver, broken: Receiver, extra: str, database: str | None
+) -> Path:
     cfg = tmp / "storywatch.yaml"
     cfg.write_text(
         f"""
-database: "sqlite:///{tmp / "sw.db"}"
+database: "{database or f"sqlite:///{tmp / 'sw.db'}"}"
 fetch: {{allow_private_networks: ["127.0.0.1/32"], per_host_min_gap: 0s}}
 alerts:
   channels:
@@ -112,12 +114,16 @@ sources:
 
 @contextlib.contextmanager
 def filled(
-    tmp: Path, *, extra: Callable[[Site], str] | None = None, hostile: bool = True
+    tmp: Path,
+    *,
+    extra: Callable[[Site], str] | None = None,
+    hostile: bool = True,
+    database: str | None = None,
 ) -> Iterator[Filled]:
     """``extra(site)`` may add routes to the site and returns more ``sources:`` lines."""
     with Site() as site, Receiver() as hook, Receiver(default=Reply(status=400, body="bad hook")) as broken:
         more = extra(site) if extra is not None else ""
-        f = Filled(tmp, site, hook, broken, _config(tmp, site, hook, broken, more))
+        f = Filled(tmp, site, hook, broken, _config(tmp, site, hook, broken, more, database))
         f.publish("/news/vendor", "Huawei chips behind LongCat-2.0", [VENDOR, *FILLER], "vendor")
         f.publish(
             "/news/telemetry", "LongCat-2.0 training run details", [TELEMETRY, *TELEMETRY_FILLER], "telemetry"
