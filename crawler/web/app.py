@@ -176,7 +176,6 @@ async def _guard(request: Request, call_next: Callable[[Request], Awaitable[Resp
     authed = ctx.guard.authenticated(
         request.headers.get("authorization"), request.cookies.get(SESSION_COOKIE)
     )
-    request.state.authed = authed
     if not authed and not path.startswith(OPEN_PATHS):
         if path.startswith(("/api/", "/metrics")) or request.method != "GET":
             response: Response = JSONResponse(

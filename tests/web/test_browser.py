@@ -248,3 +248,29 @@ def test_the_developments_list_refreshes_itself(
             assert page.locator("article.dev").count() == 3
         finally:
             tab.close()
+
+
+def test_with_a_token_the_browser_logs_in_through_the_form(
+    browser: Any, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    token = "browser-login-token-0123456789"
+
+    def web(site: Any) -> str:
+        return f'web: {{token: "{token}"}}\n'
+
+    with filled(tmp_path_factory.mktemp("login"), hostile=False, extra=web) as f, serving(f.settings) as base:
+        tab = Tab(browser, base)
+        try:
+            tab.page.goto(base + "/rules")
+            assert tab.page.url == base + "/login"
+            tab.page.fill("input[name=token]", "not-the-token-at-all")
+            tab.page.click("#login button[type=submit]")
+            assert tab.page.locator("p.fail").inner_text() == "That is not the token."
+            tab.page.fill("input[name=token]", token)
+            tab.page.click("#login button[type=submit]")
+            tab.page.wait_for_url(base + "/")
+            assert tab.page.locator("article.dev").count() == 2
+            assert token not in tab.page.url and all(token not in c["value"] for c in tab.context.cookies())
+            tab.shot(tmp_path, "login-then-developments")
+        finally:
+            tab.close()
