@@ -41,7 +41,8 @@ class WebServer:
 
     def __init__(self, app: Any, sock: socket.socket) -> None:
         self.sock = sock
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+        # log_config=None: uvicorn leaves logging alone (its errors reach the daemon's own handlers)
+        config = uvicorn.Config(app, log_config=None, log_level="warning", access_log=False, lifespan="off")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self._run, name="storywatch-http", daemon=True)
 
