@@ -24,6 +24,7 @@ from typing import Annotated, Any, Literal
 import platformdirs
 import yaml
 from pydantic import (
+    AliasChoices,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -273,13 +274,30 @@ class AlertsConfig(_Model):
 
 
 class DaemonConfig(_Model):
-    metrics: str | None = None  # "127.0.0.1:9465" serves /healthz and /metrics
+    # "127.0.0.1:9465" serves the web dashboard, the JSON API, /healthz and /metrics; the old name
+    # ``daemon.metrics`` is accepted as an alias
+    http: str | None = Field(None, validation_alias=AliasChoices("http", "metrics"))
     log_format: Literal["human", "json"] = "human"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     shutdown_deadline: Duration = 20.0
     watch_files: bool = True
     misfire_grace: Duration = 300.0
     backoff_cap: Duration | None = None  # longest wait between retries of a failing source (default: 1h)
+
+
+class WebConfig(_Model):
+    """The web dashboard and JSON API (``storywatch web``, or the daemon's ``daemon.http``)."""
+
+    listen: str = "127.0.0.1:8087"  # `storywatch web` without --listen
+    token: SecretStr | None = None  # required to listen beyond loopback; write it as ${ENV_VAR}
+    read_only: bool = False  # no silences, no retries from the web
+
+    @field_validator("token")
+    @classmethod
+    def _token_strength(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and len(v.get_secret_value()) < 16:
+            raise ValueError("web.token must be at least 16 characters (e.g. `openssl rand -hex 24`)")
+        return v
 
 
 class BackfillConfig(_Model):
@@ -299,6 +317,7 @@ class Settings(_Model):
     dedup: DedupConfig = Field(default_factory=DedupConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     daemon: DaemonConfig = Field(default_factory=DaemonConfig)
+    web: WebConfig = Field(default_factory=WebConfig)
     backfill: BackfillConfig = Field(default_factory=BackfillConfig)
     sources: tuple[SourceConfig, ...] = ()
     # not from the file: where it was loaded from
@@ -489,6 +508,7 @@ __all__ = [
     "ConfigError",
     "Settings",
     "SourceConfig",
+    "WebConfig",
     "default_config_text",
     "find_config",
     "load_settings",

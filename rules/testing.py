@@ -22,7 +22,7 @@ from rich.text import Text
 from crawler.errors import RuleError
 from crawler.types import HitStatus, Match
 from rules.engine import RuleInput, RuleResult, RuleSet, lint_paths, load_rules
-from rules.load import InlineTest
+from rules.load import InlineTest, load_files
 
 SEVERITY_STYLE = {
     "info": "dim",
@@ -118,6 +118,58 @@ def lint_and_test(paths: Sequence[Path]) -> tuple[str, bool]:
     return inline_test_report(results), all(r.passed for r in results)
 
 
+# --- the loaded rules at a glance (the web's rules page and /api/v1/rules) ----------------------
+
+
+@dataclass(frozen=True)
+class RuleInfo:
+    id: str
+    title: str
+    severity: str
+    description: str
+    file: str
+    line: int
+    labels: Mapping[str, str]
+    fire_on: tuple[str, ...]
+    tests: int  # inline tests
+    failures: tuple[str, ...]  # why each failing inline test failed
+
+
+@dataclass(frozen=True)
+class RulesOverview:
+    """Every loaded rule with its inline test results, and every lint error of the files."""
+
+    rules: tuple[RuleInfo, ...]
+    errors: tuple[str, ...]  # file:line:column: [rule-id] message
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors and not any(r.failures for r in self.rules)
+
+
+def rules_overview(paths: Sequence[Path]) -> tuple[RulesOverview, RuleSet]:
+    """Load ``paths`` once: the overview (lint errors, tests) and the set of the rules that load."""
+    loaded = load_files(paths)
+    ruleset = RuleSet(loaded.rules)
+    results = run_inline_tests(ruleset)
+    infos = tuple(
+        RuleInfo(
+            r.id,
+            r.title,
+            r.severity,
+            r.description,
+            r.file,
+            r.line,
+            dict(r.labels),
+            tuple(r.fire_on),
+            len(r.tests),
+            tuple(f"test {t.index}: {t.message}" for t in results if t.rule_id == r.id and not t.passed),
+        )
+        for r in ruleset.rules
+    )
+    return RulesOverview(infos, tuple(str(e) for e in loaded.errors)), ruleset
+
+
 # --- rules test on documents -------------------------------------------------------------------
 
 
@@ -149,17 +201,29 @@ def _ruleset(rules: RuleSet | Sequence[Path]) -> RuleSet:
 
 
 def test_documents(
-    rules: RuleSet | Sequence[Path], docs: Iterable[Mapping[str, Any]]
+    rules: RuleSet | Sequence[Path], docs: Iterable[Mapping[str, Any]], *, suppressed: bool = False
 ) -> list[dict[str, Any]]:
     """Per document: {"id", "matches": [{"rule","severity","status","evidence","spans","captures"}]}.
 
     Only matches that fire are listed; spans are [start, end, term] offsets into the evidence.
+    With ``suppressed``, also {"suppressed": [...]}: the best hit of each rule that matched but did
+    not fire (hedged or negated), in the same shape. The ``rules test --json`` output and the web's
+    ``/api/v1/rules/test`` both come from here.
     """
     ruleset = _ruleset(rules)
-    return [
-        {"id": doc.get("id"), "matches": [match_json(m) for m in ruleset.evaluate(doc_input(doc))]}
-        for doc in docs
-    ]
+    return [_test_one(ruleset, doc, suppressed) for doc in docs]
+
+
+def _test_one(ruleset: RuleSet, doc: Mapping[str, Any], suppressed: bool) -> dict[str, Any]:
+    rule_input = doc_input(doc)
+    if not suppressed:
+        return {"id": doc.get("id"), "matches": [match_json(m) for m in ruleset.evaluate(rule_input)]}
+    results = ruleset.explain(rule_input)
+    return {
+        "id": doc.get("id"),
+        "matches": [match_json(r.fired) for r in results if r.fired is not None],
+        "suppressed": [match_json(r.hits[0]) for r in results if r.fired is None and r.hits],
+    }
 
 
 test_documents.__test__ = False  # type: ignore[attr-defined]  # not a pytest test

@@ -338,6 +338,11 @@ def _source_pairs(session: Session, story_ids: list[int]) -> list[tuple[int, str
     return [(int(story), str(source)) for story, source in rows if story is not None]
 
 
+def story_source_pairs(session: Session, story_ids: list[int]) -> list[tuple[int, str]]:
+    """(story id, source id) pairs, distinct, over the stories' documents and their sightings."""
+    return _source_pairs(session, story_ids)
+
+
 def story_summary(session: Session, story_id: int) -> StorySummary:
     """One story's summary; raises :class:`StoryNotFound`."""
     row = session.get(StoryRow, story_id)
@@ -408,6 +413,7 @@ __all__ = [
     "list_stories",
     "lock_fingerprint",
     "lock_fingerprints",
+    "story_source_pairs",
     "story_sources",
     "story_summary",
 ]

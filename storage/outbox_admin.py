@@ -7,30 +7,38 @@ Every function returns frozen values from :mod:`crawler.alerts.views`; missing i
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, literal, select, update
+from sqlalchemy.orm import Session
 
 from crawler.alerts.base import AlertNotFound
 from crawler.alerts.views import (
     AlertDetail,
+    AlertSource,
     AlertSummary,
     DeliveryInfo,
+    DeliveryRef,
     OutboxDepth,
+    Page,
     RetryOutcome,
     SilenceInfo,
 )
 from crawler.config import parse_duration
 from crawler.errors import StorywatchError
 
+from . import dedup_store
 from .db import Database
-from .models import AlertRow, DeliveryRow, SilenceRow, utcnow
+from .models import AlertRow, DeliveryRow, SilenceRow, UTCDateTime, utcnow
+from .paging import before, next_cursor
 
 RETRYABLE = ("failed", "dead", "silenced")
 
 
 def _summary(row: AlertRow, deliveries: Mapping[str, str]) -> AlertSummary:
+    d = row.details or {}
     return AlertSummary(
         id=row.id,
         created_at=row.created_at,
@@ -43,6 +51,14 @@ def _summary(row: AlertRow, deliveries: Mapping[str, str]) -> AlertSummary:
         evidence=row.evidence,
         origin=row.origin,
         deliveries=dict(deliveries),
+        headline=str(d.get("headline") or ""),
+        status=str(d.get("status") or "asserted"),
+        spans=tuple((int(a), int(b), str(t)) for a, b, t in d.get("spans") or ()),
+        captures={str(k): str(v) for k, v in (d.get("captures") or {}).items()},
+        sources=tuple(
+            AlertSource(str(x.get("source_id") or ""), x.get("url")) for x in d.get("sources") or ()
+        ),
+        link=d.get("link"),
     )
 
 
@@ -63,26 +79,106 @@ def _delivery(row: DeliveryRow, extra: Mapping[str, Any] | None = None) -> Deliv
 
 
 def list_alerts(
-    db: Database, *, since: datetime | None = None, limit: int = 50, rule: str | None = None
+    db: Database,
+    *,
+    since: datetime | None = None,
+    limit: int = 50,
+    rule: str | None = None,
+    severity: str | None = None,
+    until: datetime | None = None,
 ) -> tuple[AlertSummary, ...]:
     """Newest first; ``deliveries`` maps each channel to the state of its newest row."""
+    return alerts_page(db, since=since, limit=limit, rule=rule, severity=severity, until=until).items
+
+
+def alerts_page(
+    db: Database,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = 50,
+    rule: str | None = None,
+    severity: str | None = None,
+    story: int | None = None,
+    cursor: str | None = None,
+) -> Page:
+    """One page of alerts, newest first, with their delivery states: two queries, whatever the page."""
     q = select(AlertRow).order_by(AlertRow.created_at.desc(), AlertRow.id.desc()).limit(limit)
     if since is not None:
-        q = q.where(AlertRow.created_at >= since)
-    if rule is not None:
+        q = q.where(AlertRow.created_at >= literal(since, UTCDateTime()))
+    if until is not None:
+        q = q.where(AlertRow.created_at < literal(until, UTCDateTime()))
+    if rule:
         q = q.where(AlertRow.rule_id == rule)
+    if severity:
+        q = q.where(AlertRow.severity == severity)
+    if story is not None:
+        q = q.where(AlertRow.story_id == story)
+    if cursor:
+        q = q.where(before(AlertRow.created_at, AlertRow.id, cursor))
     with db.read() as s:
-        rows = s.scalars(q).all()
-        states: dict[int, dict[str, str]] = {}
-        ids = [r.id for r in rows]
-        if ids:
-            for aid, ch, st in s.execute(
-                select(DeliveryRow.alert_id, DeliveryRow.channel, DeliveryRow.state)
-                .where(DeliveryRow.alert_id.in_(ids))
-                .order_by(DeliveryRow.id)
-            ):
-                states.setdefault(int(aid or 0), {})[ch] = st
-        return tuple(_summary(r, states.get(r.id, {})) for r in rows)
+        rows = list(s.scalars(q).all())
+        states = _delivery_states(s, [r.id for r in rows])
+        reporters = _story_sources(s, sorted({r.story_id for r in rows}))
+        items = tuple(_with_sources(_summary(r, states.get(r.id, {})), reporters) for r in rows)
+    return Page(items, next_cursor(rows, limit))
+
+
+def _story_sources(s: Session, story_ids: list[int]) -> dict[int, set[str]]:
+    """story id -> every source that reported it (documents and sightings): one query."""
+    out: dict[int, set[str]] = {}
+    if story_ids:
+        for story, source in dedup_store.story_source_pairs(s, story_ids):
+            out.setdefault(story, set()).add(source)
+    return out
+
+
+def _with_sources(a: AlertSummary, reporters: Mapping[int, set[str]]) -> AlertSummary:
+    """The alert's recorded sources (with URLs), then the story's other reporters (without)."""
+    known = {x.source_id for x in a.sources}
+    more = tuple(AlertSource(sid) for sid in sorted(reporters.get(a.story_id, set()) - known))
+    return replace(a, sources=a.sources + more) if more else a
+
+
+def _delivery_states(s: Session, ids: list[int]) -> dict[int, dict[str, str]]:
+    """alert id -> channel -> state of the newest delivery row there (one query)."""
+    states: dict[int, dict[str, str]] = {}
+    if ids:
+        for aid, ch, st in s.execute(
+            select(DeliveryRow.alert_id, DeliveryRow.channel, DeliveryRow.state)
+            .where(DeliveryRow.alert_id.in_(ids))
+            .order_by(DeliveryRow.id)
+        ):
+            states.setdefault(int(aid or 0), {})[ch] = st
+    return states
+
+
+def alert_facets(db: Database) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The rule ids and severities that have alerts (for filter menus)."""
+    with db.read() as s:
+        rules = tuple(s.scalars(select(AlertRow.rule_id).distinct().order_by(AlertRow.rule_id)))
+        sevs = tuple(s.scalars(select(AlertRow.severity).distinct().order_by(AlertRow.severity)))
+    return rules, sevs
+
+
+def list_deliveries(
+    db: Database, *, states: tuple[str, ...] = ("failed", "dead"), limit: int = 100
+) -> tuple[DeliveryRef, ...]:
+    """Deliveries in ``states`` (failed and dead by default), newest first, with their alert's rule."""
+    q = (
+        select(DeliveryRow, AlertRow.rule_id, AlertRow.title)
+        .outerjoin(AlertRow, AlertRow.id == DeliveryRow.alert_id)
+        .where(DeliveryRow.state.in_(states))
+        .order_by(DeliveryRow.id.desc())
+        .limit(limit)
+    )
+    with db.read() as s:
+        return tuple(
+            DeliveryRef(
+                d.id, d.alert_id, d.channel, d.kind, d.state, d.tries, d.created_at, d.last_error, rule, title
+            )
+            for d, rule, title in s.execute(q)
+        )
 
 
 def show_alert(db: Database, alert_id: int) -> AlertDetail:

@@ -259,6 +259,25 @@ def _unseen_sql(n: int) -> str:
     return f"SELECT entry_id FROM sightings WHERE source_id = :source AND entry_id IN ({names})"
 
 
+def items_per_day(
+    db: Database, source_ids: Sequence[str], *, now: datetime, days: int = 14
+) -> dict[str, tuple[int, ...]]:
+    """New documents per day over the last ``days`` days (oldest first) for each source: one query."""
+    start = datetime.combine((now - timedelta(days=days - 1)).date(), datetime.min.time(), now.tzinfo)
+    out = {sid: [0] * days for sid in source_ids}
+    with db.read() as s:
+        rows = s.execute(
+            select(FetchLogRow.source_id, FetchLogRow.started_at, FetchLogRow.new_documents).where(
+                FetchLogRow.started_at >= start, FetchLogRow.new_documents > 0
+            )
+        ).all()
+    for sid, when, n in rows:
+        day = (when - start).days
+        if sid in out and 0 <= day < days:
+            out[sid][day] += int(n)
+    return {sid: tuple(v) for sid, v in out.items()}
+
+
 def list_sources(db: Database, specs: Sequence[SourceSpec], *, now: datetime) -> list[SourceStatus]:
     day_ago = now - timedelta(days=1)
     with db.read() as s:

@@ -17,8 +17,11 @@ from crawler.alerts.views import to_jsonable
 from crawler.config import ConfigError, Settings
 from storage.outbox_admin import (
     add_silence,
+    alert_facets,
+    alerts_page,
     expire_silence,
     list_alerts,
+    list_deliveries,
     list_silences,
     outbox_depth,
     retry_delivery,
@@ -63,9 +66,12 @@ def _base_dir(settings: Settings) -> Path:
 
 __all__ = [
     "add_silence",
+    "alert_facets",
+    "alerts_page",
     "check_alerts",
     "expire_silence",
     "list_alerts",
+    "list_deliveries",
     "list_silences",
     "outbox_depth",
     "retry_delivery",

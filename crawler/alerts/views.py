@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Literal
 
 DeliveryState = Literal["pending", "sending", "sent", "failed", "dead", "held", "silenced", "digested"]
@@ -65,7 +65,17 @@ class DeliveryInfo:
 
 
 @dataclass(frozen=True)
+class AlertSource:
+    """A source that reported an alert's story, with the URL it was seen at."""
+
+    source_id: str
+    url: str | None = None
+
+
+@dataclass(frozen=True)
 class AlertSummary:
+    """One development as `alerts list` and the web's developments list show it."""
+
     id: int
     created_at: datetime
     rule_id: str
@@ -77,6 +87,36 @@ class AlertSummary:
     evidence: str
     origin: str
     deliveries: Mapping[str, str] = field(default_factory=dict)  # channel -> state of its newest row
+    headline: str = ""  # the title of the document that carried the evidence
+    status: str = "asserted"  # asserted | hedged | negated (a rule may fire on hedged)
+    spans: tuple[tuple[int, int, str], ...] = ()  # [start, end, term] offsets into evidence
+    captures: Mapping[str, str] = field(default_factory=dict)
+    sources: tuple[AlertSource, ...] = ()
+    link: str | None = None
+
+
+@dataclass(frozen=True)
+class DeliveryRef:
+    """A delivery row with the alert it belongs to (the web's failed-deliveries list)."""
+
+    id: int
+    alert_id: int | None
+    channel: str
+    kind: str
+    state: str
+    tries: int
+    created_at: datetime
+    last_error: str | None
+    rule_id: str | None
+    title: str | None
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a list, newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
+
+    items: tuple[Any, ...]
+    next_cursor: str | None = None
 
 
 @dataclass(frozen=True)
@@ -145,13 +185,18 @@ class RelayReport:
 
 
 def to_jsonable(value: Any) -> Any:
-    """Dataclasses, mappings, tuples and datetimes -> JSON-ready values."""
+    """Dataclasses, mappings, tuples, sets and datetimes -> JSON-ready values.
+
+    The one serializer of every ``--json`` output and of the web's JSON API (``/api/v1/``).
+    """
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, Mapping):
         return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [to_jsonable(v) for v in value]
-    if isinstance(value, datetime):
+    if isinstance(value, set | frozenset):
+        return [to_jsonable(v) for v in sorted(value, key=str)]
+    if isinstance(value, datetime | date):
         return value.isoformat()
     return value

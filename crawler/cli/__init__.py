@@ -15,6 +15,7 @@ _MODULES = (
     "crawler.cli.alerts",
     "crawler.cli.stories",
     "crawler.cli.backfill",
+    "crawler.cli.web",
 )
 
 

@@ -293,7 +293,9 @@ def sources(obj: Ctx, as_json: bool) -> None:
     database = open_database(obj.settings.database_url)
     rows = store.list_sources(database, obj.settings.source_specs(), now=datetime.now(UTC))
     if as_json:
-        print_json([r.as_json() for r in rows])
+        from crawler.alerts.views import to_jsonable
+
+        print_json(to_jsonable(rows))  # the same serializer as the web's /api/v1/sources
         return
     table = Table(title="sources")
     for col in ("id", "kind", "health", "last fetch", "status", "docs", "new 24h", "interval", "error"):

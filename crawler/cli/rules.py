@@ -75,7 +75,11 @@ def lint_cmd(obj: Ctx, paths: tuple[Path, ...]) -> None:
 @click.option(
     "--json", "as_json", is_flag=True, help="One JSON line per document with the matches that fire."
 )
-@click.option("--quiet-misses", is_flag=True, help="Hide hits that did not fire (hedged/negated).")
+@click.option(
+    "--quiet-misses",
+    is_flag=True,
+    help='Hide hits that did not fire (hedged/negated; with --json, no "suppressed" list).',
+)
 @click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.pass_obj
 def test_cmd(
@@ -112,7 +116,7 @@ def test_cmd(
             click.echo(ruletest.inline_test_report(results))
         sys.exit(EXIT_FAILED if any(not r.passed for r in results) else 0)
     if as_json:
-        for row in ruletest.test_documents(ruleset, docs):
+        for row in ruletest.test_documents(ruleset, docs, suppressed=not quiet_misses):
             click.echo(json.dumps(row, ensure_ascii=False))
         return
     out.print(ruletest.render_report(ruleset, docs, show_suppressed=not quiet_misses))

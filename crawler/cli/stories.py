@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import click
 from rich.table import Table
 
+from crawler.alerts.views import to_jsonable
 from crawler.cli.base import Ctx, _ago, out, parse_since, print_json
 from storage import stories as store
 from storage.db import open_database
@@ -34,10 +35,9 @@ def stories(obj: Ctx, since: str, limit: int, documents: bool, as_json: bool) ->
     """
     db = open_database(obj.settings.database_url)
     when = parse_since(since) or datetime.fromtimestamp(0, UTC)
-    rows = store.list_stories(db, since=when, limit=limit)
-    docs = {r.id: store.story_documents(db, r.id) for r in rows} if (documents or as_json) else {}
+    rows = store.stories_page(db, since=when, limit=limit, documents=documents or as_json).items
     if as_json:
-        print_json([{**r.__dict__, "documents": [d.__dict__ for d in docs.get(r.id, [])]} for r in rows])
+        print_json(to_jsonable(rows))  # the same serializer as the web's /api/v1/stories
         return
     table = Table(title=f"{len(rows)} stories since {when:%Y-%m-%d %H:%M} UTC")
     for col in ("id", "first seen", "title", "docs", "sources", "first source", "rules"):
@@ -52,7 +52,7 @@ def stories(obj: Ctx, since: str, limit: int, documents: bool, as_json: bool) ->
             r.first_source_id or "-",
             ", ".join(r.rule_ids) or "-",
         )
-        for d in docs.get(r.id, []):
+        for d in r.documents:
             table.add_row("", "", f"  · {d.title[:80]}", "", ", ".join(d.sources), d.canonical_url, "")
     out.print(table)
 

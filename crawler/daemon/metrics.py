@@ -1,26 +1,18 @@
-"""Daemon metrics (Prometheus) and the small local HTTP endpoint serving them.
+"""Daemon metrics (Prometheus), in a registry of the daemon's own.
 
-``daemon.metrics: "127.0.0.1:9465"`` starts a thread serving:
-
-- ``GET /healthz``: 200 and the daemon's state as JSON (pid, start time, sources by health...);
-- ``GET /metrics``: the Prometheus text format from this daemon's own registry.
-
-Port 0 picks a free port (the daemon logs the one chosen).
+``daemon.http: "127.0.0.1:9465"`` (alias ``daemon.metrics``) serves them at ``GET /metrics`` of the
+web app (:mod:`crawler.web`), beside ``GET /healthz`` (the daemon's state as JSON) and the
+dashboard. Port 0 picks a free port (the daemon logs the one chosen).
 """
 
 from __future__ import annotations
 
-import json
-import threading
-from collections.abc import Callable, Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from collections.abc import Mapping
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Enum, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
 
 from crawler.alerts.views import RelayReport
-from crawler.errors import ConfigError
 from crawler.pipeline import SourceOutcome
 
 DELIVERY_STATES = ("pending", "sending", "sent", "failed", "dead", "held")
@@ -90,77 +82,3 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
-
-
-def parse_listen(value: str) -> tuple[str, int]:
-    """``"127.0.0.1:9465"`` -> (host, port); raises ConfigError naming ``daemon.metrics``."""
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or int(port) > 65535:
-        raise ConfigError(f"{value!r} is not host:port (e.g. 127.0.0.1:9465)", key="daemon.metrics")
-    return host.strip("[]") or "127.0.0.1", int(port)
-
-
-class MetricsServer:
-    """``/healthz`` and ``/metrics`` served from a daemon thread (http.server)."""
-
-    def __init__(
-        self,
-        listen: str,
-        metrics: Metrics,
-        state: Callable[[], dict[str, Any]],
-        refresh: Callable[[], None] | None = None,
-    ) -> None:
-        host, port = parse_listen(listen)
-        handler = _handler(metrics, state, refresh)
-        try:
-            self.server = ThreadingHTTPServer((host, port), handler)
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot listen on {listen}: {exc.strerror or exc}", key="daemon.metrics"
-            ) from exc
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, name="storywatch-metrics", daemon=True
-        )
-
-    @property
-    def address(self) -> str:
-        host, port = self.server.server_address[:2]
-        name = host.decode() if isinstance(host, bytes) else str(host)
-        return f"{name}:{port}"
-
-    def start(self) -> MetricsServer:
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-def _handler(
-    metrics: Metrics, state: Callable[[], dict[str, Any]], refresh: Callable[[], None] | None
-) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            path = self.path.split("?", 1)[0]
-            if path == "/healthz":
-                self._send(200, "application/json", json.dumps(state(), default=str).encode())
-            elif path == "/metrics":
-                if refresh is not None:
-                    refresh()
-                self._send(200, CONTENT_TYPE_LATEST, metrics.render())
-            else:
-                self._send(404, "text/plain", b"try /healthz or /metrics\n")
-
-        def _send(self, status: int, ctype: str, body: bytes) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    return Handler

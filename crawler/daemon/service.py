@@ -32,10 +32,11 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from crawler import web
 from crawler.config import Settings
 from crawler.daemon.jobs import SourceScheduler
 from crawler.daemon.logs import LOGGER, setup_logging
-from crawler.daemon.metrics import Metrics, MetricsServer
+from crawler.daemon.metrics import Metrics
 from crawler.daemon.ops import (
     TICK,
     FileWatcher,
@@ -49,6 +50,7 @@ from crawler.daemon.ops import (
 from crawler.errors import StorageError, StorywatchError
 from crawler.fetch import Fetcher, fetch_settings
 from crawler.pipeline import Runtime, open_runtime, utcnow
+from crawler.web import WebServer
 from storage import daemon_store
 from storage.db import Database, open_database
 
@@ -91,7 +93,7 @@ class Daemon:
         self._watcher: FileWatcher | None = None
         self._snapshot: dict[str, Any] = {"status": "starting"}
         self._db: Database | None = None
-        self.metrics_address: str | None = None  # host:port of /healthz and /metrics, once serving
+        self.metrics_address: str | None = None  # host:port of daemon.http (the web app), once serving
 
     # --- control ----------------------------------------------------------------------------
 
@@ -146,12 +148,12 @@ class Daemon:
         knobs = dict(self.knobs or {})
         if self.settings.daemon.backoff_cap is not None:
             knobs.setdefault("backoff_cap", self.settings.daemon.backoff_cap)
+        server = self._start_metrics(rt.db)  # first: a refused or busy address stops the start cleanly
         self.jobs = SourceScheduler(rt, metrics=self.metrics, knobs=knobs, rng=self.rng)
         self.jobs.on_poll = lambda _o: self._refresh_snapshot()
         self.jobs.start(self.settings.source_specs())
         self._relay = RelayRunner(rt.db, self.settings, self.metrics)
         self._relay.start()
-        server = self._start_metrics(rt.db)
         if self.settings.daemon.watch_files:
             self._watcher = FileWatcher(self._on_files)
             self._watcher.start(self.settings)
@@ -169,9 +171,7 @@ class Daemon:
                 if self.handle_signals:
                     remove_signals(loop)
 
-    async def _shutdown(
-        self, rt: Runtime, watchdog: asyncio.Task[None], server: MetricsServer | None
-    ) -> None:
+    async def _shutdown(self, rt: Runtime, watchdog: asyncio.Task[None], server: WebServer | None) -> None:
         assert self.jobs is not None and self._relay is not None
         loop = asyncio.get_running_loop()
         budget = self.settings.daemon.shutdown_deadline
@@ -190,7 +190,7 @@ class Daemon:
         self.jobs.scheduler.shutdown(wait=False)
         await asyncio.sleep(0)  # AsyncIOScheduler.shutdown runs on the next loop iteration
         if server is not None:
-            server.stop()
+            await asyncio.to_thread(server.stop)
         for fetcher in self._fetchers:
             await fetcher.aclose()
         self.state = "stopped"
@@ -245,10 +245,10 @@ class Daemon:
                 "the database setting changed: restart the daemon to use it (still using the old one)"
             )
         if (
-            settings.daemon.metrics != old.daemon.metrics
+            settings.daemon.http != old.daemon.http
             or settings.daemon.misfire_grace != old.daemon.misfire_grace
         ):
-            log.warning("daemon.metrics and daemon.misfire_grace take effect at the next restart")
+            log.warning("daemon.http and daemon.misfire_grace take effect at the next restart")
         rt.settings, rt.rules = settings, rules
         self.settings = settings
         if self.manage_logging and settings.daemon != old.daemon:
@@ -288,17 +288,23 @@ class Daemon:
             log.warning("heartbeat not recorded: %s", exc)
         self._refresh_snapshot()
 
-    def _start_metrics(self, db: Database) -> MetricsServer | None:
-        listen = self.settings.daemon.metrics
+    def _start_metrics(self, db: Database) -> WebServer | None:
+        """``daemon.http``: the web dashboard and API, with this daemon's /healthz and /metrics."""
+        listen = self.settings.daemon.http
         if not listen:
             return None
 
-        def refresh() -> None:
+        def metrics() -> bytes:
             with contextlib.suppress(SQLAlchemyError):
                 self.metrics.set_deliveries(daemon_store.delivery_counts(db))
+            return self.metrics.render()
 
-        server = MetricsServer(listen, self.metrics, lambda: self._snapshot, refresh).start()
-        log.info("serving /healthz and /metrics on http://%s", server.address)
+        sock = web.bind(listen, has_token=self.settings.web.token is not None, key="daemon.http")
+        app = web.create_app(
+            self.settings, db, health=lambda: self._snapshot, metrics=metrics, current=lambda: self.settings
+        )
+        server = web.WebServer(app, sock).start()
+        log.info("serving the dashboard, /api/v1/, /healthz and /metrics on http://%s", server.address)
         self.metrics_address = server.address
         return server
 
