@@ -14,8 +14,10 @@ looking up a key should find its type, default and error in one file.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
+import typing
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
@@ -89,6 +91,13 @@ def validate_selector(selector: str) -> None:
         raise ConfigError(f"invalid CSS selector {selector!r}: {exc}", key="selector") from exc
 
 
+def source_url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be a source's address (the loader's own message), or None when it can."""
+    if not re.match(r"^https?://[^/\s]+", url, re.I):
+        return f"{url!r}: only http:// and https:// URLs can be watched"
+    return None
+
+
 class SourceConfig(_Model):
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$")
     kind: Literal["feed", "page"]
@@ -106,8 +115,9 @@ class SourceConfig(_Model):
     @field_validator("url")
     @classmethod
     def _scheme(cls, v: str) -> str:
-        if not re.match(r"^https?://[^/\s]+", v, re.I):
-            raise ValueError(f"{v!r}: only http:// and https:// URLs can be watched")
+        problem = source_url_problem(v)
+        if problem:
+            raise ValueError(problem)
         return v
 
     @field_validator("ignore")
@@ -240,6 +250,20 @@ class RouteConfig(_Model):
     channels: tuple[str, ...]
 
 
+class RetryBackoff(_Model):
+    """Waits between tries of a delivery that failed for now: first, first*factor, ... up to cap."""
+
+    first: Duration = 30.0
+    factor: float = Field(2.0, ge=1)
+    cap: Duration = 3600.0
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RetryBackoff:
+        if self.first <= 0 or self.cap < self.first:
+            raise ValueError(f"need 0 < first <= cap (first {self.first:g}s, cap {self.cap:g}s)")
+        return self
+
+
 class AlertsConfig(_Model):
     channels: Mapping[str, ChannelConfig] = Field(
         default_factory=lambda: {"console": ChannelConfig(type="console")}
@@ -250,6 +274,7 @@ class AlertsConfig(_Model):
     notify_updates: bool = True  # "now reported by N sources" updates
     relay_interval: Duration = 5.0
     lease: Duration = 120.0
+    retry_backoff: RetryBackoff = Field(default_factory=RetryBackoff)  # temporary delivery failures
     health_channel: str | None = None  # channel receiving source health notices
 
     @field_validator("repeat_interval", mode="before")
@@ -421,16 +446,48 @@ def parse_settings(
     try:
         return Settings.model_validate(raw)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = tuple(err["loc"])
-        loc = tuple(p for p in loc if not (isinstance(p, str) and p.startswith(("function-", "literal["))))
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown setting (check the spelling; see `storywatch init` for every key)"
-        more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
-        raise ConfigError(
-            f"{_fmt_line(_line_of(node, loc))}{msg}{more}", file=name, key=_fmt_loc(loc)
-        ) from None
+        problems = [_problem(node, err) for err in exc.errors()]
+        if len(problems) == 1:
+            key, text = problems[0]
+            raise ConfigError(text, file=name, key=key) from None
+        listed = "\n".join(f"  {name}:{key}: {text}" for key, text in problems)
+        raise ConfigError(f"{len(problems)} problems:\n{listed}", file=name) from None
+
+
+def _problem(node: yaml.Node | None, err: Any) -> tuple[str, str]:
+    """(key path, "line N: what is wrong") for one pydantic error; unknown keys get "did you mean"."""
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith(("function-", "literal["))))
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        close = difflib.get_close_matches(str(loc[-1]), _known_keys(loc[:-1]), n=1, cutoff=0.6)
+        msg = (
+            f"unknown setting: did you mean `{close[0]}`?"
+            if close
+            else "unknown setting (check the spelling; see `storywatch init` for every key)"
+        )
+    return _fmt_loc(loc), f"{_fmt_line(_line_of(node, loc))}{msg}"
+
+
+def _known_keys(loc: tuple[Any, ...]) -> list[str]:
+    """The setting names allowed at ``loc`` (a path into Settings: keys, list indexes, channel names)."""
+    model: Any = Settings
+    for part in loc:
+        fields = getattr(model, "model_fields", {})
+        if isinstance(part, str) and part in fields:  # else an index into sources or a channel's name
+            model = _item_model(fields[part].annotation)
+    fields = getattr(model, "model_fields", {})
+    return [n for n, f in fields.items() if not f.exclude]
+
+
+def _item_model(annotation: Any) -> Any:
+    """The model in ``FetchConfig``, ``tuple[SourceConfig, ...]`` or ``Mapping[str, ChannelConfig]``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in reversed(typing.get_args(annotation)):
+        found = _item_model(arg)
+        if found is not None:
+            return found
+    return None
 
 
 class _MissingEnv(Exception):
@@ -492,11 +549,14 @@ def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
 
 
 def write_default_config(directory: Path, *, force: bool = False) -> Path:
-    """`storywatch init`: write the commented default config into ``directory``."""
+    """`storywatch init`: write the commented default config into ``directory``.
+
+    FileExistsError when the file is there already (and not ``force``): nothing is overwritten.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     target = directory / "storywatch.yaml"
     if target.exists() and not force:
-        raise ConfigError("already exists (use --force to overwrite)", file=str(target))
+        raise FileExistsError(str(target))
     target.write_text(default_config_text(), "utf-8")
     return target
 
@@ -514,5 +574,6 @@ __all__ = [
     "load_settings",
     "parse_duration",
     "parse_settings",
+    "source_url_problem",
     "write_default_config",
 ]

@@ -211,7 +211,7 @@ class _Batch:
                 "source_id": doc.source_id,
                 "entry_id": doc.entry_id or doc.canonical_url,
                 "document_id": doc_id,
-                "url": doc.url,
+                "url": doc.canonical_url or doc.url,  # alert source lists show it: no tracking parameters
                 "seen_at": r.bind(_SEEN_AT, doc.discovered),
             },
         )

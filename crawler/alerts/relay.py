@@ -75,8 +75,9 @@ class Relay:
         renderer: Renderer | None = None,
         template_dir: Path | None = None,
         worker_id: str | None = None,
-        backoff_base: float = 30.0,
-        backoff_cap: float = 3600.0,
+        backoff_base: float | None = None,
+        backoff_cap: float | None = None,
+        backoff_factor: float | None = None,
         rng: random.Random | None = None,
         on_claim: ClaimHook | None = None,
         on_report: Callable[[RelayReport], None] | None = None,
@@ -86,8 +87,10 @@ class Relay:
         self.cfg = cfg
         self.renderer = renderer or Renderer(template_dir)
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-        self.backoff_base = backoff_base
-        self.backoff_cap = backoff_cap
+        # alerts.retry_backoff unless given here (tests)
+        self.backoff_base = cfg.retry_backoff.first if backoff_base is None else backoff_base
+        self.backoff_cap = cfg.retry_backoff.cap if backoff_cap is None else backoff_cap
+        self.backoff_factor = cfg.retry_backoff.factor if backoff_factor is None else backoff_factor
         self._rng = rng or random.Random()
         self._given = dict(channels or {})
         self._on_claim = on_claim
@@ -207,6 +210,9 @@ class Relay:
         )
         if result.warning:
             log.warning("delivery %s to %s partly failed: %s", row.id, name, result.warning)
+        else:
+            about = f"alert {row.alert_id}" if row.alert_id is not None else "no alert"
+            log.info("delivery %s to %s sent (%s, %s, try %s)", row.id, name, row.kind, about, row.tries)
         return Attempt(row.id, name, "partial" if result.partial else "sent", result.warning), False, None
 
     async def _temporary(
@@ -250,10 +256,11 @@ class Relay:
     # ------------------------------------------------------------------ helpers
 
     def backoff(self, tries: int, retry_after: float | None) -> float:
-        """Seconds before the next try: Retry-After when given, else exponential with jitter (50-100%)."""
+        """Seconds before the next try: Retry-After when given, else ``alerts.retry_backoff`` (first,
+        first*factor, ... up to cap) with jitter (50-100%)."""
         if retry_after is not None:
             return retry_after
-        raw = min(self.backoff_cap, self.backoff_base * 2 ** max(0, tries - 1))
+        raw = min(self.backoff_cap, self.backoff_base * self.backoff_factor ** max(0, tries - 1))
         return raw * (0.5 + self._rng.random() / 2)
 
     def _batch(self, channel: Channel, cfg: ChannelConfig) -> int:

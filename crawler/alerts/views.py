@@ -183,6 +183,27 @@ class RelayReport:
     def sent(self) -> int:
         return self.count("sent") + self.count("partial")
 
+    def summary_lines(self) -> list[str]:
+        """One line per channel for people: ``slack: 2 sent, 1 failed; paused until ... UTC``."""
+        words = {"sent": "sent", "partial": "sent", "failed": "failed", "dead": "failed"}
+        words |= {"retry": "to retry", "released": "waiting"}
+        per: dict[str, dict[str, int]] = {}
+        for a in self.attempts:
+            counts = per.setdefault(a.channel, {})
+            counts[words[a.outcome]] = counts.get(words[a.outcome], 0) + 1
+        lines = []
+        for channel in sorted(set(per) | set(self.paused) | set(self.unavailable)):
+            parts = [", ".join(f"{n} {w}" for w, n in per.get(channel, {}).items())]
+            if channel in self.paused:
+                parts.append(f"paused until {self.paused[channel]:%Y-%m-%d %H:%M} UTC")
+            if channel in self.unavailable:
+                parts.append(f"unavailable: {self.unavailable[channel]}")
+            lines.append(f"{channel}: " + "; ".join(p for p in parts if p))
+        extra = [f"{n} {w}" for n, w in ((self.digests, "digest(s)"), (self.repeats, "repeat(s)")) if n]
+        if extra:
+            lines.append("queued: " + ", ".join(extra))
+        return lines
+
 
 def to_jsonable(value: Any) -> Any:
     """Dataclasses, mappings, tuples, sets and datetimes -> JSON-ready values.

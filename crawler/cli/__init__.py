@@ -6,7 +6,7 @@ import importlib
 
 import click
 
-from crawler.cli.base import EXIT_FAILED, EXIT_OK, EXIT_STORAGE, EXIT_USAGE, cli, main
+from crawler.cli.base import EXIT_FAILED, EXIT_OK, EXIT_STORAGE, EXIT_USAGE, add_config_option, cli, main
 
 # module -> function returning a list of click commands
 _MODULES = (
@@ -16,6 +16,7 @@ _MODULES = (
     "crawler.cli.stories",
     "crawler.cli.backfill",
     "crawler.cli.web",
+    "crawler.cli.sources",
 )
 
 
@@ -25,6 +26,8 @@ def register_all(group: click.Group) -> None:
         for command in module.commands():
             if command.name not in group.commands:
                 group.add_command(command)
+    for command in group.commands.values():  # `storywatch once --config F` as well as before `once`
+        add_config_option(command)
 
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_STORAGE", "EXIT_USAGE", "cli", "main", "register_all"]

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Mapping
+from typing import Any
 
 import click
 from rich.table import Table
 
 from crawler.alerts import admin
-from crawler.cli.base import EXIT_FAILED, Ctx, _ago, out, parse_since, print_json
+from crawler.cli.base import EXIT_FAILED, Ctx, _ago, human, out, parse_since, print_json
 from crawler.errors import DeliveryError
 from storage.db import open_database
 
@@ -87,8 +89,8 @@ def show_cmd(obj: Ctx, alert_id: int, as_json: bool) -> None:
         f"{a.source_count} sources, {a.corroborations} corroborations"
     )
     out.print(f"evidence: {a.evidence}", highlight=False)
-    for k, v in detail.details.items():
-        out.print(f"{k}: {v}", highlight=False)
+    for line in _detail_lines(detail.details):
+        out.print(line, highlight=False, markup=False)
     table = Table(title="deliveries")
     for col in ("id", "channel", "kind", "state", "tries", "sent", "error"):
         table.add_column(col, overflow="fold")
@@ -103,6 +105,36 @@ def show_cmd(obj: Ctx, alert_id: int, as_json: bool) -> None:
             d.last_error or "",
         )
     out.print(table)
+
+
+def _detail_lines(details: Mapping[str, Any]) -> list[str]:
+    """The stored details of an alert for people: terms, captures as `name: value`, sources as a list."""
+    lines = []
+    for key in ("status", "field", "headline", "link"):
+        if details.get(key):
+            lines.append(f"{key}: {details[key]}")
+    terms = list(dict.fromkeys(str(sp[2]) for sp in details.get("spans", ()) if len(sp) > 2))
+    if terms:
+        lines.append("matched: " + ", ".join(terms))
+    for key, title in (("captures", "captures"), ("labels", "labels")):
+        if details.get(key):
+            lines.append(f"{title}:")
+            lines.extend(f"  {line}" for line in human(details[key]))
+    sources = details.get("sources") or ()
+    if sources:
+        lines.append(f"sources ({len(sources)}):")
+        lines.extend(f"  - {s.get('source_id')}: {s.get('url') or '-'}" for s in sources)
+    known = {"status", "field", "headline", "link", "spans", "captures", "labels", "sources"}
+    for key, value in details.items():
+        if key in known or value in (None, "", [], {}):
+            continue
+        name, rest = key.replace("_", " "), human(value)
+        if len(rest) == 1:
+            lines.append(f"{name}: {rest[0]}")
+        else:
+            lines.append(f"{name}:")
+            lines.extend(f"  {line}" for line in rest)
+    return lines
 
 
 @alerts.command("retry")
@@ -185,7 +217,12 @@ def silence_list(obj: Ctx, include_expired: bool, as_json: bool) -> None:
         return
     for s in rows:
         state = "active" if s.active else "expired"
-        out.print(f"{s.id}: {s.matcher} until {s.ends_at:%Y-%m-%d %H:%M} UTC ({state}) {s.comment}")
+        matcher = ", ".join(f"{k} {human(v)[0]}" for k, v in s.matcher.items())
+        out.print(
+            f"{s.id}: {matcher} until {s.ends_at:%Y-%m-%d %H:%M} UTC ({state}) {s.comment}",
+            highlight=False,
+            markup=False,
+        )
 
 
 @silence.command("expire")
@@ -222,7 +259,9 @@ def test_cmd(obj: Ctx, channel: str, as_json: bool) -> None:
     if as_json:
         print_json(admin.to_jsonable(result))
     else:
-        out.print(f"sent through {channel}: {result}")
+        said = f" ({result.status})" if result.status is not None else ""
+        warning = f"; {result.warning}" if result.warning else ""
+        out.print(f"sent a sample alert through {channel}{said}{warning}", highlight=False)
 
 
 def commands() -> list[click.Command]:

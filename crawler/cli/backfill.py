@@ -21,7 +21,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from crawler.cli.base import EXIT_FAILED, EXIT_OK, Ctx, err, out, parse_since, print_json
+from crawler.cli.base import EXIT_FAILED, EXIT_OK, Ctx, err, out, parse_since, print_json, short_error
 
 if TYPE_CHECKING:  # imported when a command runs: `storywatch --help` stays fast
     from crawler.backfill import BackfillReport, ProgressEvent, ProgressFn, RescanReport
@@ -63,6 +63,7 @@ METHODS = ("archive", "sitemap", "search", "cdx")  # == crawler.backfill.job.MET
 @click.option("--restart", is_flag=True, help="Forget this window's checkpoints and start over.")
 @click.option("--no-deliver", is_flag=True, help="Leave the alerts in the outbox (the daemon delivers them).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON (no progress display).")
+@click.option("--verbose", "-v", is_flag=True, help="Show each error's whole message in the table.")
 @click.pass_obj
 def backfill(
     obj: Ctx,
@@ -76,6 +77,7 @@ def backfill(
     restart: bool,
     no_deliver: bool,
     as_json: bool,
+    verbose: bool,
 ) -> None:
     """Bring the sources' history into the same timeline: same dedup, stories, rules and alerts.
 
@@ -120,7 +122,7 @@ def backfill(
     if as_json:
         print_json({**report.as_json(), "delivery": _delivery_json(report.delivery)})
     else:
-        _print_backfill(report)
+        _print_backfill(report, verbose=verbose)
     sys.exit(EXIT_FAILED if report.failed else EXIT_OK)
 
 
@@ -168,7 +170,7 @@ def _counts(ev: ProgressEvent) -> str:
     return f"new {ev.new} known {ev.known} matches {ev.matches} alerts {ev.alerts}"
 
 
-def _print_backfill(report: BackfillReport) -> None:
+def _print_backfill(report: BackfillReport, *, verbose: bool = False) -> None:
     w = report.window
     what = "dry run" if report.dry_run else f"alerts: {report.policy}"
     table = Table(title=f"backfill {w.since:%Y-%m-%d %H:%M} to {w.until:%Y-%m-%d %H:%M} UTC ({what})")
@@ -187,11 +189,13 @@ def _print_backfill(report: BackfillReport) -> None:
     ]
     if report.dry_run:
         cols[4] = "would fetch"
-    for col in cols:
+    for col in cols[:-1]:
         table.add_column(col, overflow="fold")
+    table.add_column(cols[-1], overflow="fold" if verbose else "ellipsis", no_wrap=not verbose)
     for m in report.methods:
         status = {"error": "[red]error[/]", "skipped": "[dim]done earlier[/]"}.get(m.status, "ok")
-        note = m.error or "; ".join(m.warnings[:2]) + (" ..." if len(m.warnings) > 2 else "")
+        error = m.error if verbose or not m.error else short_error(m.error, m.source_id)
+        note = error or "; ".join(m.warnings[:2]) + (" ..." if len(m.warnings) > 2 else "")
         if m.resumed and m.status == "ok":
             note = f"resumed. {note}".strip()
         first = m.candidates if report.dry_run else m.new

@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -68,6 +70,59 @@ def _json_default(o: Any) -> Any:
     return str(o)
 
 
+_URL_PREFIX = re.compile(r"^https?://\S+?: ")
+
+
+def short_error(message: str, source_id: str | None, url: str | None = None, kind: str | None = None) -> str:
+    """One line for a table cell: the error kind and its reason, without the source id or URL again.
+
+    ``[feed-a] https://example.com/feed: HTTP 503 Service Unavailable`` -> ``http: HTTP 503 Service
+    Unavailable`` (with kind "http"). ``--verbose`` prints the whole message instead.
+    """
+    lines = message.strip().splitlines()
+    text = lines[0] if lines else ""
+    if source_id:
+        text = text.removeprefix(f"[{source_id}] ")
+    if url and text.startswith(f"{url}: "):
+        text = text[len(url) + 2 :]
+    text = _URL_PREFIX.sub("", text, count=1)
+    return f"{kind}: {text}" if kind and text else text
+
+
+def human(value: Any, indent: str = "  ") -> list[str]:
+    """Lines for people (never a Python repr): mappings as ``name: value``, lists as ``- item``."""
+    if isinstance(value, Mapping):
+        out: list[str] = []
+        for k, v in value.items():
+            if isinstance(v, Mapping | list | tuple) and v and not _flat(v):
+                out.append(f"{k}:")
+                out.extend(indent + line for line in human(v, indent))
+            else:
+                out.append(f"{k}: {_scalar(v)}")
+        return out
+    if isinstance(value, list | tuple):
+        if _flat(value):
+            return [_scalar(value)]
+        return [f"{'-' if i == 0 else ' '} {line}" for item in value for i, line in enumerate(human(item))]
+    return [_scalar(value)]
+
+
+def _flat(value: Any) -> bool:
+    return isinstance(value, list | tuple) and all(not isinstance(v, Mapping | list | tuple) for v in value)
+
+
+def _scalar(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, datetime):
+        return f"{value:%Y-%m-%d %H:%M} UTC"
+    if isinstance(value, list | tuple):
+        return ", ".join(_scalar(v) for v in value) or "-"
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k}={_scalar(v)}" for k, v in value.items()) or "-"
+    return str(value)
+
+
 def parse_since(value: str | None) -> datetime | None:
     """``2026-11-20``, an ISO timestamp, or a duration ago (``24h``, ``7d``)."""
     if value is None:
@@ -99,6 +154,38 @@ class Group(click.Group):
             fail(str(exc), EXIT_STORAGE)
 
 
+CONFIG_HELP = (
+    "Config file (default: $STORYWATCH_CONFIG, then the user config dir, then the built-in LongCat "
+    "watchlist). Accepted before or after the command."
+)
+
+
+def _set_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    """``storywatch once --config F``: the subcommand's --config wins over the group's."""
+    if value is not None:
+        obj = ctx.find_object(Ctx)
+        if obj is not None:
+            obj.config = value
+            obj._settings = None
+
+
+def add_config_option(command: click.Command) -> None:
+    """Give ``command`` (and every subcommand) its own ``--config``, so it works after the command too."""
+    if not any(p.name == "config" for p in command.params):
+        command.params.append(
+            click.Option(
+                ["--config", "-c"],
+                type=click.Path(dir_okay=False),
+                expose_value=False,
+                callback=_set_config,
+                help=CONFIG_HELP,
+            )
+        )
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            add_config_option(sub)
+
+
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option(
     "--config",
@@ -106,8 +193,7 @@ class Group(click.Group):
     "config",
     envvar="STORYWATCH_CONFIG",
     type=click.Path(dir_okay=False),
-    help="Config file (default: $STORYWATCH_CONFIG, then the user config dir, "
-    "then the built-in LongCat watchlist).",
+    help=CONFIG_HELP,
 )
 @click.version_option(package_name="storywatch")
 @click.pass_context
@@ -143,8 +229,30 @@ def init(directory: Path | None, force: bool) -> None:
     from crawler.config import default_config_path
 
     target_dir = directory or default_config_path().parent
-    path = write_default_config(target_dir, force=force)
-    out.print(f"wrote {path}")
+    try:
+        path = write_default_config(target_dir, force=force)
+    except FileExistsError as exc:
+        fail(f"{exc} already exists: edit it, or pass --force to overwrite it", EXIT_USAGE)
+    out.print(f"wrote {path}", highlight=False, soft_wrap=True)
+    for line in _init_next_steps(path, default=path.resolve() == default_config_path().resolve()):
+        out.print(line, highlight=False, soft_wrap=True)
+
+
+def _init_next_steps(path: Path, *, default: bool) -> list[str]:
+    if default:
+        use = ["It is the user config file: every command uses it by default, e.g.", "  storywatch once"]
+    else:
+        use = [
+            "Use it with --config (before or after the command), or set STORYWATCH_CONFIG:",
+            f"  storywatch once --config {path}",
+            f"  export STORYWATCH_CONFIG={path}",
+        ]
+    return [
+        "Edit it for your story (sources, rules, channels), or add sources from the command line:",
+        "  storywatch sources add https://example.com/   # finds the site's feed",
+        *use,
+        "Then run the daemon: storywatch run",
+    ]
 
 
 @cli.group()
@@ -198,8 +306,9 @@ def db_current(obj: Ctx) -> None:
 @click.option("--source", "-s", "source_ids", multiple=True, help="Only this source id (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.option("--no-deliver", is_flag=True, help="Leave new alerts in the outbox (the daemon delivers them).")
+@click.option("--verbose", "-v", is_flag=True, help="Show each error's whole message in the table.")
 @click.pass_obj
-def once(obj: Ctx, source_ids: Sequence[str], as_json: bool, no_deliver: bool) -> None:
+def once(obj: Ctx, source_ids: Sequence[str], as_json: bool, no_deliver: bool, verbose: bool) -> None:
     """One pass over the sources: fetch, extract, dedup, match, store, deliver alerts.
 
     Exits 1 when any source failed (the others are still processed and stored).
@@ -226,7 +335,7 @@ def once(obj: Ctx, source_ids: Sequence[str], as_json: bool, no_deliver: bool) -
     if as_json:
         print_json(report.as_json())
     else:
-        _print_pass(report)
+        _print_pass(report, {s.id: s.url for s in specs}, verbose=verbose)
     sys.exit(EXIT_FAILED if report.failed else EXIT_OK)
 
 
@@ -252,67 +361,38 @@ def _progress(total: int, what: str, *, enabled: bool) -> Any:
     return cm()
 
 
-def _print_pass(report: Any) -> None:
+def _print_pass(report: Any, urls: Mapping[str, str], *, verbose: bool = False) -> None:
     table = Table(
         title=f"pass: {len(report.outcomes)} sources, {report.new_documents} new documents, "
         f"{report.new_alerts} new alerts"
     )
-    for col in ("source", "status", "new", "bytes", "time", "error / warnings"):
+    for col in ("source", "status", "new", "bytes", "time"):
         table.add_column(col, overflow="fold")
+    table.add_column("error / warnings", overflow="fold" if verbose else "ellipsis", no_wrap=not verbose)
     for o in report.outcomes:
         r = o.result
         style = {"error": "red", "not-modified": "dim"}.get(r.status, "")
-        note = r.error or ("; ".join(r.warnings[:2]) + (" ..." if len(r.warnings) > 2 else ""))
+        if r.error:
+            url = urls.get(r.source_id)
+            note = r.error if verbose else short_error(r.error, r.source_id, url, o.error_kind)
+        else:
+            shown = r.warnings if verbose else r.warnings[:1]
+            more = len(r.warnings) - len(shown)
+            note = "; ".join(shown) + (f" (+{more} more)" if more else "")
         table.add_row(
-            r.source_id,
+            escape(r.source_id),
             f"[{style}]{r.status}[/]" if style else r.status,
             str(r.new_documents),
             f"{r.bytes:,}",
             f"{r.seconds:.2f}s",
-            note,
+            escape(note),
         )
     out.print(table)
-    if report.delivery:
-        out.print(report.delivery)
-
-
-@cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
-@click.pass_obj
-def sources(obj: Ctx, as_json: bool) -> None:
-    """List the configured sources with their health and last result.
-
-    \b
-    Examples:
-      storywatch sources
-      storywatch sources --json | jq '.[] | select(.health != "ok")'
-    """
-    from storage import sources as store
-    from storage.db import open_database
-
-    database = open_database(obj.settings.database_url)
-    rows = store.list_sources(database, obj.settings.source_specs(), now=datetime.now(UTC))
-    if as_json:
-        from crawler.alerts.views import to_jsonable
-
-        print_json(to_jsonable(rows))  # the same serializer as the web's /api/v1/sources
-        return
-    table = Table(title="sources")
-    for col in ("id", "kind", "health", "last fetch", "status", "docs", "new 24h", "interval", "error"):
-        table.add_column(col, overflow="fold")
-    for r in rows:
-        table.add_row(
-            r.id,
-            r.kind,
-            r.health,
-            _ago(r.last_fetch_at),
-            r.last_status or "-",
-            str(r.documents),
-            str(r.new_24h),
-            _dur(r.interval),
-            (r.last_error or "")[:120],
-        )
-    out.print(table)
+    if report.delivery is not None:
+        lines = report.delivery.summary_lines()
+        out.print("deliveries: " + ("nothing to send" if not lines else ""), highlight=False)
+        for line in lines:
+            out.print(f"  {line}", highlight=False)
 
 
 def _ago(dt: datetime | None) -> str:

@@ -11,7 +11,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from crawler.cli.base import EXIT_OK, EXIT_STORAGE, Ctx, _ago, _dur, err, fail, out, print_json
+from crawler.cli.base import EXIT_OK, EXIT_STORAGE, Ctx, _ago, _dur, err, fail, out, print_json, short_error
 from crawler.errors import DaemonLocked
 from storage.sources import SourceStatus
 
@@ -49,8 +49,9 @@ def run(obj: Ctx) -> None:
 
 @click.command("status")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.option("--verbose", "-v", is_flag=True, help="Show each source's whole last error.")
 @click.pass_obj
-def status(obj: Ctx, as_json: bool) -> None:
+def status(obj: Ctx, as_json: bool, verbose: bool) -> None:
     """Show the daemon's state, the outbox depth and every source's schedule and health.
 
     Per source: last fetch and result, next due time, current interval, new items in the last
@@ -86,10 +87,10 @@ def status(obj: Ctx, as_json: bool) -> None:
     out.print(
         f"outbox: {report.outbox_depth} pending deliveries; database {report.database}", highlight=False
     )
-    _print_sources(report.sources)
+    _print_sources(report.sources, running=d.running, verbose=verbose)
 
 
-def _print_sources(rows: Sequence[SourceStatus]) -> None:
+def _print_sources(rows: Sequence[SourceStatus], *, running: bool, verbose: bool) -> None:
     if not rows:
         err.print("no sources configured")
         return
@@ -104,7 +105,7 @@ def _print_sources(rows: Sequence[SourceStatus]) -> None:
             f"[{style}]{r.health}[/]" if style else r.health,
             _ago(r.last_fetch_at),
             r.last_status or "-",
-            _due(r.next_due_at, now),
+            _due(r.next_due_at, now, running),
             _dur(r.interval),
             str(r.new_24h),
             str(r.error_streak),
@@ -112,13 +113,17 @@ def _print_sources(rows: Sequence[SourceStatus]) -> None:
     out.print(table)
     for r in rows:
         if r.last_error:
-            text = r.last_error.removeprefix(f"[{r.id}] ")
-            out.print(f"[bold]{escape(r.id)}[/]: {escape(text)}", overflow="ellipsis", no_wrap=True)
+            if verbose:
+                text = r.last_error.removeprefix(f"[{r.id}] ")
+                out.print(f"[bold]{escape(r.id)}[/]: {escape(text)}", soft_wrap=True)
+            else:
+                text = short_error(r.last_error, r.id, r.url)
+                out.print(f"[bold]{escape(r.id)}[/]: {escape(text)}", overflow="ellipsis", no_wrap=True)
 
 
-def _due(when: datetime | None, now: datetime) -> str:
-    if when is None:
-        return "-"
+def _due(when: datetime | None, now: datetime, running: bool) -> str:
+    if when is None:  # never scheduled (new, or only polled by `once`): the daemon polls it first thing
+        return "soon" if running else "at daemon start"
     return "now" if when <= now else "in " + _dur((when - now).total_seconds())
 
 

@@ -73,7 +73,10 @@ def lint_cmd(obj: Ctx, paths: tuple[Path, ...]) -> None:
 @click.option("--source", "source_id", default="", help="Source id for --text (rules may condition on it).")
 @click.option("--url", "url", help="Fetch a page, extract its article and test it.")
 @click.option(
-    "--json", "as_json", is_flag=True, help="One JSON line per document with the matches that fire."
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="JSON Lines: one object per document with the matches that fire (or per inline test).",
 )
 @click.option(
     "--quiet-misses",

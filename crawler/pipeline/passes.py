@@ -195,7 +195,7 @@ def _failure(spec: SourceSpec, exc: BaseException, kind: str) -> SourceOutcome:
     retry_after = exc.retry_after if isinstance(exc, HTTPStatusError) else None
     status = exc.status if isinstance(exc, HTTPStatusError) else None
     return SourceOutcome(
-        SourceResult(spec.id, "error", error=f"{msg}; will retry with back-off"),
+        SourceResult(spec.id, "error", error=msg),
         http_status=status,
         retry_after=retry_after,
         error_kind=kind,

@@ -1,0 +1,321 @@
+"""Editing the ``sources:`` of the user's config file without losing a comment (ruamel.yaml round-trip).
+
+:class:`SourcesFile` loads the file, adds or removes entries in memory (refusing a second source
+for the same canonical URL, a bad address with the loader's own message, an unknown id), then
+:meth:`SourcesFile.save` validates the edited text with the daemon's loader
+(:func:`crawler.config.parse_settings`) and replaces the file atomically (a temporary file in the
+same directory, then ``os.replace``): a running daemon's file watcher sees one complete change and
+reloads (SIGHUP does too); a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import stat
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import YAMLError
+from ruamel.yaml.scalarstring import DoubleQuotedScalarString
+
+from crawler.config import Settings, parse_duration, parse_settings, source_url_problem
+from crawler.dedup import canonicalize_url
+from crawler.errors import ConfigError
+
+_SLUG = re.compile(r"[^a-z0-9]+")
+_ID_LIKE = re.compile(r"^[a-z0-9][a-z0-9_.:-]{0,199}$")  # a title that is already an id is kept
+
+
+class SourceExists(ConfigError):
+    """The address (by canonical URL) or the id is already in the file."""
+
+
+@dataclass(frozen=True)
+class NewSource:
+    """A source to add. ``id`` None: derived from ``title`` (else the address), made unique."""
+
+    url: str
+    kind: Literal["feed", "page"] = "feed"
+    id: str | None = None
+    title: str = ""
+    interval: str | None = None
+    tags: tuple[str, ...] = ()
+    selector: str | None = None
+
+
+@dataclass(frozen=True)
+class ExistingSource:
+    id: str
+    kind: str
+    url: str
+    tags: tuple[str, ...]
+    index: int
+    line: int  # 1-based
+
+
+@dataclass(frozen=True)
+class Skipped:
+    url: str
+    reason: str
+
+
+@dataclass
+class BatchResult:
+    """What :meth:`SourcesFile.add_all` did: ids added, entries skipped with the reason."""
+
+    added: list[str] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+
+
+def _yaml() -> YAML:
+    y = YAML()  # round-trip: comments, order, quoting and flow style are kept
+    y.indent(mapping=2, sequence=4, offset=2)
+    y.width = 4096
+    y.preserve_quotes = True
+    y.allow_duplicate_keys = True  # as the daemon's loader (PyYAML): the last one wins
+    return y
+
+
+class SourcesFile:
+    """The user's config file, loaded for a round-trip edit of its ``sources:``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.name = str(path)
+        try:
+            self.original = path.read_text("utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file: {exc.strerror or exc}", file=self.name) from exc
+        try:
+            doc = _yaml().load(self.original)
+        except YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ConfigError(f"{where}invalid YAML: {problem}", file=self.name) from None
+        if doc is None:
+            doc = CommentedMap()
+        if not isinstance(doc, CommentedMap):
+            raise ConfigError("the top level must be a mapping of settings", file=self.name)
+        self.doc = doc
+
+    # ------------------------------------------------------------------ reading
+
+    @property
+    def _seq(self) -> CommentedSeq:
+        seq = self.doc.get("sources")
+        if seq is None:
+            seq = CommentedSeq()
+            self.doc["sources"] = seq
+        if not isinstance(seq, CommentedSeq):
+            raise ConfigError("must be a list of sources", file=self.name, key="sources")
+        if seq.fa.flow_style():
+            seq.fa.set_block_style()
+        return seq
+
+    def sources(self) -> list[ExistingSource]:
+        seq = self.doc.get("sources")
+        if not isinstance(seq, CommentedSeq):
+            return []
+        out = []
+        for i, item in enumerate(seq):
+            if not isinstance(item, Mapping):
+                continue
+            line = seq.lc.item(i)[0] + 1 if i in (seq.lc.data or {}) else 0  # 0: added in this edit
+            tags = item.get("tags") or ()
+            out.append(
+                ExistingSource(
+                    str(item.get("id", "")),
+                    str(item.get("kind", "")),
+                    str(item.get("url", "")),
+                    tuple(str(t) for t in tags) if isinstance(tags, Sequence) else (),
+                    i,
+                    line,
+                )
+            )
+        return out
+
+    def find_url(self, url: str) -> ExistingSource | None:
+        """The source already watching ``url`` (same canonical URL), if any."""
+        key = canonicalize_url(url)
+        return next((s for s in self.sources() if canonicalize_url(s.url) == key), None)
+
+    # ------------------------------------------------------------------ editing
+
+    def check(self, new: NewSource) -> None:
+        """Refuse ``new`` before anything is fetched: a bad address (the loader's message), an address
+        already watched (same canonical URL), an id already used, a bad interval."""
+        problem = source_url_problem(new.url)
+        if problem:
+            raise ConfigError(problem, file=self.name, key=f"sources[{len(self.sources())}].url")
+        twin = self.find_url(new.url)
+        if twin is not None:
+            raise SourceExists(
+                f"{new.url} is already watched by source {twin.id!r} ({_where(twin)})", file=self.name
+            )
+        twin = next((s for s in self.sources() if new.id is not None and s.id == new.id), None)
+        if twin is not None:
+            raise SourceExists(f"the id {twin.id!r} is already used ({_where(twin)})", file=self.name)
+        if new.interval is not None:
+            try:
+                parse_duration(new.interval)
+            except ValueError as exc:
+                raise ConfigError(str(exc), file=self.name, key="interval") from None
+
+    def add(self, new: NewSource) -> str:
+        """Append ``new`` (after :meth:`check`; validated again by :meth:`save`); returns its id."""
+        self.check(new)
+        sid = new.id or unique_id(new.title, new.url, {s.id for s in self.sources()})
+        self._seq.append(_entry(sid, new))
+        return sid
+
+    def add_all(self, entries: Sequence[NewSource]) -> BatchResult:
+        """Add each entry that can be added; the others are skipped with the reason (import)."""
+        result = BatchResult()
+        for new in entries:
+            try:
+                result.added.append(self.add(new))
+            except ConfigError as exc:
+                result.skipped.append(Skipped(new.url, _reason(exc, self.name)))
+        return result
+
+    def remove(self, source_id: str) -> ExistingSource:
+        """Remove the source ``source_id``; ConfigError naming the known ids when there is none."""
+        found = next((s for s in self.sources() if s.id == source_id), None)
+        if found is None:
+            known = ", ".join(s.id for s in self.sources()) or "none"
+            raise ConfigError(f"no source with id {source_id!r} (known: {known})", file=self.name)
+        seq = self._seq
+        trailing = _trailing_comment(seq[found.index])
+        del seq[found.index]
+        if trailing is not None and found.index == len(seq) and seq:  # keep the file's closing comment
+            _set_trailing_comment(seq[-1], trailing)
+        return found
+
+    # ------------------------------------------------------------------ writing
+
+    def text(self) -> str:
+        buf = io.StringIO()
+        _yaml().dump(self.doc, buf)
+        return buf.getvalue()
+
+    def validate(self) -> Settings:
+        """The edited file as the daemon would load it (ConfigError with the loader's message)."""
+        return parse_settings(self.text(), name=self.name, env=_LenientEnv(os.environ), path=self.path)
+
+    def save(self) -> Settings:
+        """Validate, then replace the file atomically (the daemon's watcher reloads it)."""
+        settings = self.validate()
+        write_atomically(self.path, self.text())
+        return settings
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path`` (mode kept)."""
+    target = path.resolve()
+    mode = stat.S_IMODE(target.stat().st_mode) if target.exists() else 0o644
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def unique_id(title: str, url: str, taken: set[str]) -> str:
+    """A source id from ``title`` (else the URL's host and path), made unique with -2, -3..."""
+    base = title if _ID_LIKE.match(title) else (slug(title) or slug(_host_path(url)) or "source")
+    sid, n = base, 2
+    while sid in taken:
+        sid, n = f"{base}-{n}", n + 1
+    return sid
+
+
+def slug(text: str, limit: int = 48) -> str:
+    """``"Example News: Tech"`` -> ``"example-news-tech"`` (ASCII letters and digits only)."""
+    return _SLUG.sub("-", text.lower()).strip("-")[:limit].strip("-")
+
+
+def _host_path(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host = (parts.hostname or "").removeprefix("www.")
+    path = re.sub(r"\.(xml|rss|atom|json)$", "", parts.path.strip("/"))
+    path = re.sub(r"(^|/)(feeds?|rss|atom|index)$", "", path)
+    return f"{host} {path}".strip()
+
+
+def _entry(sid: str, new: NewSource) -> CommentedMap:
+    m = CommentedMap()
+    m["id"] = sid
+    m["kind"] = new.kind
+    m["url"] = DoubleQuotedScalarString(new.url)
+    if new.selector:
+        m["selector"] = DoubleQuotedScalarString(new.selector)
+    if new.interval:
+        m["interval"] = new.interval
+    if new.tags:
+        tags = CommentedSeq(new.tags)
+        tags.fa.set_flow_style()
+        m["tags"] = tags
+    return m
+
+
+def _where(src: ExistingSource) -> str:
+    return f"sources[{src.index}], line {src.line}" if src.line else f"sources[{src.index}]"
+
+
+def _reason(exc: ConfigError, name: str) -> str:
+    return str(exc).removeprefix(f"{name}: ").removeprefix(f"{name}:")
+
+
+def _trailing_comment(item: Any) -> Any:
+    if not isinstance(item, CommentedMap) or not item:
+        return None
+    last = list(item.keys())[-1]
+    entry = item.ca.items.get(last)
+    return entry[2] if entry and len(entry) > 2 and entry[2] is not None else None
+
+
+def _set_trailing_comment(item: Any, token: Any) -> None:
+    if isinstance(item, CommentedMap) and item:
+        last = list(item.keys())[-1]
+        entry = item.ca.items.setdefault(last, [None, None, None, None])
+        if entry[2] is None:
+            entry[2] = token
+
+
+class _LenientEnv(Mapping[str, str]):
+    """The environment, where a variable that is not set reads as a placeholder.
+
+    Editing sources must not need the daemon's secrets (``${SLACK_WEBHOOK_URL}``...) in the shell.
+    """
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+
+    def __getitem__(self, key: str) -> str:
+        return self._env.get(key, "1")
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = self._env.get(key)
+        return value if value is not None else (default if default is not None else "1")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._env)
+
+    def __len__(self) -> int:
+        return len(self._env)
