@@ -17,16 +17,8 @@ from crawler.cli.base import cli
 from crawler.config import Settings, load_settings, parse_settings
 from crawler.daemon import Daemon
 from crawler.errors import ConfigError
-from crawler.sources import (
-    NewSource,
-    SourceExists,
-    SourcesFile,
-    feed_links,
-    page_selector,
-    read_opml,
-    usual_feed_urls,
-    write_opml,
-)
+from crawler.feeds import feed_links, page_selector, usual_feed_urls
+from crawler.sources import NewSource, SourceExists, SourcesFile, read_opml, write_opml
 from tests.sitekit import Site, atom, rss
 
 register_all(cli)
