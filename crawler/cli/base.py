@@ -390,7 +390,7 @@ def _print_pass(report: Any, urls: Mapping[str, str], *, verbose: bool = False) 
     out.print(table)
     if report.delivery is not None:
         lines = report.delivery.summary_lines()
-        out.print("deliveries: " + ("nothing to send" if not lines else ""), highlight=False)
+        out.print("deliveries:" + ("" if lines else " nothing to send"), highlight=False)
         for line in lines:
             out.print(f"  {line}", highlight=False)
 
