@@ -371,7 +371,7 @@ def _record_matches(
             backfill_policy=policy.backfill,
             now=now,
             headline=doc.title,
-            link=doc.url,
+            link=doc.canonical_url or doc.url,  # the alert links without tracking parameters
         )
         if out.created:
             new_ids.append(out.alert_id)

@@ -209,9 +209,11 @@ def _headline(
     s: Session, story_id: int, doc_id: int, m: Match, headline: str | None, link: str | None
 ) -> tuple[str, str | None]:
     story = s.execute(select(StoryRow.title).where(StoryRow.id == story_id)).scalar()
-    doc = s.execute(select(DocumentRow.title, DocumentRow.url).where(DocumentRow.id == doc_id)).first()
+    doc = s.execute(
+        select(DocumentRow.title, DocumentRow.url, DocumentRow.canonical_url).where(DocumentRow.id == doc_id)
+    ).first()
     head = headline or story or (doc.title if doc else None) or m.title
-    return head, link or (doc.url if doc else None)
+    return head, link or ((doc.canonical_url or doc.url) if doc else None)  # no tracking parameters
 
 
 def active_silences(s: Session, now: datetime) -> list[tuple[int, dict[str, Any]]]:
