@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
@@ -137,3 +138,78 @@ def test_repeat_interval_is_validated_and_negative_durations_are_refused() -> No
         assert f"x.yaml:{key}" in str(err.value)
     with pytest.raises(ConfigError, match="'often' is not a duration"):
         parse_settings("alerts:\n  repeat_interval: often\n", name="x.yaml")
+
+
+def test_config_after_the_command_works_and_every_help_shows_it(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("sources:\n  - id: x\n    kind: feed\n    url: file:///etc/passwd\n", "utf-8")
+    for argv in (
+        ["--config", str(cfg), "status"],
+        ["status", "--config", str(cfg)],
+        ["alerts", "list", "-c", str(cfg)],
+        ["alerts", "--config", str(cfg), "list"],
+    ):
+        result = CliRunner().invoke(cli, argv)
+        assert result.exit_code == 2, (argv, result.output)  # the bad file was read: --config was taken
+        assert f"{cfg}:sources[0].url: line 4:" in result.output, argv
+    env = CliRunner(env={"STORYWATCH_CONFIG": str(tmp_path / "nope.yaml")})
+    assert "cannot read config file" in env.invoke(cli, ["status"]).output
+    assert env.invoke(cli, ["status", "--config", str(cfg)]).exit_code == 2  # the option wins over the env
+    assert "only http://" in env.invoke(cli, ["status", "--config", str(cfg)]).output
+    for path, _cmd in COMMANDS:
+        help_text = CliRunner().invoke(cli, [*path.split()[1:], "--help"]).output
+        assert "--config" in help_text, f"`{path} --help` does not show --config"
+
+
+def test_every_config_problem_is_listed_with_did_you_mean() -> None:
+    text = "fetch:\n  per_host_concurency: 2\n  respect_robot: true\nsources:\n  - {id: a, kind: feed, url: 'x'}\n"
+    with pytest.raises(ConfigError) as err:
+        parse_settings(text, name="x.yaml")
+    lines = str(err.value).splitlines()
+    assert lines == [
+        "x.yaml: 3 problems:",
+        "  x.yaml:fetch.per_host_concurency: line 2: unknown setting: did you mean `per_host_concurrency`?",
+        "  x.yaml:fetch.respect_robot: line 3: unknown setting: did you mean `respect_robots`?",
+        "  x.yaml:sources[0].url: line 5: 'x': only http:// and https:// URLs can be watched",
+    ]
+    with pytest.raises(
+        ConfigError, match=r"alerts\.channels\.c\.max_try: line 3: .*did you mean `max_tries`\?$"
+    ):
+        parse_settings("alerts:\n  channels:\n    c: {type: console, max_try: 3}\n", name="x.yaml")
+    with pytest.raises(ConfigError, match=r"zzz: line 1: unknown setting \(check the spelling"):
+        parse_settings("zzz: 1\n", name="x.yaml")
+
+
+def test_init_says_how_to_use_the_file_and_refusing_to_overwrite_is_a_usage_error(tmp_path: Path) -> None:
+    first = CliRunner().invoke(cli, ["init", str(tmp_path)])
+    target = tmp_path / "storywatch.yaml"
+    assert f"storywatch once --config {target}" in first.output
+    assert f"export STORYWATCH_CONFIG={target}" in first.output
+    again = CliRunner().invoke(cli, ["init", str(tmp_path)])
+    assert again.exit_code == 2 and "configuration" not in again.output
+    assert f"{target} already exists: edit it, or pass --force" in again.output
+
+
+def test_rules_test_json_is_json_lines_as_the_rules_readme_says() -> None:
+    text = "Meituan confirmed LongCat-2.0 was pre-trained on Huawei Ascend 910C chips."
+    result = CliRunner().invoke(cli, ["rules", "test", "--json", "--text", text])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.output.splitlines()]
+    assert (
+        len(rows) == 1
+        and rows[0]["id"] == "text"
+        and rows[0]["matches"][0]["rule"] == "longcat.vendor-disclosed"
+    )
+    inline = CliRunner().invoke(cli, ["rules", "test", "--json"])
+    tests = [json.loads(line) for line in inline.output.splitlines()]
+    assert tests and all({"rule_id", "index", "passed"} <= set(t) for t in tests)
+    rules_readme = (REPO / "rules" / "README.md").read_text("utf-8")
+    assert "With `--json` it prints JSON Lines, one\nobject per document" in rules_readme
+    assert "--json`: JSON Lines" in README
+
+
+def test_trustme_is_in_the_test_extra() -> None:
+    import tomllib
+
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text("utf-8"))["project"]["optional-dependencies"]
+    assert any(dep.startswith("trustme") for dep in extras["test"])

@@ -15,7 +15,7 @@ import pytest
 
 from crawler.alerts.admin import retry_delivery, show_alert, test_channel
 from crawler.alerts.relay import Relay
-from crawler.config import ConfigError, Settings
+from crawler.config import ConfigError, Settings, parse_settings
 from crawler.errors import PermanentDeliveryError
 from storage.db import Database
 from tests.alertkit import (
@@ -244,3 +244,30 @@ def test_test_channel_reports_a_failing_channel(tmp_path: Path) -> None:
         settings = Settings.model_validate({"alerts": {"channels": {"slack": slack(rx.url)}}})
         with pytest.raises(PermanentDeliveryError, match="HTTP 403: invalid_token"):
             asyncio.run(test_channel(settings, "slack"))
+
+
+def test_retry_backoff_is_configured_and_each_sent_delivery_logs_one_info_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg = alerts_cfg({"slack": slack("http://x")}, retry_backoff={"first": "2m", "factor": 3, "cap": "30m"})
+    relay = Relay(new_db(tmp_path), cfg, rng=random.Random(7))
+    waits = [relay.backoff(tries, None) for tries in (1, 2, 3, 4)]
+    for wait, full in zip(waits, (120, 360, 1080, 1800), strict=True):
+        assert full / 2 <= wait <= full  # 50-100% jitter of first * factor ** (tries - 1), capped
+    assert relay.backoff(1, 7.0) == 7.0  # the receiver's Retry-After wins
+    with pytest.raises(ConfigError, match=r"alerts\.retry_backoff: line 2: need 0 < first <= cap"):
+        parse_settings("alerts:\n  retry_backoff: {first: 2h, cap: 1h}\n", name="x.yaml")
+    with Receiver([Reply(500, "boom")]) as rx:
+        db = new_db(tmp_path / "b")
+        cfg = alerts_cfg({"slack": slack(rx.url)}, retry_backoff={"first": "5s"})
+        alert_id = one_alert(db, cfg)
+        relay = Relay(db, cfg, rng=random.Random(7))
+        caplog.set_level("INFO", logger="storywatch")
+        run(relay, T0)
+        (d,) = show_alert(db, alert_id).deliveries
+        assert T0 + timedelta(seconds=2.5) <= d.next_attempt_at <= T0 + timedelta(seconds=5)
+        assert run(relay, T0 + timedelta(seconds=6)).sent == 1
+    sent = [r for r in caplog.records if " sent (" in r.getMessage()]
+    assert [(r.levelname, r.getMessage()) for r in sent] == [
+        ("INFO", f"delivery {d.id} to slack sent (alert, alert {alert_id}, try 2)")
+    ]
