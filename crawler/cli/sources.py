@@ -91,8 +91,16 @@ def _target(obj: Ctx) -> Path:
 
 
 def _save(sf: SourcesFile) -> None:
-    sf.save()
-    err.print("a running daemon reloads the file by itself (or on SIGHUP)", highlight=False)
+    """Write the edited file; a running daemon reloads it (its file watcher, else a SIGHUP from here)."""
+    from crawler.daemon.ops import ask_reload
+
+    settings = sf.save()
+    if settings.daemon.watch_files:
+        err.print("a running daemon reloads the file by itself", highlight=False)
+        return
+    pid = ask_reload(settings)
+    if pid is not None:
+        err.print(f"asked the running daemon (pid {pid}) to reload the file", highlight=False)
 
 
 @sources.command("add")

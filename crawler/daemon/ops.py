@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -248,3 +250,29 @@ def collect_status(settings: Settings, *, now: datetime | None = None) -> Status
         )
     finally:
         db.dispose()
+
+
+def ask_reload(settings: Settings, *, now: datetime | None = None) -> int | None:
+    """Send SIGHUP to the daemon running on ``settings``' database on this host; its pid, or None.
+
+    For `storywatch sources add/remove/import`: with ``daemon.watch_files`` on, the daemon sees
+    the edited file by itself; with it off, this is how it learns. Nothing is created: a SQLite
+    database that does not exist yet has no daemon.
+    """
+    from sqlalchemy.engine import make_url
+
+    url = make_url(settings.database_url)
+    if url.get_backend_name() == "sqlite" and not (url.database and Path(url.database).exists()):
+        return None
+    db = open_database(settings.database_url)
+    try:
+        info = daemon_store.daemon_status(db, now=now or utcnow(), stale_after=3 * TICK)
+    finally:
+        db.dispose()
+    if not info.running or info.pid is None or info.host != socket.gethostname():
+        return None
+    try:
+        os.kill(info.pid, signal.SIGHUP)
+    except OSError:  # gone meanwhile, or not ours to signal
+        return None
+    return info.pid

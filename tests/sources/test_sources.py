@@ -329,3 +329,52 @@ def test_a_running_daemon_reloads_after_an_edit(config: Path) -> None:
             return daemon
 
         asyncio.run(main())
+
+
+def test_a_daemon_that_does_not_watch_files_gets_a_sighup_after_an_edit(config: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import time
+
+    from crawler.daemon.ops import ask_reload
+
+    with Site() as site:
+        site.add("/old.xml", rss([]), "application/rss+xml")
+        site.add("/new.xml", rss([]), "application/rss+xml")
+        text = config.read_text("utf-8").replace("watch_files: true", "watch_files: false")
+        text = text.replace('"https://news.example.com/feed.xml?utm_source=x"', f'"{site.url("/old.xml")}"')
+        config.write_text(text.replace("slack: {type: slack", "slack: {enabled: false, type: slack"), "utf-8")
+        assert ask_reload(loaded(config)) is None  # no database yet: no daemon, nothing created
+        assert not (tmp_path / "sw.db").exists()
+        exe = Path(sys.executable).with_name("storywatch")
+        log = (tmp_path / "daemon.log").open("w")
+        proc = subprocess.Popen(
+            [str(exe), "run", "--config", str(config)], stdout=log, stderr=subprocess.STDOUT
+        )
+
+        def log_says(what: str) -> bool:
+            deadline = time.monotonic() + 30
+            while what not in (tmp_path / "daemon.log").read_text() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            return what in (tmp_path / "daemon.log").read_text()
+
+        try:
+            assert log_says("scheduling 1 source(s)"), (tmp_path / "daemon.log").read_text()
+            result = invoke(
+                "sources",
+                "add",
+                site.url("/new.xml"),
+                "--kind",
+                "feed",
+                "--id",
+                "new",
+                "--config",
+                str(config),
+            )
+            assert result.exit_code == 0, result.output
+            assert f"asked the running daemon (pid {proc.pid}) to reload the file" in result.output
+            assert log_says("reloaded (SIGHUP): 2 source(s); +1 -0"), (tmp_path / "daemon.log").read_text()
+        finally:
+            proc.send_signal(2)
+            proc.wait(30)
+            log.close()
