@@ -21,7 +21,17 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from crawler.cli.base import EXIT_FAILED, EXIT_OK, Ctx, err, out, parse_since, print_json, short_error
+from crawler.cli.base import (
+    EXIT_FAILED,
+    EXIT_OK,
+    Ctx,
+    err,
+    out,
+    parse_since,
+    print_delivery,
+    print_json,
+    short_error,
+)
 
 if TYPE_CHECKING:  # imported when a command runs: `storywatch --help` stays fast
     from crawler.backfill import BackfillReport, ProgressEvent, ProgressFn, RescanReport
@@ -123,6 +133,7 @@ def backfill(
         print_json({**report.as_json(), "delivery": _delivery_json(report.delivery)})
     else:
         _print_backfill(report, verbose=verbose)
+        print_delivery(report.delivery)
     sys.exit(EXIT_FAILED if report.failed else EXIT_OK)
 
 
@@ -302,6 +313,7 @@ def rescan(
         print_json({**report.as_json(), "delivery": _delivery_json(report.delivery)})
     else:
         _print_rescan(report)
+        print_delivery(report.delivery)
     sys.exit(EXIT_OK)
 
 

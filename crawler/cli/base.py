@@ -388,11 +388,17 @@ def _print_pass(report: Any, urls: Mapping[str, str], *, verbose: bool = False) 
             escape(note),
         )
     out.print(table)
-    if report.delivery is not None:
-        lines = report.delivery.summary_lines()
-        out.print("deliveries:" + ("" if lines else " nothing to send"), highlight=False)
-        for line in lines:
-            out.print(f"  {line}", highlight=False)
+    print_delivery(report.delivery)
+
+
+def print_delivery(delivery: Any) -> None:
+    """The relay's report for people: one line per channel (sent, failed, to retry, paused)."""
+    if delivery is None:
+        return
+    lines = delivery.summary_lines()
+    out.print("deliveries:" + ("" if lines else " nothing to send"), highlight=False)
+    for line in lines:
+        out.print(f"  {line}", highlight=False, markup=False)
 
 
 def _ago(dt: datetime | None) -> str:
