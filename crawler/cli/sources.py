@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -144,8 +145,10 @@ def add_cmd(
     sf = SourcesFile(_target(obj))
     base = NewSource(url=url, id=source_id, interval=interval, tags=tags, selector=selector)
     _refuse_early(sf, base)
-    if kind == "feed" or (kind == "page" and selector):
-        new = _replace(base, kind=kind)
+    if kind == "feed":
+        new = replace(base, kind="feed")
+    elif kind == "page" and selector:
+        new = replace(base, kind="page")
     else:
         new = _from_probe(_probe(sf, url), base, page_only=kind == "page", yes=yes)
     try:
@@ -154,13 +157,7 @@ def add_cmd(
         fail(str(exc), EXIT_USAGE)
     _save(sf)
     what = f"page (region `{new.selector}`)" if new.kind == "page" else "feed"
-    out.print(f"added source {sid}: {what} {new.url} to {sf.path}", highlight=False)
-
-
-def _replace(new: NewSource, **changes: object) -> NewSource:
-    from dataclasses import replace
-
-    return replace(new, **changes)  # type: ignore[arg-type]
+    out.print(f"added source {sid}: {what} {new.url} to {sf.path}", highlight=False, soft_wrap=True)
 
 
 def _refuse_early(sf: SourcesFile, new: NewSource) -> None:
@@ -189,12 +186,12 @@ def _probe(sf: SourcesFile, url: str) -> Probe:
 
 def _from_probe(found: Probe, base: NewSource, *, page_only: bool, yes: bool) -> NewSource:
     if found.kind == "feed":
-        return _replace(base, kind="feed", title=found.title)
+        return replace(base, kind="feed", title=found.title)
     if page_only or not found.feeds:
         if not page_only:
             err.print(f"no feed found for {found.url}: watching the page itself", highlight=False)
         selector = base.selector or found.selector or "body"
-        return _replace(base, kind="page", selector=selector, title=found.title)
+        return replace(base, kind="page", selector=selector, title=found.title)
     feeds = found.feeds
     choice = 0
     if len(feeds) > 1 and not yes:
@@ -202,7 +199,7 @@ def _from_probe(found: Probe, base: NewSource, *, page_only: bool, yes: bool) ->
     feed = feeds[choice]
     if len(feeds) > 1 or feed.url != found.url:
         err.print(f"using feed {feed.url} ({feed.title or 'untitled'})", highlight=False)
-    return _replace(base, kind="feed", url=feed.url, title=feed.title or found.title)
+    return replace(base, kind="feed", url=feed.url, title=feed.title or found.title)
 
 
 def _choose(found: Probe) -> int:
@@ -235,9 +232,12 @@ def remove_cmd(obj: Ctx, source_id: str) -> None:
       storywatch sources remove techcrunch --config ./watch/storywatch.yaml
     """
     sf = SourcesFile(_target(obj))
-    gone = sf.remove(source_id)
+    try:
+        gone = sf.remove(source_id)
+    except ConfigError as exc:  # no such id: the known ones are listed
+        fail(str(exc), EXIT_USAGE)
     _save(sf)
-    out.print(f"removed source {gone.id} ({gone.url}) from {sf.path}", highlight=False)
+    out.print(f"removed source {gone.id} ({gone.url}) from {sf.path}", highlight=False, soft_wrap=True)
 
 
 @sources.command("import")
@@ -261,7 +261,11 @@ def import_cmd(obj: Ctx, opml_file: Path, tags: tuple[str, ...]) -> None:
     result = sf.add_all(entries)
     if result.added:
         _save(sf)
-    out.print(f"imported {len(result.added)} of {len(entries)} feeds into {sf.path}", highlight=False)
+    out.print(
+        f"imported {len(result.added)} of {len(entries)} feeds into {sf.path}",
+        highlight=False,
+        soft_wrap=True,
+    )
     for skipped in result.skipped:
         out.print(f"  skipped {skipped.url}: {skipped.reason}", highlight=False, soft_wrap=True)
 
