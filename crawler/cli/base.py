@@ -316,6 +316,7 @@ def once(obj: Ctx, source_ids: Sequence[str], as_json: bool, no_deliver: bool, v
     \b
     Examples:
       storywatch once
+      storywatch once --config ./watch/storywatch.yaml --verbose
       storywatch once --source gnews-longcat --source hn-longcat
       storywatch once --json | jq '.sources[] | select(.status=="error")'
     """
