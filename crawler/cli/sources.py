@@ -185,7 +185,7 @@ def _probe(sf: SourcesFile, url: str) -> Probe:
 
 
 def _from_probe(found: Probe, base: NewSource, *, page_only: bool, yes: bool) -> NewSource:
-    if found.kind == "feed":
+    if found.kind == "feed" and not page_only:
         return replace(base, kind="feed", title=found.title)
     if page_only or not found.feeds:
         if not page_only:

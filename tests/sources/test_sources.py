@@ -218,6 +218,8 @@ def test_yes_takes_the_first_feed_and_a_feed_url_is_added_as_it_is(config: Path)
         assert direct.exit_code == 0, direct.output
         twin = invoke("sources", "add", site.url("/feed.xml"), "--config", str(config))
         assert twin.exit_code == 2 and "is already watched by source 'example-rss'" in twin.output
+        home = invoke("sources", "add", page, "--kind", "page", "--id", "home", "--config", str(config))
+        assert home.exit_code == 0 and "added source home: page (region `main`)" in home.output, home.output
     by_id = {s.id: s for s in loaded(config).sources}
     assert (by_id["example-rss"].url, by_id["example-rss"].tags) == (site.url("/feed.xml"), ("example",))
     assert (by_id["ex-atom"].url, by_id["ex-atom"].interval) == (atom_url, 3600)
