@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import click
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -26,10 +27,13 @@ from crawler.cli.base import (
     EXIT_OK,
     Ctx,
     err,
+    errors_below,
+    one_line,
     out,
     parse_since,
     print_delivery,
     print_json,
+    short_columns,
     short_error,
 )
 
@@ -181,6 +185,13 @@ def _counts(ev: ProgressEvent) -> str:
     return f"new {ev.new} known {ev.known} matches {ev.matches} alerts {ev.alerts}"
 
 
+_STATUS = {"error": "error", "skipped": "done earlier"}
+
+
+def _tallies(m: Any) -> list[str]:
+    return [str(m.known), str(m.outside), str(m.undated), str(m.matches), str(m.alerts)]
+
+
 def _print_backfill(report: BackfillReport, *, verbose: bool = False) -> None:
     w = report.window
     what = "dry run" if report.dry_run else f"alerts: {report.policy}"
@@ -200,30 +211,28 @@ def _print_backfill(report: BackfillReport, *, verbose: bool = False) -> None:
     ]
     if report.dry_run:
         cols[4] = "would fetch"
-    for col in cols[:-1]:
-        table.add_column(col, overflow="fold")
-    table.add_column(cols[-1], overflow="fold" if verbose else "ellipsis", no_wrap=not verbose)
-    for m in report.methods:
-        status = {"error": "[red]error[/]", "skipped": "[dim]done earlier[/]"}.get(m.status, "ok")
+    counts = [
+        [m.source_id, m.method, _STATUS.get(m.status, "ok"), str(m.pages), str(first), *more]
+        for m in report.methods
+        for first, more in [(m.candidates if report.dry_run else m.new, _tallies(m))]
+    ]
+    left = short_columns(table, cols[:-1], counts)
+    if left:
+        table.add_column(cols[-1], overflow="fold")
+    notes = []
+    for m, row in zip(report.methods, counts, strict=True):
         error = m.error if verbose or not m.error else short_error(m.error, m.source_id)
         note = error or "; ".join(m.warnings[:2]) + (" ..." if len(m.warnings) > 2 else "")
         if m.resumed and m.status == "ok":
             note = f"resumed. {note}".strip()
-        first = m.candidates if report.dry_run else m.new
-        table.add_row(
-            m.source_id,
-            m.method,
-            status,
-            str(m.pages),
-            str(first),
-            str(m.known),
-            str(m.outside),
-            str(m.undated),
-            str(m.matches),
-            str(m.alerts),
-            note,
-        )
+        notes.append((f"{m.source_id} ({m.method})", note))
+        style = {"error": "red", "skipped": "dim"}.get(m.status)
+        status = f"[{style}]{row[2]}[/]" if style else row[2]
+        shown = [escape(note if verbose else one_line(note, left))] if left else []
+        table.add_row(escape(row[0]), row[1], status, *row[3:], *shown)
     out.print(table)
+    if not left:
+        errors_below(notes, verbose=verbose)
     for line in _footer(report):
         out.print(line, highlight=False)
 

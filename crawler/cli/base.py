@@ -71,6 +71,11 @@ def _json_default(o: Any) -> Any:
 
 
 _URL_PREFIX = re.compile(r"^https?://\S+?: ")
+_NOISE = (  # what a person does not need in a one-line error: class names, errno, address tuples
+    re.compile(r"^[A-Z]\w*(?:Error|Exception|Timeout): "),
+    re.compile(r"\[Errno -?\d+\] "),
+    re.compile(r" \('[^']*', \d+(?:, \d+)*\)"),
+)
 
 
 def short_error(message: str, source_id: str | None, url: str | None = None, kind: str | None = None) -> str:
@@ -86,6 +91,8 @@ def short_error(message: str, source_id: str | None, url: str | None = None, kin
     if url and text.startswith(f"{url}: "):
         text = text[len(url) + 2 :]
     text = _URL_PREFIX.sub("", text, count=1)
+    for noise in _NOISE:
+        text = noise.sub("", text)
     return f"{kind}: {text}" if kind and text else text
 
 
@@ -367,9 +374,7 @@ def _print_pass(report: Any, urls: Mapping[str, str], *, verbose: bool = False) 
         title=f"pass: {len(report.outcomes)} sources, {report.new_documents} new documents, "
         f"{report.new_alerts} new alerts"
     )
-    for col in ("source", "status", "new", "bytes", "time"):
-        table.add_column(col, overflow="fold")
-    table.add_column("error / warnings", overflow="fold" if verbose else "ellipsis", no_wrap=not verbose)
+    rows = []
     for o in report.outcomes:
         r = o.result
         style = {"error": "red", "not-modified": "dim"}.get(r.status, "")
@@ -380,16 +385,53 @@ def _print_pass(report: Any, urls: Mapping[str, str], *, verbose: bool = False) 
             shown = r.warnings if verbose else r.warnings[:1]
             more = len(r.warnings) - len(shown)
             note = "; ".join(shown) + (f" (+{more} more)" if more else "")
-        table.add_row(
-            escape(r.source_id),
-            f"[{style}]{r.status}[/]" if style else r.status,
-            str(r.new_documents),
-            f"{r.bytes:,}",
-            f"{r.seconds:.2f}s",
-            escape(note),
-        )
+        cells = [r.source_id, r.status, str(r.new_documents), f"{r.bytes:,}", f"{r.seconds:.2f}s"]
+        rows.append((cells, style, note))
+    left = short_columns(table, ("source", "status", "new", "bytes", "time"), [c for c, _s, _n in rows])
+    if left:
+        table.add_column("error / warnings", overflow="fold")
+    for cells, style, note in rows:
+        status = f"[{style}]{cells[1]}[/]" if style else cells[1]
+        shown = [escape(note if verbose else one_line(note, left))] if left else []
+        table.add_row(escape(cells[0]), status, *cells[2:], *shown)
     out.print(table)
+    if not left:
+        errors_below([(c[0], n) for c, _s, n in rows], verbose=verbose)
     print_delivery(report.delivery)
+
+
+MIN_ERROR_WIDTH = 24
+
+
+def short_columns(table: Table, titles: Sequence[str], rows: Sequence[Sequence[str]]) -> int:
+    """Columns that keep their width (their longest cell, up to 32); returns the width left on the
+    console for an error column (cut to one line with :func:`one_line`), or 0 when there is not
+    enough room: then the errors go under the table (:func:`errors_below`)."""
+    widths = [min(32, max([len(t), *(len(row[i]) for row in rows)])) for i, t in enumerate(titles)]
+    room = out.width - sum(w + 3 for w in widths) - 4
+    for title, width in zip(titles, widths, strict=True):
+        if room >= MIN_ERROR_WIDTH:
+            table.add_column(title, no_wrap=True, min_width=width, overflow="ellipsis")
+        else:
+            table.add_column(title, overflow="fold")
+    return room if room >= MIN_ERROR_WIDTH else 0
+
+
+def errors_below(notes: Sequence[tuple[str, str]], *, verbose: bool) -> None:
+    """``id: error`` lines under a table too wide for an error column (one line each)."""
+    for name, note in notes:
+        if note:
+            line = f"[bold]{escape(name)}[/]: {escape(note)}"
+            if verbose:
+                out.print(line, soft_wrap=True)
+            else:
+                out.print(line, overflow="ellipsis", no_wrap=True)
+
+
+def one_line(text: str, width: int) -> str:
+    """``text`` on one line of at most ``width`` characters (cut with an ellipsis)."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1].rstrip() + "…"
 
 
 def print_delivery(delivery: Any) -> None:

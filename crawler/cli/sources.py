@@ -17,7 +17,21 @@ import yaml
 from rich.markup import escape
 from rich.table import Table
 
-from crawler.cli.base import EXIT_FAILED, EXIT_USAGE, Ctx, _ago, _dur, err, fail, out, print_json, short_error
+from crawler.cli.base import (
+    EXIT_FAILED,
+    EXIT_USAGE,
+    Ctx,
+    _ago,
+    _dur,
+    err,
+    errors_below,
+    fail,
+    one_line,
+    out,
+    print_json,
+    short_columns,
+    short_error,
+)
 from crawler.config import find_config
 from crawler.errors import ConfigError, FetchError
 from crawler.sources import ExistingSource, NewSource, Probe, SourcesFile, read_opml, write_opml
@@ -58,23 +72,22 @@ def _list(obj: Ctx | None, as_json: bool, verbose: bool) -> None:
         print_json([r.as_json() for r in rows])
         return
     table = Table(title="sources")
-    for col in ("id", "kind", "health", "last fetch", "status", "docs", "new 24h", "interval"):
-        table.add_column(col, overflow="fold")
-    table.add_column("error", overflow="fold" if verbose else "ellipsis", no_wrap=not verbose)
-    for r in rows:
-        error = r.last_error or ""
-        table.add_row(
-            escape(r.id),
-            r.kind,
-            r.health,
-            _ago(r.last_fetch_at),
-            r.last_status or "-",
-            str(r.documents),
-            str(r.new_24h),
-            _dur(r.interval),
-            escape(error if verbose else short_error(error, r.id, r.url)),
-        )
+    cells = [
+        [r.id, r.kind, r.health, _ago(r.last_fetch_at), r.last_status or "-", str(r.documents), *counts]
+        for r in rows
+        for counts in [[str(r.new_24h), _dur(r.interval)]]
+    ]
+    titles = ("id", "kind", "health", "last fetch", "status", "docs", "new 24h", "interval")
+    left = short_columns(table, titles, cells)
+    if left:
+        table.add_column("error", overflow="fold")
+    errors = [(r.id, r.last_error if verbose else short_error(r.last_error or "", r.id, r.url)) for r in rows]
+    for row, (_id, error) in zip(cells, errors, strict=True):
+        shown = [escape(error or "" if verbose else one_line(error or "", left))] if left else []
+        table.add_row(*(escape(c) for c in row), *shown)
     out.print(table)
+    if not left:
+        errors_below([(i, e or "") for i, e in errors], verbose=verbose)
 
 
 def _target(obj: Ctx) -> Path:

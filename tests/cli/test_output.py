@@ -217,3 +217,34 @@ def test_alerts_show_prints_captures_as_name_value_and_canonical_sources_as_a_li
         runner.invoke(cli, ["alerts", "show", "1", "--json", "--config", str(world["cfg"])]).output
     )
     assert data["details"]["sources"] == [{"source_id": "wire", "url": site.url("/news/vendor")}]
+
+
+def test_fifteen_failing_sources_take_one_line_each_at_80_columns(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/a/long/path/to/the/feed.xml?with=query&and=more"
+    sources = "".join(f'  - {{id: src-{i:02d}, kind: feed, url: "{url}&n={i}"}}\n' for i in range(15))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        f'database: "sqlite:///{tmp_path / "sw.db"}"\n'
+        'fetch: {allow_private_networks: ["127.0.0.1/32"], per_host_min_gap: 0s, connect_timeout: 2s}\n'
+        f"sources:\n{sources}",
+        "utf-8",
+    )
+    runner = CliRunner(env={"COLUMNS": "80"})
+    once = runner.invoke(cli, ["once", "--no-deliver", "--config", str(cfg)])
+    assert once.exit_code == 1
+    rows = [line for line in once.output.splitlines() if "│ src-" in line]
+    assert len(rows) == 15 and len(once.output.splitlines()) == 15 + 5  # title, borders, header
+    assert all("fetch: cannot connect to 127.0.0.1" in row and "/a/long/path" not in row for row in rows)
+    assert all(len(line) <= 80 for line in once.output.splitlines())
+    listing = runner.invoke(cli, ["sources", "--config", str(cfg)]).output.splitlines()
+    below = [line for line in listing if line.startswith("src-")]  # no room for an error column
+    assert len(below) == 15 and all(len(line) <= 80 and "/a/long/path" not in line for line in below)
+    verbose = CliRunner(env={"COLUMNS": "80"}).invoke(
+        cli, ["once", "--verbose", "--no-deliver", "--config", str(cfg)]
+    )
+    assert "/a/long/path" in verbose.output
