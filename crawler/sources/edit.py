@@ -84,7 +84,14 @@ def _yaml() -> YAML:
 
 
 class SourcesFile:
-    """The user's config file, loaded for a round-trip edit of its ``sources:``."""
+    """The user's config file, loaded for an edit of its ``sources:`` that keeps every other byte.
+
+    Edits work on the text: an entry is added after the last line of the last entry (rendered by
+    ruamel.yaml in the file's indentation) and removed by cutting its lines, so comments, blank
+    lines, quoting and order elsewhere are untouched. ruamel.yaml's round-trip parse says where the
+    entries are; it re-dumps the document only when the list is empty, missing or in flow style
+    (``sources: []``), where there is nothing to lose but the list itself.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -93,8 +100,12 @@ class SourcesFile:
             self.original = path.read_text("utf-8")
         except OSError as exc:
             raise ConfigError(f"cannot read config file: {exc.strerror or exc}", file=self.name) from exc
+        self._text = self.original
+        self.doc = self._parse(self._text)
+
+    def _parse(self, text: str) -> CommentedMap:
         try:
-            doc = _yaml().load(self.original)
+            doc = _yaml().load(text)
         except YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -104,21 +115,12 @@ class SourcesFile:
             doc = CommentedMap()
         if not isinstance(doc, CommentedMap):
             raise ConfigError("the top level must be a mapping of settings", file=self.name)
-        self.doc = doc
+        seq = doc.get("sources")
+        if seq is not None and not isinstance(seq, CommentedSeq):
+            raise ConfigError("must be a list of sources", file=self.name, key="sources")
+        return doc
 
     # ------------------------------------------------------------------ reading
-
-    @property
-    def _seq(self) -> CommentedSeq:
-        seq = self.doc.get("sources")
-        if seq is None:
-            seq = CommentedSeq()
-            self.doc["sources"] = seq
-        if not isinstance(seq, CommentedSeq):
-            raise ConfigError("must be a list of sources", file=self.name, key="sources")
-        if seq.fa.flow_style():
-            seq.fa.set_block_style()
-        return seq
 
     def sources(self) -> list[ExistingSource]:
         seq = self.doc.get("sources")
@@ -128,7 +130,6 @@ class SourcesFile:
         for i, item in enumerate(seq):
             if not isinstance(item, Mapping):
                 continue
-            line = seq.lc.item(i)[0] + 1 if i in (seq.lc.data or {}) else 0  # 0: added in this edit
             tags = item.get("tags") or ()
             out.append(
                 ExistingSource(
@@ -137,7 +138,7 @@ class SourcesFile:
                     str(item.get("url", "")),
                     tuple(str(t) for t in tags) if isinstance(tags, Sequence) else (),
                     i,
-                    line,
+                    seq.lc.item(i)[0] + 1,
                 )
             )
         return out
@@ -173,7 +174,22 @@ class SourcesFile:
         """Append ``new`` (after :meth:`check`; validated again by :meth:`save`); returns its id."""
         self.check(new)
         sid = new.id or unique_id(new.title, new.url, {s.id for s in self.sources()})
-        self._seq.append(_entry(sid, new))
+        seq = self.doc.get("sources")
+        if isinstance(seq, CommentedSeq) and seq and not seq.fa.flow_style():
+            lines = self._text.splitlines(keepends=True)
+            if lines and not lines[-1].endswith("\n"):
+                lines[-1] += "\n"
+            start = seq.lc.item(len(seq) - 1)[0]
+            dash = _indent(lines[start])
+            last = _last_content(lines, start, _block_end(lines, start, dash))
+            lines.insert(last + 1, _render(_entry(sid, new), dash))
+            self._set_text("".join(lines))
+        else:  # no list yet, or `sources: []`: ruamel.yaml adds it (the rest of the file round-trips)
+            if seq is None:
+                seq = self.doc["sources"] = CommentedSeq()
+            seq.fa.set_block_style()
+            seq.append(_entry(sid, new))
+            self._set_text(_dump(self.doc))
         return sid
 
     def add_all(self, entries: Sequence[NewSource]) -> BatchResult:
@@ -187,24 +203,35 @@ class SourcesFile:
         return result
 
     def remove(self, source_id: str) -> ExistingSource:
-        """Remove the source ``source_id``; ConfigError naming the known ids when there is none."""
+        """Remove the source ``source_id`` (its lines; comment lines after it stay); ConfigError naming
+        the known ids when there is none."""
         found = next((s for s in self.sources() if s.id == source_id), None)
         if found is None:
             known = ", ".join(s.id for s in self.sources()) or "none"
             raise ConfigError(f"no source with id {source_id!r} (known: {known})", file=self.name)
-        seq = self._seq
-        trailing = _trailing_comment(seq[found.index])
-        del seq[found.index]
-        if trailing is not None and found.index == len(seq) and seq:  # keep the file's closing comment
-            _set_trailing_comment(seq[-1], trailing)
+        seq = self.doc["sources"]
+        if seq.fa.flow_style():  # `sources: [{...}, ...]`: ruamel.yaml rewrites the list
+            del seq[found.index]
+            self._set_text(_dump(self.doc))
+            return found
+        lines = self._text.splitlines(keepends=True)
+        start = seq.lc.item(found.index)[0]
+        if found.index + 1 < len(seq):
+            stop = seq.lc.item(found.index + 1)[0]
+        else:
+            stop = _block_end(lines, start, _indent(lines[start]))
+        last = _last_content(lines, start, stop)
+        self._set_text("".join(lines[:start] + lines[last + 1 :]))
         return found
+
+    def _set_text(self, text: str) -> None:
+        self.doc = self._parse(text)
+        self._text = text
 
     # ------------------------------------------------------------------ writing
 
     def text(self) -> str:
-        buf = io.StringIO()
-        _yaml().dump(self.doc, buf)
-        return buf.getvalue()
+        return self._text
 
     def validate(self) -> Settings:
         """The edited file as the daemon would load it (ConfigError with the loader's message)."""
@@ -282,20 +309,40 @@ def _reason(exc: ConfigError, name: str) -> str:
     return str(exc).removeprefix(f"{name}: ").removeprefix(f"{name}:")
 
 
-def _trailing_comment(item: Any) -> Any:
-    if not isinstance(item, CommentedMap) or not item:
-        return None
-    last = list(item.keys())[-1]
-    entry = item.ca.items.get(last)
-    return entry[2] if entry and len(entry) > 2 and entry[2] is not None else None
+def _dump(doc: Any) -> str:
+    buf = io.StringIO()
+    _yaml().dump(doc, buf)
+    return buf.getvalue()
 
 
-def _set_trailing_comment(item: Any, token: Any) -> None:
-    if isinstance(item, CommentedMap) and item:
-        last = list(item.keys())[-1]
-        entry = item.ca.items.setdefault(last, [None, None, None, None])
-        if entry[2] is None:
-            entry[2] = token
+def _render(entry: CommentedMap, dash: int) -> str:
+    """One list entry as block YAML whose dash is at column ``dash``."""
+    text = _dump({"sources": [entry]})
+    body = text.split("\n", 1)[1]  # ruamel writes "sources:\n  - id: ..." (dash at column 2)
+    return "".join(" " * dash + line[2:] for line in body.splitlines(keepends=True))
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip())
+
+
+def _last_content(lines: Sequence[str], start: int, stop: int) -> int:
+    """The last line of ``lines[start:stop]`` that is neither blank nor a comment."""
+    return max(i for i in range(start, max(stop, start + 1)) if i == start or _is_content(lines[i]))
+
+
+def _is_content(line: str) -> bool:
+    """Not blank and not a comment line."""
+    stripped = line.strip()
+    return bool(stripped) and not stripped.startswith("#")
+
+
+def _block_end(lines: Sequence[str], start: int, dash: int) -> int:
+    """The line after the last entry of a block list whose dashes are at column ``dash``."""
+    for i in range(start + 1, len(lines)):
+        if _is_content(lines[i]) and _indent(lines[i]) <= dash:
+            return i
+    return len(lines)
 
 
 class _LenientEnv(Mapping[str, str]):

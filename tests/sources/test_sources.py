@@ -380,3 +380,40 @@ def test_a_daemon_that_does_not_watch_files_gets_a_sighup_after_an_edit(config: 
             proc.send_signal(2)
             proc.wait(30)
             log.close()
+
+
+TRICKY = """\
+sources:
+  # news
+  - id: a
+    kind: feed
+    url: "https://a.example/f"
+  # --- social
+  - id: b
+    kind: feed
+    url: "https://b.example/f"
+    tags: [x]
+  # --- research (ruamel.yaml's own round-trip drops this comment: edits must not re-dump the file)
+  - {id: c, kind: feed, url: "https://c.example/f"}  # flow
+  # the end of my list
+daemon: {watch_files: false}  # after the list
+"""
+
+
+@pytest.mark.parametrize("removed", ["a", "b", "c"])
+def test_every_comment_survives_adding_and_removing_anywhere_in_the_list(
+    tmp_path: Path, removed: str
+) -> None:
+    cfg = tmp_path / "storywatch.yaml"
+    cfg.write_text(TRICKY, "utf-8")
+    sf = SourcesFile(cfg)
+    sf.add(NewSource(url="https://d.example/feed", id="d", tags=("q",)))
+    sf.remove(removed)
+    sf.save()
+    text = cfg.read_text("utf-8")
+    for line in TRICKY.splitlines():
+        if line.lstrip().startswith("#") or "daemon:" in line:
+            assert line in text, f"lost {line!r} removing {removed}"
+    kept = [s.id for s in loaded(cfg).sources]
+    assert kept == [i for i in ("a", "b", "c", "d") if i != removed]
+    assert text.index("  - id: d") < text.index("  # the end of my list")  # added inside the list
