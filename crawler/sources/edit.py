@@ -1,4 +1,4 @@
-"""Editing the ``sources:`` of the user's config file without losing a comment (ruamel.yaml round-trip).
+"""Editing the ``sources:`` of the user's config file without losing a comment.
 
 :class:`SourcesFile` loads the file, adds or removes entries in memory (refusing a second source
 for the same canonical URL, a bad address with the loader's own message, an unknown id), then
