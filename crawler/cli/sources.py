@@ -306,7 +306,18 @@ def export_cmd(obj: Ctx, as_opml: bool) -> None:
     items = [
         {"id": s.id, "kind": s.kind, **s.model_dump(mode="json", exclude_defaults=True)} for s in configured
     ]
+    for item in items:  # seconds back to the way people write them: 900.0 -> 15m
+        for key in ("interval", "min_interval", "max_interval"):
+            if key in item:
+                item[key] = _duration(item[key])
     click.echo(yaml.safe_dump({"sources": items}, sort_keys=False, allow_unicode=True, width=4096), nl=False)
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
 
 
 def commands() -> list[click.Command]:

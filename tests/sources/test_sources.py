@@ -271,6 +271,10 @@ def test_refusals_exit_2_before_fetching_and_unreachable_addresses_exit_1(
 
 
 def test_export_prints_yaml_or_opml(config: Path) -> None:
+    sf = SourcesFile(config)
+    sf.add(NewSource(url="https://b.example/feed", id="b", interval="90m"))
+    sf.add(NewSource(url="https://c.example/", id="c", kind="page", selector="main", interval="45s"))
+    sf.save()
     plain = invoke("sources", "export", "--config", str(config))
     assert plain.exit_code == 0
     assert yaml.safe_load(plain.output) == {
@@ -280,13 +284,18 @@ def test_export_prints_yaml_or_opml(config: Path) -> None:
                 "kind": "feed",
                 "url": "https://news.example.com/feed.xml?utm_source=x",
                 "tags": ["daily"],
-            }
+            },
+            {"id": "b", "kind": "feed", "url": "https://b.example/feed", "interval": "90m"},
+            {"id": "c", "kind": "page", "url": "https://c.example/", "interval": "45s", "selector": "main"},
         ]
     }
+    assert [s.id for s in parse_settings(plain.output).sources] == ["known", "b", "c"]  # valid as is
     opml = invoke("sources", "export", "--opml", "--config", str(config))
-    assert opml.exit_code == 0 and [s.url for s in read_opml(opml.output.encode())] == [
-        "https://news.example.com/feed.xml?utm_source=x"
+    assert opml.exit_code == 0 and [s.url for s in read_opml(opml.stdout.encode())] == [
+        "https://news.example.com/feed.xml?utm_source=x",
+        "https://b.example/feed",
     ]
+    assert "1 watched page(s) left out: OPML lists feeds only" in opml.output
 
 
 # ----------------------------------------------------------------------------- a running daemon
