@@ -144,8 +144,9 @@ def add_cmd(
 
     A feed is added as it is. An HTML page is read for the feeds it announces (RSS, Atom, JSON
     Feed), then the usual addresses (/feed, /rss, /atom.xml, /index.xml...) are tried. Several
-    feeds: a numbered choice on a terminal, the first with --yes; without a terminal and without
-    --yes the command lists them and exits 2. No feed at all: the page itself is watched.
+    feeds: a numbered choice on a terminal (0 watches the page instead), the first with --yes;
+    without a terminal and without --yes the command lists them and exits 2. No feed at all: the
+    page itself is watched.
 
     \b
     Examples:
@@ -200,15 +201,15 @@ def _probe(sf: SourcesFile, url: str) -> Probe:
 def _from_probe(found: Probe, base: NewSource, *, page_only: bool, yes: bool) -> NewSource:
     if found.kind == "feed" and not page_only:
         return replace(base, kind="feed", title=found.title)
-    if page_only or not found.feeds:
-        if not page_only:
+    choice = 0
+    if found.feeds and not page_only and len(found.feeds) > 1 and not yes:
+        choice = _choose(found)  # -1: the page itself
+    if page_only or not found.feeds or choice < 0:
+        if not found.feeds:
             err.print(f"no feed found for {found.url}: watching the page itself", highlight=False)
         selector = base.selector or found.selector or "body"
         return replace(base, kind="page", selector=selector, title=found.title)
     feeds = found.feeds
-    choice = 0
-    if len(feeds) > 1 and not yes:
-        choice = _choose(found)
     feed = feeds[choice]
     if len(feeds) > 1 or feed.url != found.url:
         err.print(f"using feed {feed.url} ({feed.title or 'untitled'})", highlight=False)
@@ -229,7 +230,8 @@ def _choose(found: Probe) -> int:
         )
     click.echo(f"{found.url} offers {len(found.feeds)} feeds:")
     click.echo("\n".join(lines))
-    picked: int = click.prompt("add which one", type=click.IntRange(1, len(found.feeds)), default=1)
+    click.echo("  0. none of them: watch the page itself")
+    picked: int = click.prompt("add which one", type=click.IntRange(0, len(found.feeds)), default=1)
     return picked - 1
 
 

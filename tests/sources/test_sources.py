@@ -426,3 +426,47 @@ def test_every_comment_survives_adding_and_removing_anywhere_in_the_list(
     kept = [s.id for s in loaded(cfg).sources]
     assert kept == [i for i in ("a", "b", "c", "d") if i != removed]
     assert text.index("  - id: d") < text.index("  # the end of my list")  # added inside the list
+
+
+def test_at_a_terminal_the_user_picks_a_feed_or_0_for_the_page_itself(config: Path) -> None:
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    exe = str(Path(sys.executable).with_name("storywatch"))
+
+    def at_terminal(args: list[str], typed: str) -> subprocess.CompletedProcess[str]:
+        leader, follower = pty.openpty()
+        try:
+            proc = subprocess.Popen(
+                [exe, *args], stdin=follower, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+            os.write(leader, typed.encode())
+            out, err = proc.communicate(timeout=60)
+        finally:
+            os.close(follower)
+            os.close(leader)
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+    config.write_text(
+        config.read_text("utf-8").replace("slack: {type: slack", "slack: {enabled: false, type: slack")
+    )
+    with Site() as site:
+        page = page_with_feeds(site)
+        second = at_terminal(["sources", "add", page, "--config", str(config)], "2\n")
+        assert second.returncode == 0, second.stdout + second.stderr
+        assert "0. none of them: watch the page itself" in second.stdout
+        assert f"added source example-atom: feed {site.url('/atom.xml')}" in second.stdout
+        other = (
+            '<html><head><title>Other</title><link rel="alternate" type="application/rss+xml" href="/feed.xml">'
+            '<link rel="alternate" type="application/atom+xml" href="/comments.xml"></head>'
+            "<body><article>x</article></body></html>"
+        )
+        site.add("/other", other)
+        zero = at_terminal(["sources", "add", site.url("/other"), "--config", str(config)], "0\n")
+        assert zero.returncode == 0, zero.stdout + zero.stderr
+        assert "added source other: page (region `article`)" in zero.stdout
+    by_id = {s.id: s for s in loaded(config).sources}
+    assert by_id["example-atom"].url == site.url("/atom.xml")
+    assert (by_id["other"].kind, by_id["other"].url) == ("page", site.url("/other"))
