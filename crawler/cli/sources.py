@@ -69,7 +69,9 @@ def _list(obj: Ctx | None, as_json: bool, verbose: bool) -> None:
     database = open_database(obj.settings.database_url)
     rows = store.list_sources(database, obj.settings.source_specs(), now=datetime.now(UTC))
     if as_json:
-        print_json([r.as_json() for r in rows])
+        from crawler.alerts.views import to_jsonable
+
+        print_json(to_jsonable(rows))  # the same serializer as the web's /api/v1/sources
         return
     table = Table(title="sources")
     cells = [

@@ -164,7 +164,7 @@ def outputs(world: dict[str, object]) -> dict[str, list[str]]:
 
 def test_no_command_prints_a_python_repr(world: dict[str, object]) -> None:
     table = outputs(world)
-    assert leaf_commands(cli) - {"run"} == set(table), "every command needs a line in outputs()"
+    assert leaf_commands(cli) - set(SERVERS) == set(table), "every command needs a line in outputs()"
     assert not REPR.search(str(world["first"])), world["first"]
     runner = CliRunner(env={"COLUMNS": "200"})
     for name, argv in table.items():
@@ -174,10 +174,17 @@ def test_no_command_prints_a_python_repr(world: dict[str, object]) -> None:
         assert not found, f"`storywatch {name}` printed a repr ({found.group(0)!r}):\n{result.output}"
 
 
-def test_the_daemon_logs_no_repr(world: dict[str, object]) -> None:
+SERVERS = {  # commands that serve until stopped: run in a subprocess, stopped with Ctrl-C
+    "run": ["run"],
+    "web": ["web", "--listen", "127.0.0.1:0"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(SERVERS))
+def test_the_daemon_and_the_web_server_print_no_repr(world: dict[str, object], name: str) -> None:
     exe = Path(sys.executable).with_name("storywatch")
     proc = subprocess.Popen(
-        [str(exe), "run", "--config", str(world["cfg"])],
+        [str(exe), *SERVERS[name], "--config", str(world["cfg"])],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -185,7 +192,7 @@ def test_the_daemon_logs_no_repr(world: dict[str, object]) -> None:
     time.sleep(3)
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=30)
-    assert "daemon" in out.lower(), out
+    assert ("daemon" if name == "run" else "serving http://127.0.0.1:") in out.lower(), out
     assert not REPR.search(out), out
 
 
