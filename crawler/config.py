@@ -307,6 +307,7 @@ class DaemonConfig(_Model):
     shutdown_deadline: Duration = 20.0
     watch_files: bool = True
     misfire_grace: Duration = 300.0
+    startup_spread: Duration = 60.0  # new and overdue sources' first polls spread over this (0 = all at once)
     backoff_cap: Duration | None = None  # longest wait between retries of a failing source (default: 1h)
 
 

@@ -74,9 +74,9 @@ def poll_outcome(outcome: SourceOutcome) -> PollOutcome:
     )
 
 
-def spread_window(bounds: Iterable[Bounds]) -> float:
-    """How long a batch of new or overdue sources is spread over: one nominal interval, <= 60 s."""
-    return min([b.nominal for b in bounds] + [STARTUP_SPREAD])
+def spread_window(bounds: Iterable[Bounds], spread: float = STARTUP_SPREAD) -> float:
+    """How long a batch of new or overdue sources is spread over: one nominal interval, <= ``spread``."""
+    return min([b.nominal for b in bounds] + [spread])
 
 
 def plan_start(
@@ -85,6 +85,7 @@ def plan_start(
     stored: Mapping[str, Mapping[str, Any]],
     now: datetime,
     rng: random.Random,
+    spread: float = STARTUP_SPREAD,
 ) -> tuple[dict[str, SourceTiming], list[tuple[str, str]]]:
     """First timings: stored ones resume, new and overdue ones are spread; unreadable ones reset.
 
@@ -101,7 +102,7 @@ def plan_start(
         except ScheduleStateError as exc:
             problems.append((spec.id, str(exc)))
     waiting = [s.id for s in specs if s.id not in resumed or resumed[s.id].next_due <= now]
-    slots = spread_start(waiting, spread_window(bounds[s.id] for s in specs), now, rng)
+    slots = spread_start(waiting, spread_window((bounds[s.id] for s in specs), spread), now, rng)
     out: dict[str, SourceTiming] = {}
     for spec in specs:
         b = bounds[spec.id]
@@ -184,6 +185,10 @@ class SourceScheduler:
 
     # --- set-up -----------------------------------------------------------------------
 
+
+    @property
+    def _spread(self) -> float:
+        return self.rt.settings.daemon.startup_spread
     def bounds_for(self, spec: SourceSpec) -> Bounds:
         """The policy's bounds for ``spec``; ConfigError naming the source when they make no sense."""
         try:
@@ -202,7 +207,7 @@ class SourceScheduler:
         self.specs = {s.id: s for s in specs}
         self.bounds = {s.id: self.bounds_for(s) for s in specs}
         stored = store_sources.load_timings(self.rt.db)
-        self.timings, problems = plan_start(specs, self.bounds, stored, now, self.rng)
+        self.timings, problems = plan_start(specs, self.bounds, stored, now, self.rng, self._spread)
         for sid, problem in problems:
             log.warning("stored schedule unreadable, starting afresh: %s", problem, extra=source_extra(sid))
         for sid, timing in self.timings.items():
@@ -265,7 +270,7 @@ class SourceScheduler:
             for k, v in store_sources.load_timings(self.rt.db).items()
             if k in {s.id for s in specs} and self.timings.get(k) is None
         }
-        timings, problems = plan_start(specs, self.bounds, stored, now, self.rng)
+        timings, problems = plan_start(specs, self.bounds, stored, now, self.rng, self._spread)
         for sid, problem in problems:
             log.warning("stored schedule unreadable, starting afresh: %s", problem, extra=source_extra(sid))
         for sid, timing in timings.items():
@@ -367,7 +372,7 @@ class SourceScheduler:
             return
         now = self.rt.clock()
         late = (now - event.scheduled_run_time).total_seconds()
-        due = now + timedelta(seconds=self.rng.uniform(0, spread_window(self.bounds.values())))
+        due = now + timedelta(seconds=self.rng.uniform(0, spread_window(self.bounds.values(), self._spread)))
         log.info(
             "missed its poll by %.0f s (process paused or asleep?): one poll soon, no catch-up burst",
             late,

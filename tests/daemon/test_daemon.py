@@ -193,6 +193,15 @@ def test_plan_start_resumes_stored_timings_and_spreads_the_rest() -> None:
     assert plan["s1"].health == "ok"
 
 
+def test_plan_start_with_no_spread_makes_every_waiting_source_due_at_once() -> None:
+    specs = [SourceSpec(f"s{i}", "feed", f"http://x/{i}", interval=600) for i in range(4)]
+    bounds = {s.id: Bounds.from_spec(s) for s in specs}
+    later = SourceTiming("s0", T0 + timedelta(minutes=7), 420.0, health="ok")
+    plan, _ = plan_start(specs, bounds, {"s0": later.to_dict()}, T0, random.Random(1), spread=0.0)
+    assert plan["s0"] == later  # a stored timing still resumes
+    assert {plan[s].next_due for s in ("s1", "s2", "s3")} == {T0}
+
+
 def test_diff_sources_tells_added_removed_changed_and_moved() -> None:
     a, b, c = (SourceSpec(i, "feed", f"http://x/{i}") for i in "abc")
     new = {
