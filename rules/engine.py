@@ -34,7 +34,7 @@ from rules.evaluate import (
     evaluate,
     hit_key,
 )
-from rules.lang import Node
+from rules.lang import Exclude, ListTerms, Node, Not, Term, children
 from rules.load import Rule, load_files
 from rules.terms import (
     TermMatcher,
@@ -186,6 +186,46 @@ class RuleSet:
             fired = _to_match(cr.rule, ctx, *firing) if firing else None
             results.append(RuleResult(cr.rule.id, fired is not None, matches, fired))
         return tuple(results)
+
+
+    def why_not(self, doc: RuleInput, rule_id: str) -> tuple[str, str]:
+        """Why a rule does not fire on a document (for back-testing reports): the evidence of its
+        best suppressed hit (or "") and the reason, e.g. ``best hit hedged (hedged by 'claim')``
+        or ``no hit; absent: @hardware_use``."""
+        cr = next((c for c in self._compiled if c.rule.id == rule_id), None)
+        if cr is None:
+            return "", "the rule is not loaded (unknown or disabled)"
+        if not cr.rule.source.allows(doc.source_id, doc.source_kind, doc.source_tags):
+            return "", f"its source condition excludes source {doc.source_id or '(none)'!r}"
+        ids, present = self._prefilter.candidates(doc.title, doc.text)
+        ctx = _context(doc, present)
+        hits = _all_hits(cr, ctx) if self._compiled.index(cr) in ids else []
+        if hits and _first_firing(cr, ctx) is None:
+            hit, status = hits[0]
+            reasons = dict.fromkeys(ctx.status_reason(o) for o in hit if ctx.status(o) not in cr.rule.fire_on)
+            why = f"best hit {status}" + (f" ({'; '.join(r for r in reasons if r)})" if any(reasons) else "")
+            return _to_match(cr.rule, ctx, hit, status).evidence, why
+        if hits:
+            return "", "it fires"
+        labels = {_leaf_label(leaf): leaf for leaf in query_leaves(cr.query)}
+        absent = [name for name, leaf in labels.items() if not any(ctx.occurrences(leaf.compiled, f)[0] for f in (0, 1))]
+        detail = f"absent: {', '.join(absent)}" if absent else "every term occurs, but not together as the query requires"
+        return "", f"no hit; {detail}"
+
+
+def _leaf_label(leaf: Term | ListTerms) -> str:
+    return f"@{leaf.name}" if isinstance(leaf, ListTerms) else leaf.text
+
+
+def query_leaves(node: Node) -> list[Term | ListTerms]:
+    """Every term and list of a query, left side of exclusions only (what must occur)."""
+    if isinstance(node, Term | ListTerms):
+        return [node]
+    if isinstance(node, Exclude):
+        return query_leaves(node.left)
+    if isinstance(node, Not):
+        return []
+    return [leaf for c in children(node) for leaf in query_leaves(c)]
 
 
 def _context(doc: RuleInput, present: Present) -> DocContext:

@@ -37,7 +37,7 @@ from rules.lang import (
     Term,
     children,
 )
-from rules.negation import ClauseScan, classify, scan_clause
+from rules.negation import ClauseScan, classify, reaching, scan_clause
 from rules.terms import CompiledLeaf
 from rules.textspans import FieldText
 
@@ -133,14 +133,23 @@ class DocContext:
 
     def status(self, occ: Occ) -> HitStatus:
         if occ not in self._status:
-            ft = self.fields[occ.field]
-            sent, clause = ft.clause_at(occ.start)
-            key = (occ.field, *clause)
-            if key not in self._scans:
-                self._scans[key] = scan_clause(ft.text, *clause, lower=ft.lower)
-            question = ft.text[sent[0] : sent[1]].endswith(("?", "？"))
-            self._status[occ] = classify(self._scans[key], occ.start, occ.end, question=question)
+            scan, question = self._scan(occ)
+            self._status[occ] = classify(scan, occ.start, occ.end, question=question)
         return self._status[occ]
+
+    def _scan(self, occ: Occ) -> tuple[ClauseScan, bool]:
+        ft = self.fields[occ.field]
+        sent, clause = ft.clause_at(occ.start)
+        key = (occ.field, *clause)
+        if key not in self._scans:
+            self._scans[key] = scan_clause(ft.text, *clause, lower=ft.lower)
+        return self._scans[key], ft.text[sent[0] : sent[1]].endswith(("?", "？"))
+
+    def status_reason(self, occ: Occ) -> str:
+        """Why an occurrence is hedged or negated: the triggers that reach it, or the question."""
+        scan, question = self._scan(occ)
+        found = [f"{t.kind} by '{t.text}'" for t in reaching(scan, occ.start, occ.end)]
+        return ", ".join(found + (["hedged: a question"] if question else []))
 
     def unit(self, occ: Occ, kind: UnitKind) -> tuple[int, int]:
         """Identity (field, start offset) of the sentence/clause/paragraph of an occurrence."""

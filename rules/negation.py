@@ -271,7 +271,7 @@ def scan_clause(text: str, start: int, end: int, lower: str | None = None) -> Cl
             continue
         length, kind, direction = found
         if kind != "pseudo":
-            triggers.append(Trigger(kind, i, i + length - 1, direction, " ".join(words[i : i + length])))
+            triggers.append(Trigger(kind, i, i + length - 1, direction, text[tokens[i][0] : tokens[i + length - 1][1]]))
         i += length
     return ClauseScan(tuple(t[0] for t in tokens), tuple(units), tuple(triggers))
 
@@ -301,20 +301,28 @@ def classify(scan: ClauseScan, start: int, end: int, *, question: bool = False) 
     """Status of the term at ``[start, end)`` (offsets inside the scanned clause)."""
     if not scan.triggers:
         return "hedged" if question else "asserted"
+    kinds = {t.kind for t in reaching(scan, start, end)}
+    if "negated" in kinds:
+        return "negated"
+    if "hedged" in kinds or question:
+        return "hedged"
+    return "asserted"
+
+
+def reaching(scan: ClauseScan, start: int, end: int) -> list[Trigger]:
+    """The triggers of the clause whose window reaches the term at ``[start, end)``."""
+    if not scan.triggers:
+        return []
     first = bisect_left(scan.starts, start)  # first token of the term
     after = bisect_left(scan.starts, end)  # first token after the term
-    reached = set()
+    out = []
     for t in scan.triggers:
         if t.first >= after:  # the trigger follows the term
             gap = scan.units[t.first] - scan.units[after]
             if t.direction == "both" and units_to_words(gap) <= BACKWARD_WORDS:
-                reached.add(t.kind)
+                out.append(t)
         elif t.last < first:  # the trigger precedes the term
             gap = scan.units[first] - scan.units[t.last + 1]
             if units_to_words(gap) <= FORWARD_WORDS:
-                reached.add(t.kind)
-    if "negated" in reached:
-        return "negated"
-    if "hedged" in reached or question:
-        return "hedged"
-    return "asserted"
+                out.append(t)
+    return out

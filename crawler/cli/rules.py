@@ -1,4 +1,4 @@
-"""``storywatch rules lint`` and ``storywatch rules test``."""
+"""``storywatch rules lint``, ``storywatch rules test`` and ``storywatch rules eval``."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from crawler.cli.base import EXIT_FAILED, EXIT_USAGE, Ctx, fail, out
+from rules import scoring as rulescore
 from rules import testing as ruletest
 from rules.engine import load_rules
 
@@ -27,6 +28,7 @@ def rules() -> None:
       storywatch rules test --rules my.yaml --jsonl cases.jsonl --json
       storywatch rules test article.html notes.txt
       storywatch rules test --url https://example.com/news/longcat
+      storywatch rules eval cases.jsonl --split check --min-precision 0.95 --min-recall 0.9
     """
 
 
@@ -123,6 +125,62 @@ def test_cmd(
             click.echo(json.dumps(row, ensure_ascii=False))
         return
     out.print(ruletest.render_report(ruleset, docs, show_suppressed=not quiet_misses))
+
+
+@rules.command("eval")
+@click.argument("cases", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--rules",
+    "rule_paths",
+    multiple=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="Rule file or directory (repeatable; default: the configured rules).",
+)
+@click.option("--split", help="Only the cases whose \"split\" field is this value (e.g. check).")
+@click.option("--lang", help='Only the cases in this language (their "lang" field; zh matches zh-CN).')
+@click.option("--min-precision", type=click.FloatRange(0, 1), help="Exit 1 when a rule's precision is lower.")
+@click.option("--min-recall", type=click.FloatRange(0, 1), help="Exit 1 when a rule's recall is lower.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+@click.pass_obj
+def eval_cmd(
+    obj: Ctx,
+    cases: Path,
+    rule_paths: tuple[Path, ...],
+    split: str | None,
+    lang: str | None,
+    min_precision: float | None,
+    min_recall: float | None,
+    as_json: bool,
+) -> None:
+    """Back-test rules on labelled cases: per rule TP, FP, FN, precision and recall, the share of
+    cases whose fired rules are exactly their labels, and every miss with its evidence sentence or
+    why nothing fired. Exit 1 when a rule is below --min-precision or --min-recall.
+
+    CASES is JSONL, one case per line: {"id", "title", "text", "labels": [rule ids that must
+    fire], "source"?, "url"?, "lang"?, "split"?}.
+
+    \b
+    Examples:
+      storywatch rules eval tests/data/rules/longcat_cases.jsonl
+      storywatch rules eval cases.jsonl --split check --lang zh --min-precision 0.95 --min-recall 0.9
+      storywatch rules eval cases.jsonl --rules my-rules.yaml --json
+    """
+    ruleset = load_rules(_paths(obj, rule_paths))
+    try:
+        loaded = rulescore.parse_cases(cases.read_text("utf-8"), origin=str(cases))
+    except rulescore.CaseError as exc:
+        fail(str(exc), EXIT_USAGE)
+    chosen = rulescore.select(loaded, split=split, lang=lang)
+    if not chosen:
+        fail(f"{cases}: no case matches --split {split} --lang {lang}", EXIT_USAGE)
+    report = rulescore.score_cases(ruleset, chosen)
+    failures = report.failures(min_precision=min_precision, min_recall=min_recall)
+    if as_json:
+        click.echo(json.dumps(rulescore.eval_json(report, failures=failures), ensure_ascii=False))
+    else:
+        click.echo(rulescore.render_eval(report, failures=failures))
+    if failures:
+        sys.exit(EXIT_FAILED)
 
 
 def _documents(
