@@ -34,7 +34,7 @@ from rules.evaluate import (
     evaluate,
     hit_key,
 )
-from rules.lang import Exclude, ListTerms, Node, Not, Term, children
+from rules.lang import Exclude, ListTerms, Node, Not, Or, Term, children
 from rules.load import Rule, load_files
 from rules.terms import (
     TermMatcher,
@@ -207,25 +207,27 @@ class RuleSet:
             return _to_match(cr.rule, ctx, hit, status).evidence, why
         if hits:
             return "", "it fires"
-        labels = {_leaf_label(leaf): leaf for leaf in query_leaves(cr.query)}
-        absent = [name for name, leaf in labels.items() if not any(ctx.occurrences(leaf.compiled, f)[0] for f in (0, 1))]
+        absent = list(dict.fromkeys(_absent(cr.query, ctx)))
         detail = f"absent: {', '.join(absent)}" if absent else "every term occurs, but not together as the query requires"
         return "", f"no hit; {detail}"
 
 
-def _leaf_label(leaf: Term | ListTerms) -> str:
-    return f"@{leaf.name}" if isinstance(leaf, ListTerms) else leaf.text
-
-
-def query_leaves(node: Node) -> list[Term | ListTerms]:
-    """Every term and list of a query, left side of exclusions only (what must occur)."""
+def _absent(node: Node, ctx: DocContext) -> list[str]:
+    """The terms and lists a query needs that do not occur in the document (an OR is absent
+    when all its alternatives are; the right side of exclusions is not needed)."""
     if isinstance(node, Term | ListTerms):
-        return [node]
+        found = any(ctx.occurrences(node.compiled, f)[0] for f in (0, 1))
+        return [] if found else [f"@{node.name}" if isinstance(node, ListTerms) else node.text]
+    if isinstance(node, Or):
+        parts = [_absent(c, ctx) for c in node.children]
+        if any(not p for p in parts):
+            return []
+        return ["(" + " OR ".join(x for p in parts for x in p) + ")"]
     if isinstance(node, Exclude):
-        return query_leaves(node.left)
+        return _absent(node.left, ctx)
     if isinstance(node, Not):
         return []
-    return [leaf for c in children(node) for leaf in query_leaves(c)]
+    return [x for c in children(node) for x in _absent(c, ctx)]
 
 
 def _context(doc: RuleInput, present: Present) -> DocContext:
