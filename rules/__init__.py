@@ -10,7 +10,8 @@ The modules, in the order a rule travels: ``lang`` (grammar) and ``nodes`` (the 
 and ``load`` (YAML -> validated rules), ``terms`` (term matchers), ``textspans`` (paragraphs,
 sentences, clauses: the one sentence splitter of storywatch), ``negation`` (asserted, hedged,
 negated), ``evaluate`` (one query on one document), ``engine`` (the compiled RuleSet), ``testing``
-(inline tests and reports), ``scoring`` (back-testing on labelled cases: ``storywatch rules eval``). ``packs/`` holds the shipped rule files; ``schema.json`` and
+(inline tests and reports), ``scoring`` (back-testing on labelled cases:
+``storywatch rules eval``). ``packs/`` holds the shipped rule files; ``schema.json`` and
 ``README.md`` are the format and its reference.
 """
 

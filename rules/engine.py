@@ -208,7 +208,8 @@ class RuleSet:
         if hits:
             return "", "it fires"
         absent = list(dict.fromkeys(_absent(cr.query, ctx)))
-        detail = f"absent: {', '.join(absent)}" if absent else "every term occurs, but not together as the query requires"
+        together = "every term occurs, but not together as the query requires"
+        detail = f"absent: {', '.join(absent)}" if absent else together
         return "", f"no hit; {detail}"
 
 
@@ -243,18 +244,14 @@ def _first_firing(cr: CompiledRule, ctx: DocContext) -> tuple[Hit, HitStatus] | 
     """The hit that fires the rule, and its class; None when the rule does not fire.
 
     Evaluation is monotone in the occurrences it may use: no hit with every status allowed means
-    no hit at all (found without classifying a single occurrence), and a hit whose occurrences
-    are all asserted is also found when only asserted occurrences are allowed. So the best such
-    hit fires an ``asserted`` rule without re-evaluating; only otherwise are the stricter levels
-    evaluated.
+    no hit at all, found without classifying a single occurrence. Only then are the stricter
+    levels evaluated. (A level-2 hit whose occurrences are all asserted does not prove an asserted
+    hit: the hits of ``top:x AND SENT(...)`` are its operands' hits, and the gate's may be
+    asserted while the sentence's is hedged.)
     """
     everything = sorted(_level_hits(cr, ctx, 2), key=_rank)
     if not everything:
         return None
-    if "asserted" in cr.rule.fire_on:
-        for hit in everything:
-            if all(ctx.status(o) == "asserted" for o in hit):
-                return hit, "asserted"
     seen: set[tuple[int, int, int]] = set()
     for level in range(cr.max_level + 1):
         status = LEVEL_STATUS[level]

@@ -16,7 +16,7 @@ negated. Exclusions (the right side of NOT) always see all occurrences, whatever
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Literal, NamedTuple
@@ -160,9 +160,12 @@ class DocContext:
             return (occ.field, ft.paragraph_at(occ.start)[0])
         return (occ.field, ft.clause_at(occ.start)[1][0])
 
-    def unit_window(self, occ: Occ, kind: Literal["sentence", "paragraph"]) -> Window:
+    def unit_window(self, occ: Occ, kind: Literal["sentence", "paragraph", "clause"]) -> Window:
         ft = self.fields[occ.field]
-        s, e = ft.sentence_at(occ.start) if kind == "sentence" else ft.paragraph_at(occ.start)
+        if kind == "clause":
+            s, e = ft.clause_at(occ.start)[1]
+        else:
+            s, e = ft.sentence_at(occ.start) if kind == "sentence" else ft.paragraph_at(occ.start)
         return (occ.field, s, max(e, occ.end))
 
     def lead_end(self) -> int:
@@ -333,13 +336,35 @@ def _exclude(node: Exclude, ctx: DocContext, level: int, scope: Window | None) -
     if any(not b for b in blockers):
         return []  # a true source/url/tag condition excludes everything
     if node.scope == "near":
-        return [
-            h
-            for h in hits
-            if h and not any(_close(ctx, _extent(h), _extent(b), node.n, False) for b in blockers)
-        ]
-    units = {ctx.unit(o, node.scope) for b in blockers for o in b}
-    return [h for h in hits if not any(ctx.unit(o, node.scope) in units for o in h)]
+
+        def keep(h: Hit) -> bool:
+            return bool(h) and not any(_close(ctx, _extent(h), _extent(b), node.n, False) for b in blockers)
+
+    else:
+        kind: UnitKind = node.scope
+        units = {ctx.unit(o, kind) for b in blockers for o in b}
+
+        def keep(h: Hit) -> bool:
+            return not any(ctx.unit(o, kind) in units for o in h)
+
+    if all(keep(h) for h in hits):
+        return hits
+    return _kept(node.left, ctx, level, scope, keep)
+
+
+def _kept(
+    node: Node, ctx: DocContext, level: int, scope: Window | None, keep: Callable[[Hit], bool]
+) -> list[Hit]:
+    """The hits of ``node`` that ``keep`` accepts, where an AND still needs a kept hit of every
+    operand: excluding the evidence of ``top:x AND SENT(...)`` must not leave the gate firing alone."""
+    if isinstance(node, Or):
+        return [h for c in node.children for h in _kept(c, ctx, level, scope, keep)]
+    if isinstance(node, And):
+        if not evaluate(node, ctx, level, scope):
+            return []
+        parts = [_kept(c, ctx, level, scope, keep) for c in node.children if not isinstance(c, Not)]
+        return [] if any(not p for p in parts) else [h for p in parts for h in p]
+    return [h for h in evaluate(node, ctx, level, scope) if keep(h)]
 
 
 def hit_key(ctx: DocContext, hit: Hit) -> tuple[int, int, int]:

@@ -97,7 +97,7 @@ RPAR: ")"
 BOOLOP.3: /(AND|OR|NOT\/[scp]|NOTNEAR\/\d+)(?![^\s()])/
 NOT.3: /NOT(?![^\s()])/
 PROXOP.3: /(NEAR\/\d+|ONEAR\/\d+|[wW]\/[sSpP])(?![^\s()])/
-SCOPE.3: /(SENT|PARA)(?=\s*\()/
+SCOPE.3: /(SENT|PARA|CLAUSE)(?=\s*\()/
 ATLEAST.3: /ATLEAST\s*\d+(?![^\s()])/
 FIELD.2: /[A-Za-z_]+:/
 PHRASE: /"(?:[^"\\\n]|\\.)*"/
@@ -332,8 +332,12 @@ def _build_group(t: Tree) -> Node:
 
 def _build_scope(t: Tree) -> Node:
     tok = t.children[0]
-    kind: Literal["sentence", "paragraph"] = "sentence" if str(tok) == "SENT" else "paragraph"
-    return Scope(kind, _build(t.children[2]), _off(tok))
+    kinds: dict[str, Literal["sentence", "paragraph", "clause"]] = {
+        "SENT": "sentence",
+        "PARA": "paragraph",
+        "CLAUSE": "clause",
+    }
+    return Scope(kinds[str(tok)], _build(t.children[2]), _off(tok))
 
 
 def _build_atleast(t: Tree) -> Node:

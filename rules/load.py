@@ -216,14 +216,42 @@ class _FileLoader:
     # --- lists -----------------------------------------------------------------------------------
 
     def _lists(self, node: yaml.Node | None) -> dict[str, ListTerms]:
+        """Every list of the file, with the entries of the lists it ``include``s (their canonical
+        values kept, captured under the including list's ``capture``)."""
         lists: dict[str, ListTerms] = {}
         if not isinstance(node, yaml.MappingNode):
             return lists
-        for key, value in node.value:
-            name = str(key.value)
-            items, capture = self._list_items(value)
-            lists[name] = ListTerms(name, tuple(items), capture)
+        own = {str(key.value): (value, *self._list_items(value)) for key, value in node.value}
+        for name in own:
+            lists[name] = self._with_includes(name, own, lists, ())
         return lists
+
+    def _with_includes(
+        self,
+        name: str,
+        own: Mapping[str, tuple[yaml.Node, list[ListItem], str | None]],
+        done: dict[str, ListTerms],
+        chain: tuple[str, ...],
+    ) -> ListTerms:
+        if name in done:
+            return done[name]
+        node, items, capture = own[name]
+        include = _get(node, "include") if isinstance(node, yaml.MappingNode) else None
+        if isinstance(node, yaml.MappingNode) and _get(node, "terms") is None and include is None:
+            self._error(f"list '{name}' needs 'terms' or 'include'", node)
+        merged = list(items)
+        for ref in include.value if isinstance(include, yaml.SequenceNode) else []:
+            other = str(ref.value)
+            if other not in own:
+                known = ", ".join(sorted(own)) or "none"
+                self._error(f"list '{name}' includes unknown list '{other}' (lists here: {known})", ref)
+            elif other in (*chain, name):
+                path = " -> ".join((*chain, name, other))
+                self._error(f"list '{name}' includes itself (through {path})", ref)
+            else:
+                merged.extend(self._with_includes(other, own, done, (*chain, name)).items)
+        done[name] = ListTerms(name, tuple(merged), capture)
+        return done[name]
 
     def _list_items(self, node: yaml.Node) -> tuple[list[ListItem], str | None]:
         if isinstance(node, yaml.SequenceNode):

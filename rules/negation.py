@@ -67,6 +67,10 @@ NEGATIONS: tuple[str, ...] = (
     "instead of",
     "ruled out",
     "rules out",
+    "unable to",
+    "failed to",
+    "fails to",
+    "fail to",
     "未",
     "没有",
     "没",
@@ -77,6 +81,12 @@ NEGATIONS: tuple[str, ...] = (
     "从未",
     "拒绝",
     "无法",
+    "尚无",
+    "暂无",
+    "并无",
+    "无人",
+    "没人",
+    "未能",
 )
 HEDGES: tuple[str, ...] = (
     "may",
@@ -105,11 +115,7 @@ HEDGES: tuple[str, ...] = (
     "hoped to",
     "expected to",
     "set to",
-    "likely",
     "unlikely",
-    "possibly",
-    "probably",
-    "perhaps",
     "once",
     "if",
     "whether",
@@ -134,6 +140,66 @@ HEDGES: tuple[str, ...] = (
     "estimates",
     "so that",
     "in order to",
+    "speculation",
+    "speculative",
+    "rumour",
+    "rumours",
+    "rumor",
+    "rumors",
+    "ready to",
+    "capable of",
+    "considering",
+    "weighing",
+    "exploring",
+    "mulling",
+    "in talks",
+    "考虑",
+    "有意",
+    "洽谈",
+    "探讨",
+    "claim",
+    "claims",
+    "posts claim",
+    "posts claimed",
+    "post claims",
+    "post claimed",
+    "users claim",
+    "netizens claim",
+    "bloggers claim",
+    "claim that",
+    "claims that",
+    "claimed that",
+    "according to unverified",
+    "according to unconfirmed",
+    "according to rumours",
+    "according to rumors",
+    "unverified reports",
+    "unconfirmed reports",
+    "want",
+    "wants",
+    "urged",
+    "urges",
+    "called on",
+    "calls on",
+    "hope",
+    "hopes",
+    "如果",
+    "假如",
+    "倘若",
+    "若",
+    "一旦",
+    "希望",
+    "打算",
+    "准备",
+    "即将",
+    "将于",
+    "能否",
+    "声称",
+    "据说",
+    "传言",
+    "消息称",
+    "爆料",
+    "有望",
     "可能",
     "计划",
     "预计",
@@ -141,7 +207,6 @@ HEDGES: tuple[str, ...] = (
     "也许",
     "猜测",
     "推测",
-    "有望",
     "是否",
     "估计",
 )
@@ -155,6 +220,18 @@ BOTH_WAYS: tuple[str, ...] = (
     "unconfirmed",
     "unverified",
     "unsubstantiated",
+    "likely",
+    "probably",
+    "possibly",
+    "perhaps",
+    "would require",
+    "would need",
+    "would take",
+    "would cost",
+    "未经证实",
+    "未获证实",
+    "未经核实",
+    "坊间",
     "据称",
     "传闻",
     "据传",
@@ -190,6 +267,7 @@ PSEUDO: tuple[str, ...] = (
     "不只",
     "毫不",
     "不得不",
+    "若干",
 )
 
 
@@ -209,7 +287,8 @@ def _key(phrase: str) -> tuple[str, ...]:
 def _table() -> dict[str, list[tuple[tuple[str, ...], Kind, Direction]]]:
     rows: list[tuple[str, Kind, Direction]] = [(p, "pseudo", "fwd") for p in PSEUDO]
     rows += [(p, "negated", "both") for p in NEGATIONS]
-    rows += [(p, "hedged", "fwd") for p in HEDGES]
+    # Chinese modal hedges follow the subject they hedge (LongCat-2.0的复现工作预计明年启动): both ways
+    rows += [(p, "hedged", "fwd" if p.isascii() else "both") for p in HEDGES]
     rows += [(p, "hedged", "both") for p in BOTH_WAYS]
     table: dict[str, list[tuple[tuple[str, ...], Kind, Direction]]] = {}
     for phrase, kind, direction in rows:
@@ -271,7 +350,8 @@ def scan_clause(text: str, start: int, end: int, lower: str | None = None) -> Cl
             continue
         length, kind, direction = found
         if kind != "pseudo":
-            triggers.append(Trigger(kind, i, i + length - 1, direction, text[tokens[i][0] : tokens[i + length - 1][1]]))
+            written = text[tokens[i][0] : tokens[i + length - 1][1]]
+            triggers.append(Trigger(kind, i, i + length - 1, direction, written))
         i += length
     return ClauseScan(tuple(t[0] for t in tokens), tuple(units), tuple(triggers))
 

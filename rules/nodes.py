@@ -87,7 +87,7 @@ class Near:
 
 @dataclass(frozen=True)
 class Scope:
-    kind: Literal["sentence", "paragraph"]
+    kind: Literal["sentence", "paragraph", "clause"]
     child: Node
     offset: int = 0
 

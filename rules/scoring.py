@@ -86,7 +86,10 @@ class EvalReport:
         """One line per rule below a threshold (an undefined ratio never fails)."""
         out = []
         for r in self.rules:
-            for name, value, floor in (("precision", r.precision, min_precision), ("recall", r.recall, min_recall)):
+            for name, value, floor in (
+                ("precision", r.precision, min_precision),
+                ("recall", r.recall, min_recall),
+            ):
                 if floor is not None and value is not None and value < floor:
                     out.append(f"{r.rule_id}: {name} {value:.2f} < {floor:.2f}")
         out.extend(f"{label}: label names no loaded rule" for label in self.unknown_labels)
@@ -104,12 +107,19 @@ def parse_cases(text: str, origin: str = "<cases>") -> list[Case]:
         except json.JSONDecodeError as exc:
             raise CaseError(f"not a JSON object: {exc.msg}", file=origin, line=n) from None
         if not isinstance(row, dict) or "text" not in row or not isinstance(row.get("labels"), list):
-            raise CaseError('expected an object with "text" and "labels" (a list of rule ids)', file=origin, line=n)
+            raise CaseError(
+                'expected an object with "text" and "labels" (a list of rule ids)', file=origin, line=n
+            )
         lang = str(row.get("lang") or row.get("language") or "")
         doc = dict(row, language=row.get("language") or row.get("lang"))
         cases.append(
-            Case(str(row.get("id") or f"{origin}:{n}"), frozenset(map(str, row["labels"])), doc, lang,
-                 str(row.get("split") or ""))
+            Case(
+                str(row.get("id") or f"{origin}:{n}"),
+                frozenset(map(str, row["labels"])),
+                doc,
+                lang,
+                str(row.get("split") or ""),
+            )
         )
     return cases
 
@@ -143,7 +153,9 @@ def score_cases(ruleset: RuleSet, cases: Sequence[Case]) -> EvalReport:
             elif rid in fired:
                 c[1] += 1
                 m = fired[rid]
-                misses.append(Miss(case.id, rid, "FP", m.evidence, f"fired ({m.status})" + _captures(m.captures)))
+                misses.append(
+                    Miss(case.id, rid, "FP", m.evidence, f"fired ({m.status})" + _captures(m.captures))
+                )
             else:
                 c[2] += 1
                 evidence, why = ruleset.why_not(doc, rid)
@@ -165,11 +177,12 @@ def render_eval(report: EvalReport, *, failures: Sequence[str] = ()) -> str:
     width = max([len("rule"), *(len(r.rule_id) for r in report.rules)])
     lines = [f"{'rule':<{width}}  {'TP':>4} {'FP':>4} {'FN':>4}  precision  recall"]
     for r in report.rules:
-        lines.append(
-            f"{r.rule_id:<{width}}  {r.tp:>4} {r.fp:>4} {r.fn:>4}  {_ratio(r.precision):>9}  {_ratio(r.recall):>6}"
-        )
+        ratios = f"{_ratio(r.precision):>9}  {_ratio(r.recall):>6}"
+        lines.append(f"{r.rule_id:<{width}}  {r.tp:>4} {r.fp:>4} {r.fn:>4}  {ratios}")
     acc = report.accuracy
-    lines.append(f"exact label sets: {report.exact}/{report.cases}" + (f" ({acc:.1%})" if acc is not None else ""))
+    lines.append(
+        f"exact label sets: {report.exact}/{report.cases}" + (f" ({acc:.1%})" if acc is not None else "")
+    )
     if report.misses:
         lines.append(f"misses ({len(report.misses)}):")
         for m in report.misses:
@@ -188,7 +201,14 @@ def eval_json(report: EvalReport, *, failures: Sequence[str] = ()) -> dict[str, 
         "exact": report.exact,
         "accuracy": report.accuracy,
         "rules": [
-            {"rule": r.rule_id, "tp": r.tp, "fp": r.fp, "fn": r.fn, "precision": r.precision, "recall": r.recall}
+            {
+                "rule": r.rule_id,
+                "tp": r.tp,
+                "fp": r.fp,
+                "fn": r.fn,
+                "precision": r.precision,
+                "recall": r.recall,
+            }
             for r in report.rules
         ],
         "misses": [

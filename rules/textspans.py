@@ -57,8 +57,13 @@ _CLAUSE_CUT_RE = re.compile(  # run on lower-cased text
     r"|nonetheless|instead)\b"
     r"|但是|但|然而|不过|而是"
 )
-# English commas do not end a clause (NegEx does not stop there); Chinese commas do.
+# English commas do not end a clause (NegEx does not stop there); Chinese commas do, except after
+# a word that introduces hearsay or a condition (据传，... 网传，... 如果，...): what follows is
+# what the rumour says, so it stays in the rumour's clause.
 _ENGLISH_SOFT = frozenset({",", "!", "?"})
+_CJK_INTRODUCERS = re.compile(
+    r"(?:据传|网传|传闻|传言|据称|据说|消息称|声称|爆料称?|坊间传|猜测|推测|估计|预计|如果|假如|倘若|若|一旦|可能)\s*$"
+)
 
 Span = tuple[int, int]
 
@@ -115,6 +120,8 @@ def split_clauses(text: str, start: int, end: int, lower: str | None = None) -> 
     for m in _CLAUSE_CUT_RE.finditer(low, start, end):
         cut = m.group()
         if cut in _ENGLISH_SOFT and not _cjk_context(text, m.start()):
+            continue
+        if cut in "，," and _CJK_INTRODUCERS.search(text, max(start, m.start() - 4), m.start()):
             continue
         spans.append((pos, m.start()))
         pos = m.end() if not cut[0].isalpha() else m.start()

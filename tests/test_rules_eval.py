@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from crawler.cli import cli
+from crawler.cli import cli, register_all
 from rules.engine import load_rules
 from rules.scoring import CaseError, eval_json, parse_cases, render_eval, score_cases, select
+
+register_all(cli)
 
 RULES = """\
 version: 1
@@ -33,16 +35,45 @@ rules:
 """
 
 CASES = [
-    {"id": "tp", "text": "Zorvex was trained on Ascend chips.", "labels": ["chip.trained"], "lang": "en",
-     "split": "check"},
-    {"id": "tp-zh", "text": "Zorvex在昇腾芯片上完成训练。", "labels": ["chip.trained"], "lang": "zh-CN",
-     "split": "check"},
-    {"id": "fn-hedged", "text": "Posts claim Zorvex was reportedly trained on Cambricon chips.",
-     "labels": ["chip.trained"], "split": "tune"},
-    {"id": "fn-absent", "text": "Zorvex runs on Cambricon chips.", "labels": ["chip.trained"], "split": "tune"},
-    {"id": "fp", "text": "Zorvex was trained on Huawei hardware, a rival said.", "labels": [], "split": "tune"},
-    {"id": "fn-source", "text": "Zorvex benchmark results arrived.", "source": "blog", "labels": ["chip.wire"],
-     "split": "tune"},
+    {
+        "id": "tp",
+        "text": "Zorvex was trained on Ascend chips.",
+        "labels": ["chip.trained"],
+        "lang": "en",
+        "split": "check",
+    },
+    {
+        "id": "tp-zh",
+        "text": "Zorvex在昇腾芯片上完成训练。",
+        "labels": ["chip.trained"],
+        "lang": "zh-CN",
+        "split": "check",
+    },
+    {
+        "id": "fn-hedged",
+        "text": "Zorvex was reportedly trained on Cambricon chips.",
+        "labels": ["chip.trained"],
+        "split": "tune",
+    },
+    {
+        "id": "fn-absent",
+        "text": "Zorvex runs on Cambricon chips.",
+        "labels": ["chip.trained"],
+        "split": "tune",
+    },
+    {
+        "id": "fp",
+        "text": "Zorvex was trained on Huawei hardware, a rival said.",
+        "labels": [],
+        "split": "tune",
+    },
+    {
+        "id": "fn-source",
+        "text": "Zorvex benchmark results arrived.",
+        "source": "blog",
+        "labels": ["chip.wire"],
+        "split": "tune",
+    },
     {"id": "tn", "text": "Nothing to see here.", "labels": [], "split": "check"},
 ]
 
@@ -74,7 +105,7 @@ def test_scores_per_rule_exact_sets_and_explains_every_miss(rules_file: Path, ca
     misses = {m.case_id: m for m in report.misses}
     assert set(misses) == {"fn-hedged", "fn-absent", "fp", "fn-source"}
     assert misses["fn-hedged"].kind == "FN"
-    assert misses["fn-hedged"].evidence == "Posts claim Zorvex was reportedly trained on Cambricon chips."
+    assert misses["fn-hedged"].evidence == "Zorvex was reportedly trained on Cambricon chips."
     assert misses["fn-hedged"].why == "best hit hedged (hedged by 'reportedly')"
     assert misses["fn-absent"].why == "no hit; absent: (train* OR 训练)"
     assert misses["fp"].kind == "FP"
@@ -106,7 +137,7 @@ def test_a_bad_case_line_is_an_error_with_its_line(tmp_path: Path) -> None:
     with pytest.raises(CaseError) as exc:
         parse_cases('{"text": "a", "labels": []}\n{"text": "no labels"}\n', origin="cases.jsonl")
     assert str(exc.value).startswith("cases.jsonl:2:")
-    with pytest.raises(CaseError, match="cases.jsonl:1: not a JSON object"):
+    with pytest.raises(CaseError, match=r"cases\.jsonl:1: not a JSON object"):
         parse_cases("{oops\n", origin="cases.jsonl")
 
 
@@ -127,7 +158,12 @@ def test_render_and_json_report(rules_file: Path, cases_file: Path) -> None:
     assert "BELOW THRESHOLD chip.trained: recall 0.50 < 0.90" in text
     data = eval_json(report, failures=failures)
     assert data["rules"][0] == {
-        "rule": "chip.trained", "tp": 2, "fp": 1, "fn": 2, "precision": pytest.approx(2 / 3), "recall": 0.5
+        "rule": "chip.trained",
+        "tp": 2,
+        "fp": 1,
+        "fn": 2,
+        "precision": pytest.approx(2 / 3),
+        "recall": 0.5,
     }
     assert {"case": "fp", "rule": "chip.trained", "kind": "FP"}.items() <= data["misses"][2].items()
     assert data["failures"] == failures
@@ -138,7 +174,9 @@ def test_cli_exits_1_below_thresholds_and_0_above(rules_file: Path, cases_file: 
     low = CliRunner().invoke(cli, [*base, "--min-precision", "0.95", "--min-recall", "0.9"])
     assert low.exit_code == 1, low.output
     assert "BELOW THRESHOLD chip.trained: precision 0.67 < 0.95" in low.output
-    ok = CliRunner().invoke(cli, [*base, "--split", "check", "--min-precision", "0.95", "--min-recall", "0.9"])
+    ok = CliRunner().invoke(
+        cli, [*base, "--split", "check", "--min-precision", "0.95", "--min-recall", "0.9"]
+    )
     assert ok.exit_code == 0, ok.output
     assert "exact label sets: 3/3 (100.0%)" in ok.output
     as_json = CliRunner().invoke(cli, [*base, "--lang", "zh", "--json"])
@@ -154,6 +192,8 @@ def test_cli_usage_errors(rules_file: Path, tmp_path: Path) -> None:
     assert f"{bad}:1:" in result.output
     good = tmp_path / "good.jsonl"
     good.write_text('{"text": "x", "labels": [], "split": "tune"}\n', encoding="utf-8")
-    none = CliRunner().invoke(cli, ["rules", "eval", str(good), "--rules", str(rules_file), "--split", "check"])
+    none = CliRunner().invoke(
+        cli, ["rules", "eval", str(good), "--rules", str(rules_file), "--split", "check"]
+    )
     assert none.exit_code == 2
     assert "no case matches" in none.output

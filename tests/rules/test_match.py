@@ -311,3 +311,67 @@ def test_prefilter_never_changes_the_result(tmp_path: Path) -> None:
         ctx = DocContext(title, body, DocMeta())
         slow = {cr.rule.id for cr in rs._compiled if _first_firing(cr, ctx) is not None}
         assert fast == slow, (title, body)
+
+
+def test_clause_scope(tmp_path: Path) -> None:
+    rs = make_rules(tmp_path, "SENT(LongCat AND CLAUSE(Kunlunxin AND serv*))")
+    assert fires(rs, "Meituan said LongCat is served on Kunlunxin chips.")
+    assert not fires(rs, "Meituan serves LongCat on its own cards, while Kunlunxin supplies Baidu.")
+    m = fire(rs, "LongCat news: Kunlunxin serves it.")
+    assert m is not None and [s.term for s in m.spans] == ["LongCat", "Kunlunxin", "serv*"]
+    zh = make_rules(tmp_path, "CLAUSE(华为 AND 训练)")
+    assert fires(zh, "美团确认，模型在华为集群上完成训练。")
+    assert not fires(zh, "华为未回应，美团称训练已完成。")
+
+
+def test_list_include_keeps_canonical_captures(tmp_path: Path) -> None:
+    lists = (
+        "  domestic:\n    capture: vendor\n    terms:\n      Huawei: [Huawei, Ascend, 华为, 昇腾]\n"
+        "  foreign:\n    capture: vendor\n    terms:\n      Nvidia: [Nvidia, H20, 英伟达]\n"
+        "  vendors:\n    capture: chipmaker\n    include: [domestic, foreign]\n"
+        "  hw:\n    capture: vendor\n    include: [domestic]\n    terms:\n      domestic: [国产]\n"
+    )
+    rs = make_rules(tmp_path, "SENT(@vendors AND (train* OR 训练))", lists=lists)
+    for text, value in [
+        ("LongCat was trained on Ascend 910C chips.", "Huawei"),
+        ("LongCat在昇腾集群上完成训练。", "Huawei"),
+        ("美团在华为昇腾上训练了模型。", "Huawei"),
+        ("It was trained on H20s.", None),
+        ("它在英伟达H20上训练。", "Nvidia"),
+    ]:
+        m = fire(rs, text)
+        assert (dict(m.captures).get("chipmaker") if m else None) == value, text
+    hw = make_rules(tmp_path, "SENT(@hw AND 训练)", lists=lists)
+    m = fire(hw, "模型在国产芯片上训练。")
+    assert m is not None and dict(m.captures) == {"vendor": "domestic"}
+    assert not fires(hw, "模型在英伟达芯片上训练。")
+
+
+def test_list_include_errors(tmp_path: Path) -> None:
+    from rules.engine import lint_paths
+
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "version: 1\nlists:\n  a:\n    include: [b]\n  b:\n    include: [a]\n  c:\n    include: [nope]\n"
+        "  d:\n    capture: x\nrules:\n  - id: r\n    title: t\n    severity: low\n    query: '@a OR @c'\n",
+        encoding="utf-8",
+    )
+    messages = [e.message for e in lint_paths([path])]
+    assert any("list 'b' includes itself (through a -> b -> a)" in m for m in messages), messages
+    assert any("list 'c' includes unknown list 'nope'" in m for m in messages), messages
+    assert any("list 'd' needs 'terms' or 'include'" in m for m in messages), messages
+
+
+def test_a_veto_of_the_evidence_does_not_leave_a_gate_firing_alone(tmp_path: Path) -> None:
+    """`top:x AND SENT(...)` yields its operands' hits; vetoing the sentence must fail the AND."""
+    extra = "    vetoes:\n      - query: DeepSeek\n        scope: clause\n"
+    rs = make_rules(tmp_path, "top:LongCat AND SENT(model AND Ascend)", extra)
+    assert fires(rs, "LongCat launched.\n\nThe model was trained on Ascend chips.")
+    assert not fires(rs, "LongCat launched.\n\nThe model was trained on Ascend chips, like DeepSeek.")
+
+
+def test_a_hedged_sentence_does_not_fire_through_an_asserted_gate(tmp_path: Path) -> None:
+    rs = make_rules(tmp_path, "top:LongCat AND SENT(LongCat AND Ascend)")
+    assert not fires(rs, "LongCat could run on Ascend cards in the future.")
+    m = fire(rs, "LongCat runs on Ascend cards.")
+    assert m is not None and m.status == "asserted"

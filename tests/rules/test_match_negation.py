@@ -64,6 +64,42 @@ def test_classification(sentence: str, term: str, status: str) -> None:
     assert status_of(sentence, term) == status
 
 
+@pytest.mark.parametrize(
+    ("sentence", "term", "status"),
+    [
+        # attributed rumours and unverified claims
+        ("Unverified posts on social media claim LongCat-2.0 was trained on Kunlunxin chips.", "Kunlunxin", "hedged"),
+        ("Posts claim T-Head chips were behind LongCat-2.0.", "T-Head", "hedged"),
+        ("Posts on Weibo claim that Moore Threads GPUs trained LongCat-2.0.", "Moore", "hedged"),
+        ("According to unverified reports, Meituan used Hygon DCUs.", "Hygon", "hedged"),
+        ("According to rumours, Meituan used Hygon DCUs.", "Hygon", "hedged"),
+        ("Rumours on Weibo say Hygon DCUs trained LongCat-2.0.", "Hygon", "hedged"),
+        ("LongCat-2.0 was probably trained on Ascend.", "LongCat", "hedged"),
+        ("Reproducing LongCat-2.0 would require 50,000 cards.", "Reproducing", "hedged"),
+        ("StepFun is considering Biren GPUs for its next model.", "Biren", "hedged"),
+        ("Biren says its clusters are ready to train any model.", "train", "hedged"),
+        ("Atlas 950 SuperPoDs were deemed unable to train large models.", "Atlas", "negated"),
+        ("网传LongCat-2.0使用了摩尔线程的GPU训练。", "摩尔线程", "hedged"),
+        ("据传，美团采用寒武纪芯片训练龙猫2.0。", "寒武纪", "hedged"),
+        ("传闻称LongCat-2.0基于海光DCU训练。", "海光", "hedged"),
+        ("有消息称，LongCat-2.0由华为昇腾芯片训练。", "昇腾", "hedged"),
+        ("业内估计，LongCat-2.0的训练耗时约三个月。", "训练", "hedged"),
+        ("若美团采用沐曦芯片部署LongCat-2.0，将是重大突破。", "沐曦", "hedged"),
+        ("LongCat-2.0的复现工作预计明年启动。", "复现", "hedged"),
+        ("该消息未经证实：LongCat-2.0在昇腾上训练。", "消息", "hedged"),
+        ("目前尚无团队复现LongCat-2.0。", "复现", "negated"),
+        ("美团使用若干华为昇腾集群训练LongCat-2.0。", "昇腾", "asserted"),
+        ("据悉，美团已将LongCat-2.0部署在昆仑芯服务器上。", "昆仑芯", "asserted"),
+        ("美团表示，LongCat-2.0在华为昇腾集群上完成训练。", "昇腾", "asserted"),
+        ("Researchers confirmed LongCat-2.0's claimed score.", "score", "asserted"),
+    ],
+)
+def test_rumour_and_hedge_vocabulary(sentence: str, term: str, status: str) -> None:
+    assert status_of(sentence, term) == status
+
+
+
+
 def test_sentences_paragraphs_and_clauses() -> None:
     text = "Mr. Smith met Dr. Wu at No. 11 Main St. in the U.S. on Monday. It rained!\nA line\n\n美团确认。第二句？ok"
     assert [text[s:e] for s, e in split_sentences(text)] == [

@@ -20,7 +20,7 @@ OPERATORS = {
     "BOOLOP": ["AND", "OR", "NOT/s", "NOT/c", "NOT/p", "NOTNEAR/3"],
     "NOT": ["NOT"],
     "PROXOP": ["NEAR/3", "ONEAR/3", "w/s", "w/p"],
-    "SCOPE": ["SENT", "PARA"],
+    "SCOPE": ["SENT", "PARA", "CLAUSE"],
     "ATLEAST": ["ATLEAST 2"],
 }
 NON_OPERATOR_TERMINALS = {"LPAR", "RPAR", "FIELD", "PHRASE", "CASED", "REGEX", "LISTREF", "WORD"}
