@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 SourceKind = Literal["feed", "page"]
@@ -149,6 +149,10 @@ class Match:
     captures: Mapping[str, str] = field(default_factory=dict)
     labels: Mapping[str, str] = field(default_factory=dict)
     field: str = "body"  # which field the evidence came from
+    # the rule's develops_on captures ("vendor=Huawei"): matches with the same key within the window
+    # are one development, across stories and languages; None when the rule declares none
+    development: str | None = None
+    development_window: timedelta | None = None
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ the document's UTF-8 bytes) picks the candidate rules; only those are evaluated
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -303,7 +303,17 @@ def _to_match(rule: Rule, ctx: DocContext, hit: Hit, status: HitStatus) -> Match
         captures=captures,
         labels=dict(rule.labels),
         field=FIELD_NAMES[hit[0].field],
+        development=development_key(rule, captures),
+        development_window=rule.develops_within if rule.develops_on else None,
     )
+
+
+def development_key(rule: Rule, captures: Mapping[str, str]) -> str | None:
+    """``vendor=Huawei`` for a rule with ``develops_on: [vendor]``; None when the rule declares no
+    ``develops_on`` or a named capture is missing from the match."""
+    if not rule.develops_on or any(name not in captures for name in rule.develops_on):
+        return None
+    return ";".join(f"{name}={captures[name]}" for name in rule.develops_on)
 
 
 def _outer_spans(spans: set[Span]) -> tuple[Span, ...]:

@@ -12,9 +12,11 @@ inline tests) reports through the same file:line:column locator, defined here.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from dataclasses import field as dc_field
+from datetime import timedelta
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, cast
@@ -40,6 +42,8 @@ from rules.paths import SCHEMA_PATH
 from rules.schema_check import SchemaValidator, mark_of, scalar_value
 
 FORMAT_VERSION = 1
+DEFAULT_DEVELOPMENT_WINDOW = timedelta(hours=72)
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 RULE_SUFFIXES = (".yaml", ".yml")
 VETO_SCOPES = {"clause": "clause", "sentence": "sentence", "paragraph": "paragraph"}
 
@@ -104,6 +108,8 @@ class Rule:
     enabled: bool = True
     file: str = ""
     line: int = 0
+    develops_on: tuple[str, ...] = ()  # capture names that identify one development
+    develops_within: timedelta = DEFAULT_DEVELOPMENT_WINDOW
 
 
 @dataclass(frozen=True)
@@ -316,6 +322,8 @@ class _FileLoader:
             enabled=scalar_value(values["enabled"]) is not False if "enabled" in values else True,
             file=self.file,
             line=mark_of(node)[0],
+            develops_on=tuple(_str_list(values.get("develops_on"))),
+            develops_within=_duration(_text(values.get("develops_within"))),
         )
 
     def _query(
@@ -480,3 +488,12 @@ def _str_map(node: yaml.Node | None) -> dict[str, str]:
     if not isinstance(node, yaml.MappingNode):
         return {}
     return {str(k.value): str(v.value) for k, v in node.value if isinstance(v, yaml.ScalarNode)}
+
+
+def _duration(text: str | None) -> timedelta:
+    """``72h``, ``3d``, ``90m``, ``30s``; the default window when absent or invalid (the schema
+    check reports an invalid value with its position)."""
+    found = re.fullmatch(r"(\d+) ?([smhd])", text or "")
+    if found is None:
+        return DEFAULT_DEVELOPMENT_WINDOW
+    return timedelta(seconds=int(found.group(1)) * _DURATION_UNITS[found.group(2)])

@@ -372,6 +372,7 @@ def _record_matches(
             now=now,
             headline=doc.title,
             link=doc.canonical_url or doc.url,  # the alert links without tracking parameters
+            language=doc.language,
         )
         if out.created:
             new_ids.append(out.alert_id)

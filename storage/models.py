@@ -207,6 +207,9 @@ class AlertRow(Base):
     origin: Mapped[str] = mapped_column(String(16), default="live")  # live | backfill | rescan
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # the rule's develops_on captures ("vendor=Huawei"): later matches with the same key within
+    # the rule's window corroborate this alert, whatever their story or language
+    development_key: Mapped[str | None] = mapped_column(String(300), index=True)
 
 
 class DeliveryRow(Base):

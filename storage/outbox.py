@@ -13,6 +13,11 @@ Rules, precisely:
   the number of distinct sources grew, an ``update`` delivery is queued for each channel the alert
   already reached. Updates coalesce: while an alert, update or repeat row for that alert and
   channel is still waiting (pending/held), its alert snapshot is refreshed instead of adding a row.
+- A match whose rule declares ``develops_on`` carries a development key (``vendor=Huawei``): the
+  latest alert of the same rule and key created within the rule's window (``develops_within``) is
+  the same development, in any story and any language, so the match corroborates it (its sources
+  and languages are added) instead of alerting again. Another key (``vendor=Cambricon``) or a
+  match after the window is a new development.
 - The same document recording the same match again is a ``duplicate``: nothing changes.
 - An active silence matching the rule (see crawler.alerts.routing.silence_matches) creates the
   alert, and its deliveries in state ``silenced``: they are never sent by the relay, stay visible
@@ -34,7 +39,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy import select, update
@@ -84,6 +89,7 @@ class _Ctx:
     origin: str
     policy: str  # none | digest | all (live alerts are always "all")
     now: datetime
+    language: str | None = None
 
 
 def record_alert(
@@ -101,20 +107,26 @@ def record_alert(
     now: datetime | None = None,
     headline: str | None = None,
     link: str | None = None,
+    language: str | None = None,
 ) -> AlertOutcome:
     """Record one match in the caller's transaction; see the module docstring for the rules.
 
     ``sources``: (source id, URL) of every source known to report the story; ``headline``/``link``
-    default to the story's title and the document's URL.
+    default to the story's title and the document's URL; ``language``: the document's, listed on
+    the alert with the languages of the reports that corroborate it.
     """
     now = now or utcnow()
     ev_hash = evidence_hash(match.evidence)
     match_id = insert_match(session, db, match, document_id, story_id, ev_hash, now)
     existing = _find_alert(session, match.rule_id, story_id, ev_hash)
+    existing = existing or _find_development(session, match, now)
     if match_id is None and existing is not None:
         return AlertOutcome("duplicate", existing.id, None, existing.source_count)
     policy = backfill_policy if origin != "live" else "all"
-    ctx = _Ctx(session, db, match, story_id, document_id, ev_hash, match_id, alerts_cfg, origin, policy, now)
+    ctx = _Ctx(
+        session, db, match, story_id, document_id, ev_hash, match_id, alerts_cfg, origin, policy, now,
+        language,
+    )
     if existing is None:
         created = _new_alert(ctx, source_count, sources, headline, link)
         if created is not None:
@@ -137,6 +149,8 @@ def _new_alert(
     head, url = _headline(ctx.session, ctx.story_id, ctx.document_id, m, headline, link)
     merged = merge_sources([], sources)
     details = match_details(m, sources=merged, headline=head, link=url)
+    if ctx.language:
+        details["languages"] = [ctx.language]
     silence = active_silence(ctx.session, m.rule_id, ctx.story_id, m.labels, ctx.now)
     if silence is not None:
         details["silenced_by"] = silence
@@ -157,6 +171,7 @@ def _new_alert(
         "group_key": group_key(
             ctx.cfg.group_by, rule_id=m.rule_id, story_id=ctx.story_id, severity=m.severity
         ),
+        "development_key": m.development,
     }
     stmt = ctx.db.insert(AlertRow).values(**values).on_conflict_do_nothing().returning(AlertRow.id)
     alert_id = ctx.session.execute(stmt).scalar()
@@ -203,6 +218,26 @@ def _find_alert(s: Session, rule_id: str, story_id: int, ev_hash: str) -> AlertR
     base = select(AlertRow).where(AlertRow.rule_id == rule_id, AlertRow.evidence_hash == ev_hash)
     order = (AlertRow.story_id != story_id, AlertRow.id)
     return s.scalars(base.order_by(*order).limit(1).with_for_update()).first()
+
+
+def _find_development(s: Session, m: Match, now: datetime) -> AlertRow | None:
+    """The latest alert of the match's development (same rule and develops_on key, created within
+    the rule's window), in any story; None when the rule declares no ``develops_on``."""
+    if m.development is None:
+        return None
+    since = now - (m.development_window or timedelta(0))
+    query = (
+        select(AlertRow)
+        .where(
+            AlertRow.rule_id == m.rule_id,
+            AlertRow.development_key == m.development,
+            AlertRow.created_at >= since,
+        )
+        .order_by(AlertRow.created_at.desc(), AlertRow.id.desc())
+        .limit(1)
+        .with_for_update()
+    )
+    return s.scalars(query).first()
 
 
 def _headline(
@@ -279,6 +314,8 @@ def _corroborate(
     """Another source for a known alert: count it; queue an update when the source count grew."""
     details = dict(row.details or {})
     details["sources"] = merge_sources(details.get("sources", []), sources)
+    if ctx.language and ctx.language not in details.get("languages", []):
+        details["languages"] = [*details.get("languages", []), ctx.language]
     old = row.source_count
     count = max(old, source_count, distinct_sources(details["sources"]))
     values = _row_values(row) | {

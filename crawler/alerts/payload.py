@@ -117,6 +117,7 @@ def alert_payload(
         "corroborations": corroborations,
         "sources": sources[:MAX_PAYLOAD_SOURCES],
         "more_sources": max(0, len(sources) - MAX_PAYLOAD_SOURCES),
+        "languages": list(details.get("languages", [])),
         "origin": origin,
         "created_at": created_at.isoformat(),
     }

@@ -375,3 +375,37 @@ def test_a_hedged_sentence_does_not_fire_through_an_asserted_gate(tmp_path: Path
     assert not fires(rs, "LongCat could run on Ascend cards in the future.")
     m = fire(rs, "LongCat runs on Ascend cards.")
     assert m is not None and m.status == "asserted"
+
+
+def test_develops_on_gives_matches_a_canonical_development_key(tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    lists = "  vendors:\n    capture: vendor\n    terms:\n      Huawei: [Huawei, Ascend, 华为, 昇腾]\n"
+    extra = "    develops_on: [vendor]\n    develops_within: 3d\n"
+    rs = make_rules(tmp_path, "SENT(@vendors AND (train* OR 训练))", extra, lists=lists)
+    en = fire(rs, "LongCat-2.0 was trained on Ascend 910C chips.")
+    zh = fire(rs, "LongCat-2.0在华为昇腾集群上完成训练。")
+    assert en is not None and zh is not None
+    assert en.development == zh.development == "vendor=Huawei"
+    assert en.development_window == timedelta(days=3)
+    default = make_rules(tmp_path, "SENT(@vendors AND train*)", "    develops_on: [vendor]\n", lists=lists)
+    m = fire(default, "It was trained on Ascend chips.")
+    assert m is not None and m.development_window == timedelta(hours=72)
+    missing = make_rules(tmp_path, "SENT(Ascend AND train*)", "    develops_on: [vendor]\n")
+    m = fire(missing, "It was trained on Ascend chips.")
+    assert m is not None and (m.development, m.development_window) == (None, timedelta(hours=72))
+    plain = fire(make_rules(tmp_path, "SENT(@vendors AND train*)", lists=lists), "Trained on Ascend.")
+    assert plain is not None and (plain.development, plain.development_window) == (None, None)
+
+
+def test_an_invalid_develops_within_is_a_lint_error(tmp_path: Path) -> None:
+    from rules.engine import lint_paths
+
+    path = tmp_path / "w.yaml"
+    path.write_text(
+        "version: 1\nrules:\n  - id: r\n    title: t\n    severity: low\n    query: a\n"
+        "    develops_on: [vendor]\n    develops_within: soon\n",
+        encoding="utf-8",
+    )
+    [error] = lint_paths([path])
+    assert (error.line, error.rule_id) == (8, "r") and "72h" in error.message
