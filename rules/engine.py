@@ -34,7 +34,7 @@ from rules.evaluate import (
     evaluate,
     hit_key,
 )
-from rules.lang import Exclude, ListTerms, Node, Not, Or, Term, children
+from rules.lang import And, Exclude, Fact, ListTerms, Near, Node, Not, Or, Scope, Term, children
 from rules.load import Rule, load_files
 from rules.terms import (
     TermMatcher,
@@ -94,6 +94,7 @@ class CompiledRule:
     query: Node
     clauses: tuple[frozenset[int], ...]  # prefilter literal ids; one of each clause must occur
     max_level: int  # the highest evaluation level fire_on needs
+    whole_hits: bool = False  # every hit is a whole witness of the query (see _whole_hits)
 
 
 def load_rules(paths: Sequence[Path]) -> RuleSet:
@@ -126,7 +127,13 @@ class RuleSet:
                 score[m.prefilter] = min(score.get(m.prefilter, 1 << 30), rarity(m))
         self._prefilter = _Prefilter([required_literals(q) for q in queries], score)
         self._compiled = tuple(
-            CompiledRule(r, q, self._prefilter.clauses[i], max(LEVEL_STATUS.index(s) for s in r.fire_on))
+            CompiledRule(
+                r,
+                q,
+                self._prefilter.clauses[i],
+                max(LEVEL_STATUS.index(s) for s in r.fire_on),
+                _whole_hits(q),
+            )
             for i, (r, q) in enumerate(zip(self.rules, queries, strict=True))
         )
 
@@ -245,13 +252,19 @@ def _first_firing(cr: CompiledRule, ctx: DocContext) -> tuple[Hit, HitStatus] | 
 
     Evaluation is monotone in the occurrences it may use: no hit with every status allowed means
     no hit at all, found without classifying a single occurrence. Only then are the stricter
-    levels evaluated. (A level-2 hit whose occurrences are all asserted does not prove an asserted
-    hit: the hits of ``top:x AND SENT(...)`` are its operands' hits, and the gate's may be
-    asserted while the sentence's is hedged.)
+    levels evaluated, except that for a query whose every hit is a whole witness
+    (:func:`_whole_hits`) a hit whose occurrences are all asserted is also found with asserted
+    occurrences only, and fires without re-evaluating. (Not so in general: the hits of
+    ``top:x AND SENT(...)`` are its operands' hits, and the gate's may be asserted while the
+    sentence's is hedged.)
     """
     everything = sorted(_level_hits(cr, ctx, 2), key=_rank)
     if not everything:
         return None
+    if cr.whole_hits and "asserted" in cr.rule.fire_on:
+        for hit in everything:  # a whole witness whose occurrences are all asserted is an asserted hit
+            if all(ctx.status(o) == "asserted" for o in hit):
+                return hit, "asserted"
     seen: set[tuple[int, int, int]] = set()
     for level in range(cr.max_level + 1):
         status = LEVEL_STATUS[level]
@@ -261,6 +274,25 @@ def _first_firing(cr: CompiledRule, ctx: DocContext) -> tuple[Hit, HitStatus] | 
             return _best(fresh), status
         seen.update(hit_key(ctx, h) for h in hits)
     return None
+
+
+def _whole_hits(node: Node, in_scope: bool = False) -> bool:
+    """True when every hit of ``node`` holds all the occurrences that make it match: an AND outside
+    ``SENT``/``PARA``/``CLAUSE`` yields its operands' hits separately, and ``ATLEAST`` counts
+    occurrences across hits, so neither qualifies."""
+    if isinstance(node, Term | ListTerms | Fact | Not):
+        return True
+    if isinstance(node, And):
+        return in_scope and all(_whole_hits(c, in_scope) for c in node.children)
+    if isinstance(node, Or):
+        return all(_whole_hits(c, in_scope) for c in node.children)
+    if isinstance(node, Scope):
+        return _whole_hits(node.child, True)
+    if isinstance(node, Near):
+        return _whole_hits(node.left, in_scope) and _whole_hits(node.right, in_scope)
+    if isinstance(node, Exclude):
+        return _whole_hits(node.left, in_scope)
+    return False
 
 
 def _all_hits(cr: CompiledRule, ctx: DocContext) -> list[tuple[Hit, HitStatus]]:
