@@ -92,6 +92,13 @@ def test_classification(sentence: str, term: str, status: str) -> None:
         ("据悉，美团已将LongCat-2.0部署在昆仑芯服务器上。", "昆仑芯", "asserted"),
         ("美团表示，LongCat-2.0在华为昇腾集群上完成训练。", "昇腾", "asserted"),
         ("Researchers confirmed LongCat-2.0's claimed score.", "score", "asserted"),
+        ("Analysts believe LongCat-2.0 was trained on Ascend.", "Ascend", "hedged"),
+        ("LongCat-2.0 appears to have been trained on Ascend hardware.", "Ascend", "hedged"),
+        ("A Weibo post, since deleted, said LongCat-2.0 was trained on MetaX GPUs.", "MetaX", "hedged"),
+        ("Huawei's chief executive hinted that LongCat-2.0 ran on Ascend chips.", "Ascend", "hedged"),
+        ("业内普遍认为LongCat-2.0是在昇腾芯片上训练的。", "昇腾", "hedged"),
+        ("Independent researchers were unable to reproduce LongCat-2.0's score.", "reproduce", "asserted"),
+        ("Meituan failed to name the vendor.", "vendor", "negated"),
     ],
 )
 def test_rumour_and_hedge_vocabulary(sentence: str, term: str, status: str) -> None:
