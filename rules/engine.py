@@ -194,7 +194,6 @@ class RuleSet:
             results.append(RuleResult(cr.rule.id, fired is not None, matches, fired))
         return tuple(results)
 
-
     def why_not(self, doc: RuleInput, rule_id: str) -> tuple[str, str]:
         """Why a rule does not fire on a document (for back-testing reports): the evidence of its
         best suppressed hit (or "") and the reason, e.g. ``best hit hedged (hedged by 'claim')``

@@ -37,12 +37,13 @@ The relay's queries (claims, leases, digests, marks) are in :mod:`storage.outbox
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
 from crawler.alerts.payload import (
@@ -119,7 +120,7 @@ def record_alert(
     ev_hash = evidence_hash(match.evidence)
     match_id = insert_match(session, db, match, document_id, story_id, ev_hash, now)
     existing = _find_alert(session, match.rule_id, story_id, ev_hash)
-    existing = existing or _find_development(session, match, now)
+    existing = existing or _find_development(session, db, match, now)
     if match_id is None and existing is not None:
         return AlertOutcome("duplicate", existing.id, None, existing.source_count)
     policy = backfill_policy if origin != "live" else "all"
@@ -220,11 +221,20 @@ def _find_alert(s: Session, rule_id: str, story_id: int, ev_hash: str) -> AlertR
     return s.scalars(base.order_by(*order).limit(1).with_for_update()).first()
 
 
-def _find_development(s: Session, m: Match, now: datetime) -> AlertRow | None:
+def _find_development(s: Session, db: Database, m: Match, now: datetime) -> AlertRow | None:
     """The latest alert of the match's development (same rule and develops_on key, created within
-    the rule's window), in any story; None when the rule declares no ``develops_on``."""
+    the rule's window), in any story; None when the rule declares no ``develops_on``.
+
+    Two writers recording the first reports of one development at once (the English and the
+    Chinese story in two processes) must not both create it: on PostgreSQL the lookup holds a
+    transaction-scoped advisory lock on (rule, key) until the caller commits; SQLite's write
+    transactions are serialised already.
+    """
     if m.development is None:
         return None
+    if db.dialect == "postgresql":
+        digest = hashlib.blake2b(f"{m.rule_id}|{m.development}".encode(), digest_size=8).digest()
+        s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": int.from_bytes(digest, "big", signed=True)})
     since = now - (m.development_window or timedelta(0))
     query = (
         select(AlertRow)

@@ -84,3 +84,29 @@ def test_rules_without_develops_on_keep_one_alert_per_story(db_url: str) -> None
     first = record(db, cfg, s1, d1[0], plain_en)
     second = record(db, cfg, s2, d2[0], plain_zh)
     assert (first.status, second.status) == ("new", "new")
+
+
+def test_two_writers_recording_one_development_at_once_make_one_alert(pg_url: str) -> None:
+    """The English and the Chinese story ingested by two processes at the same moment (PostgreSQL)."""
+    import threading
+
+    db = open_database(pg_url)
+    cfg = alerts_cfg({"a": {"type": "console"}})
+    stories = [add_story(db, f"story {i}", source=f"src{i}") for i in range(2)]
+    writers = [open_database(pg_url, migrate=False) for _ in range(2)]
+    barrier = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def write(i: int) -> None:
+        story, docs = stories[i]
+        m = vendor_match(EN if i == 0 else ZH, "Huawei")
+        barrier.wait()
+        outcomes.append(record(writers[i], cfg, story, docs[0], m, sources=[(f"src{i}", None)]).status)
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["corroborated", "new"]
+    assert count(db, AlertRow) == 1
