@@ -107,6 +107,8 @@ sources:
         yield {"cfg": cfg, "site": site, "tmp": tmp, "first": first.output}
 
 
+CASES = Path(__file__).resolve().parents[1] / "data" / "rules" / "longcat_cases.jsonl"
+
 def outputs(world: dict[str, object]) -> dict[str, list[str]]:
     cfg, site, tmp = str(world["cfg"]), world["site"], world["tmp"]
     assert isinstance(site, Site) and isinstance(tmp, Path)
@@ -147,6 +149,7 @@ def outputs(world: dict[str, object]) -> dict[str, list[str]]:
         "alerts test": ["alerts", "test", "console", "--config", cfg],
         "rules lint": ["rules", "lint", "--config", cfg],
         "rules test": ["rules", "test", "--text", VENDOR, "--config", cfg],
+        "rules eval": ["rules", "eval", str(CASES), "--split", "check", "--config", cfg],
         "backfill": [
             "backfill",
             "--since",
