@@ -33,8 +33,8 @@ DENIAL = (
     "Cambricon said it did not supply chips for LongCat-2.0, adding that it does not comment on customers."
 )
 HOSTILE_TITLE = '<script>alert("title")</script><img src=x onerror=alert(1)> {{ 7*7 }} javascript:alert(2)'
-HOSTILE = (
-    "Huawei said its Atlas 950 SuperPoD systems powered the pre-training of Meituan's LongCat-2.0 "
+HOSTILE = (  # another vendor than VENDOR's: a development of its own (the pack groups by vendor)
+    "Cambricon said its MLU590 systems powered the pre-training of Meituan's LongCat-2.0 "
     '<img src=x onerror=alert(3)> <script>alert("evidence")</script> {{ 7*7 }} javascript:alert(4)'
 )
 FILLER = [
