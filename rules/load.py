@@ -5,7 +5,7 @@ column in the YAML file and the rule id. Query errors point at the offending cha
 even inside a ``|`` or ``>`` block scalar. :func:`load_files` collects *all* errors of all files
 (for ``storywatch rules lint``); :func:`rules.engine.load_rules` raises the first one.
 
-Kept whole at ~450 lines on purpose: every check of a rule file (schema, ids, lists, queries,
+Kept whole past ~450 lines on purpose: every check of a rule file (schema, ids, lists, queries,
 inline tests) reports through the same file:line:column locator, defined here.
 """
 
