@@ -22,7 +22,9 @@ from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
+import httpx
 import platformdirs
 import yaml
 from pydantic import (
@@ -33,11 +35,13 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 from selectolax.lexbor import LexborHTMLParser, SelectolaxError
 
+from crawler import redact
 from crawler.errors import BlockedURLError, ConfigError
 from crawler.types import SourceSpec
 
@@ -62,6 +66,44 @@ def parse_duration(value: Any) -> float:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def check_url(
+    value: str, *, secret: bool = False, schemes: tuple[str, ...] | None = ("http", "https")
+) -> str:
+    """``value`` when the sender will accept it: httpx and urllib parse it the same way, with a host
+    and a port from 1 to 65535; else ValueError saying what to fix, quoting ``value`` only when it is
+    not ``secret`` (its password masked even then). ``schemes=None``: any scheme (apprise URLs)."""
+    problem = _url_problem(value, schemes)
+    if problem is None:
+        return value
+    shown = "" if secret else f"{redact.show_url(value)!r}: "
+    raise ValueError(f"{shown}{problem}")
+
+
+def _url_problem(value: str, schemes: tuple[str, ...] | None) -> str | None:
+    scheme, sep, rest = value.partition("://")
+    if not sep or (schemes is not None and scheme.lower() not in schemes):
+        return "only http:// and https:// URLs can be used" if schemes else "not a URL (scheme://...)"
+    if "@" in rest and any(c in rest.rsplit("@", 1)[0] for c in "/?#"):
+        return "a '/', '?' or '#' in the user name or password must be percent-encoded (%2F, %3F, %23)"
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as exc:
+        reason = "the port must be a number from 1 to 65535" if "port" in str(exc).lower() else "malformed"
+        return f"not a valid URL: {reason}"
+    if not parts.hostname:
+        return "not a valid URL: it has no host"
+    if port is not None and not 1 <= port <= 65535:
+        return "not a valid URL: the port must be a number from 1 to 65535"
+    if schemes is None:
+        return None
+    try:
+        httpx.URL(value)
+    except (httpx.InvalidURL, ValueError, TypeError):
+        return "not a valid URL (check the host, the port and characters that must be percent-encoded)"
+    return None
 
 
 class _Model(BaseModel):
@@ -92,10 +134,12 @@ def validate_selector(selector: str) -> None:
 
 
 def source_url_problem(url: str) -> str | None:
-    """Why ``url`` cannot be a source's address (the loader's own message), or None when it can."""
+    """Why ``url`` cannot be a source's address (the loader's own message, the URL's password masked),
+    or None when it can: http(s), and parsed by httpx and urllib alike with a host and a valid port."""
     if not re.match(r"^https?://[^/\s]+", url, re.I):
-        return f"{url!r}: only http:// and https:// URLs can be watched"
-    return None
+        return f"{redact.show_url(url)!r}: only http:// and https:// URLs can be watched"
+    problem = _url_problem(url, ("http", "https"))
+    return f"{redact.show_url(url)!r}: {problem}" if problem else None
 
 
 class SourceConfig(_Model):
@@ -118,6 +162,7 @@ class SourceConfig(_Model):
         problem = source_url_problem(v)
         if problem:
             raise ValueError(problem)
+        redact.register(urlsplit(v).password)  # credentials in a source URL are a secret too
         return v
 
     @field_validator("ignore")
@@ -213,7 +258,7 @@ class ChannelConfig(_Model):
     secret: SecretStr | None = None  # webhook HMAC key
     # email
     host: str | None = None
-    port: int | None = None
+    port: int | None = Field(None, ge=1, le=65535)
     security: Literal["ssl", "starttls", "none"] = "starttls"
     username: str | None = None
     password: SecretStr | None = None
@@ -227,6 +272,36 @@ class ChannelConfig(_Model):
     @classmethod
     def _repeat_not_negative(cls, v: Any) -> Any:
         return v if v is None else _repeat_interval(v)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if v is not None and info.data.get("enabled", True):  # disabled: ${VAR}s are left unexpanded
+            redact.register_url(v.get_secret_value())
+            check_url(v.get_secret_value(), secret=True)
+        return v
+
+    @field_validator("urls")
+    @classmethod
+    def _urls(cls, v: tuple[SecretStr, ...], info: ValidationInfo) -> tuple[SecretStr, ...]:
+        for url in v if info.data.get("enabled", True) else ():
+            redact.register_url(url.get_secret_value())
+            check_url(url.get_secret_value(), secret=True, schemes=None)
+        return v
+
+    @field_validator("secret", "password")
+    @classmethod
+    def _secret(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None:
+            redact.register(v.get_secret_value())
+        return v
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str | None) -> str | None:
+        if v is not None and (not v.strip() or any(c in v for c in "/@?# \t")):
+            raise ValueError("not a host name or address (no scheme, path, user info): e.g. smtp.example.org")
+        return v
 
     @model_validator(mode="after")
     def _required(self) -> ChannelConfig:
@@ -310,6 +385,14 @@ class DaemonConfig(_Model):
     startup_spread: Duration = 60.0  # new and overdue sources' first polls spread over this (0 = all at once)
     backoff_cap: Duration | None = None  # longest wait between retries of a failing source (default: 1h)
 
+    @field_validator("metrics")
+    @classmethod
+    def _listen(cls, v: str | None) -> str | None:
+        host, sep, port = (v or "").rpartition(":")
+        if v is not None and (not sep or not port.isdigit() or int(port) > 65535 or "/" in host):
+            raise ValueError(f"{v!r} is not host:port (e.g. 127.0.0.1:9465; port 0 picks a free one)")
+        return v
+
 
 class WebConfig(_Model):
     """The web dashboard and JSON API (``storywatch web``, or the daemon's ``daemon.http``)."""
@@ -333,6 +416,19 @@ class BackfillConfig(_Model):
     max_pages: int = Field(50, ge=1)  # archive/paged-feed pages per source
     slice: Duration = 86400.0  # date-slice width for search feeds
 
+    @field_validator("cdx_url")
+    @classmethod
+    def _cdx(cls, v: str) -> str:
+        return check_url(v)
+
+    @field_validator("snapshot_url")
+    @classmethod
+    def _snapshot(cls, v: str) -> str:
+        if "{url}" not in v:
+            raise ValueError(f"{v!r} needs a {{url}} placeholder (and usually {{timestamp}})")
+        check_url(v.replace("{timestamp}", "20260101000000").replace("{url}", "https://example.org/"))
+        return v
+
 
 class Settings(_Model):
     version: Literal[1] = 1
@@ -348,6 +444,25 @@ class Settings(_Model):
     sources: tuple[SourceConfig, ...] = ()
     # not from the file: where it was loaded from
     path: str | None = Field(default=None, exclude=True)
+
+    @field_validator("database")
+    @classmethod
+    def _database(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            url = make_url(v)
+        except (ArgumentError, ValueError):
+            raise ValueError(
+                "not a database URL (e.g. sqlite:////path/storywatch.db or postgresql+psycopg://user@host/db)"
+            ) from None
+        redact.register(url.password if isinstance(url.password, str) else None)
+        if url.port is not None and not 1 <= url.port <= 65535:
+            raise ValueError("not a valid database URL: the port must be a number from 1 to 65535")
+        return v
 
     @model_validator(mode="after")
     def _unique_ids(self) -> Settings:

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from crawler.redact import show_url
+
 
 class StorywatchError(Exception):
     """Base of every error storywatch raises on purpose.
@@ -59,7 +61,7 @@ class FetchError(StorywatchError):
         self.url = url
         self.source_id = source_id
         prefix = f"[{source_id}] " if source_id else ""
-        super().__init__(f"{prefix}{url}: {message}")
+        super().__init__(f"{prefix}{show_url(url)}: {message}")
 
 
 class BlockedURLError(FetchError):
@@ -105,7 +107,8 @@ class ParseError(StorywatchError):
     def __init__(self, message: str, *, url: str | None = None, source_id: str | None = None) -> None:
         self.url = url
         self.source_id = source_id
-        where = " ".join(p for p in (f"[{source_id}]" if source_id else None, url) if p)
+        shown = show_url(url) if url else None
+        where = " ".join(p for p in (f"[{source_id}]" if source_id else None, shown) if p)
         super().__init__(f"{where}: {message}" if where else message)
 
 

@@ -6,15 +6,17 @@ The CLI is a thin wrapper: call one function, print the frozen value it returns 
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime
 from pathlib import Path
 
 from crawler.alerts import routing
-from crawler.alerts.base import DeliveryResult, build_channel
+from crawler.alerts.base import DeliveryResult, build_channel, channel_failure, channel_secrets
 from crawler.alerts.payload import sample_payload
 from crawler.alerts.render import Renderer
 from crawler.alerts.views import to_jsonable
 from crawler.config import ConfigError, Settings
+from crawler.errors import DeliveryError
 from storage.outbox_admin import (
     add_silence,
     alert_facets,
@@ -50,11 +52,22 @@ async def test_channel(settings: Settings, name: str, *, now: datetime | None = 
     now = now or datetime.now(UTC)
     key = f"test-{name}-{now:%Y%m%dT%H%M%S%fZ}"
     message = Renderer(_base_dir(settings)).render(name, cfg, sample_payload(now), idempotency_key=key)
-    channel = build_channel(name, cfg)
+    secrets = channel_secrets(cfg)
+    try:
+        channel = build_channel(name, cfg)
+    except ConfigError:
+        raise
+    except Exception as exc:  # the channel's boundary, as in the relay: a typed, scrubbed error
+        raise channel_failure(name, exc, secrets) from None
     try:
         return await channel.send(message, idempotency_key=key)
+    except DeliveryError:
+        raise
+    except Exception as exc:
+        raise channel_failure(name, exc, secrets) from None
     finally:
-        await channel.aclose()
+        with contextlib.suppress(Exception):
+            await channel.aclose()
 
 
 test_channel.__test__ = False  # type: ignore[attr-defined]  # not a pytest test when imported by one

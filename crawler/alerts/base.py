@@ -14,16 +14,18 @@ class by ``ChannelConfig.type``: a table, not a chain of ifs.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import httpx
 
+from crawler import redact
 from crawler.config import ChannelConfig
 from crawler.errors import (
     ConfigError,
+    DeliveryError,
     PermanentDeliveryError,
     StorywatchError,
     TemporaryDeliveryError,
@@ -152,19 +154,66 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     return politeness.parse_retry_after(value, now or datetime.now(UTC), max_seconds=MAX_RETRY_AFTER)
 
 
+# What a channel raises when its settings cannot work (a URL httpx refuses, a port out of range...):
+# retrying never helps, so the delivery fails for good until the setting is fixed.
+SETTINGS_FAULTS: tuple[type[Exception], ...] = (
+    httpx.InvalidURL,
+    httpx.UnsupportedProtocol,
+    ValueError,  # UnicodeError too
+    OverflowError,
+    TypeError,
+    LookupError,
+    AttributeError,
+)
+
+
+def channel_failure(channel: str, exc: BaseException, secrets: Iterable[str] = ()) -> DeliveryError:
+    """Whatever a channel raised, as a typed delivery error whose message holds no secret.
+
+    Delivery and template errors keep their kind; a settings fault (``SETTINGS_FAULTS``) or another
+    storywatch error is permanent; anything else (OSError, a library's own error) is temporary.
+    Messages are scrubbed of ``secrets`` and of every registered one (:mod:`crawler.redact`);
+    a settings fault is named by its type only, as its text may quote a piece of the URL.
+    """
+    if isinstance(exc, TemplateError):
+        return PermanentDeliveryError(redact.scrub(str(exc), secrets), channel=channel)
+    if isinstance(exc, DeliveryError):
+        return exc
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:  # anyio wraps what a connect raised
+        exc = next((e for e in exc.exceptions if isinstance(e, SETTINGS_FAULTS)), exc.exceptions[0])
+    if isinstance(exc, SETTINGS_FAULTS):
+        return PermanentDeliveryError(
+            f"{type(exc).__name__}: this channel's settings cannot work (its URL, host or port?); "
+            f"fix alerts.channels.{channel}, then `storywatch alerts retry`",
+            channel=channel,
+        )
+    text = redact.scrub(f"{type(exc).__name__}: {exc}", secrets)
+    if isinstance(exc, StorywatchError):
+        return PermanentDeliveryError(text, channel=channel)
+    return TemporaryDeliveryError(text, channel=channel)
+
+
 async def post(
     client: httpx.AsyncClient, channel: str, url: str, content: bytes, headers: Mapping[str, str]
 ) -> httpx.Response:
-    """POST and classify: 2xx returned; timeouts/transport errors/5xx/429 temporary; other 4xx permanent."""
+    """POST and classify: 2xx returned; timeouts/transport errors/5xx/429 temporary; other 4xx and a URL
+    that cannot be used permanent. No message quotes the URL (a secret) or a piece of it."""
     try:
         resp = await client.post(url, content=content, headers=dict(headers))
     except httpx.TimeoutException as exc:
-        raise TemporaryDeliveryError(f"timed out ({type(exc).__name__})", channel=channel) from exc
-    except httpx.HTTPError as exc:
-        raise TemporaryDeliveryError(f"{type(exc).__name__}: {exc}", channel=channel) from exc
+        raise TemporaryDeliveryError(f"timed out ({type(exc).__name__})", channel=channel) from None
+    except Exception as exc:  # transport errors, and a URL that httpx or the socket refuses
+        raise channel_failure(channel, exc, [url]) from None
     if 200 <= resp.status_code < 300:
         return resp
-    raise http_status_error(channel, resp.status_code, resp.text, resp.headers.get("retry-after"))
+    body = redact.scrub(resp.text[:2000], [url])
+    raise http_status_error(channel, resp.status_code, body, resp.headers.get("retry-after"))
+
+
+def channel_secrets(cfg: ChannelConfig) -> tuple[str, ...]:
+    """The secret values of a channel's settings (URLs, webhook key, SMTP password), for scrubbing."""
+    values = [cfg.url, cfg.secret, cfg.password, *cfg.urls]
+    return tuple(v.get_secret_value() for v in values if v is not None)
 
 
 def secret_url(name: str, cfg: ChannelConfig) -> str:
@@ -197,6 +246,8 @@ __all__ = [
     "RenderedMessage",
     "TemplateError",
     "build_channel",
+    "channel_failure",
+    "channel_secrets",
     "channel_types",
     "http_client",
     "http_status_error",

@@ -41,12 +41,13 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from crawler import redact
 from crawler.alerts import routing
-from crawler.alerts.base import Channel, PartialDeliveryError, TemplateError, build_channel
+from crawler.alerts.base import Channel, PartialDeliveryError, build_channel, channel_failure, channel_secrets
 from crawler.alerts.render import Renderer
 from crawler.alerts.views import Attempt, ClaimedDelivery, RelayReport
 from crawler.config import AlertsConfig, ChannelConfig, Settings
-from crawler.errors import DeliveryError, PermanentDeliveryError, StorywatchError, TemporaryDeliveryError
+from crawler.errors import DeliveryError, StorywatchError, TemporaryDeliveryError
 from storage import outbox_relay
 from storage.db import Database
 
@@ -97,6 +98,9 @@ class Relay:
         self._paused: dict[str, datetime] = {}
         self._last_send: dict[str, float] = {}
         self._unavailable: dict[str, str] = {}
+        self._secrets = {name: channel_secrets(c) for name, c in cfg.channels.items()}
+        for values in self._secrets.values():  # log records are scrubbed of them too
+            redact.register_values(*values)
 
     # ------------------------------------------------------------------ public API
 
@@ -197,14 +201,14 @@ class Relay:
         try:
             msg = self.renderer.render(name, cfg, row.payload, idempotency_key=row.idempotency_key)
             result = await channel.send(msg, idempotency_key=row.idempotency_key, progress=row.detail)
-        except (TemplateError, PermanentDeliveryError) as exc:
-            await self._failed(row, str(exc), permanent=True, retry_at=now, cfg=cfg)
-            log.warning("delivery %s to %s failed permanently: %s", row.id, name, exc)
-            return Attempt(row.id, name, "failed", str(exc)), False, None
-        except TemporaryDeliveryError as exc:
-            return await self._temporary(name, cfg, row, exc, now)
-        except DeliveryError as exc:  # a DeliveryError of another kind: treat as temporary
-            return await self._temporary(name, cfg, row, TemporaryDeliveryError(str(exc), channel=name), now)
+        except Exception as exc:  # the channel's boundary: anything it raises is a failed delivery
+            error = channel_failure(name, exc, self._secrets.get(name, ()))
+            if isinstance(error, TemporaryDeliveryError):
+                return await self._temporary(name, cfg, row, error, now)
+            text = self._text(name, error)
+            await self._failed(row, text, permanent=True, retry_at=now, cfg=cfg)
+            log.warning("delivery %s to %s failed permanently: %s", row.id, name, text)
+            return Attempt(row.id, name, "failed", text), False, None
         await asyncio.to_thread(
             outbox_relay.mark_sent, self.db, row.id, now=now, detail=result.detail, warning=result.warning
         )
@@ -215,22 +219,25 @@ class Relay:
             log.info("delivery %s to %s sent (%s, %s, try %s)", row.id, name, row.kind, about, row.tries)
         return Attempt(row.id, name, "partial" if result.partial else "sent", result.warning), False, None
 
+    def _text(self, name: str, error: DeliveryError) -> str:
+        """The error's message as stored and logged: scrubbed of the channel's secrets."""
+        return redact.scrub(str(error), self._secrets.get(name, ()))
+
     async def _temporary(
         self, name: str, cfg: ChannelConfig, row: ClaimedDelivery, exc: TemporaryDeliveryError, now: datetime
     ) -> tuple[Attempt, bool, datetime | None]:
         delay = self.backoff(row.tries, exc.retry_after)
         retry_at = now + timedelta(seconds=delay)
         progress = exc.detail if isinstance(exc, PartialDeliveryError) else None
-        state = await self._failed(
-            row, str(exc), permanent=False, retry_at=retry_at, cfg=cfg, progress=progress
-        )
+        text = self._text(name, exc)
+        state = await self._failed(row, text, permanent=False, retry_at=retry_at, cfg=cfg, progress=progress)
         until = None
         if exc.retry_after is not None:  # the receiver asked us to wait: pause the whole channel
             until = retry_at
             self._paused[name] = until
             await asyncio.to_thread(outbox_relay.pause_channel, self.db, name, until)
-        log.info("delivery %s to %s: %s; %s", row.id, name, exc, state)
-        return Attempt(row.id, name, "dead" if state == "dead" else "retry", str(exc)), True, until
+        log.info("delivery %s to %s: %s; %s", row.id, name, text, state)
+        return Attempt(row.id, name, "dead" if state == "dead" else "retry", text), True, until
 
     async def _failed(
         self,
@@ -284,15 +291,19 @@ class Relay:
             try:
                 out[name] = self._given.get(name) or build_channel(name, cfg)
                 self._unavailable.pop(name, None)
-            except StorywatchError as exc:  # e.g. apprise not installed: its rows wait, others go on
-                self._unavailable[name] = str(exc)
-                log.error("alert channel %s unavailable: %s", name, exc)
+            except Exception as exc:  # e.g. apprise not installed: its rows wait, others go on
+                why = self._text(name, channel_failure(name, exc, self._secrets.get(name, ())))
+                self._unavailable[name] = why
+                log.error("alert channel %s unavailable: %s", name, why)
         return out
 
     async def _close(self, channels: Mapping[str, Channel]) -> None:
         for name, ch in channels.items():
             if name not in self._given:
-                await ch.aclose()
+                try:
+                    await ch.aclose()
+                except Exception as exc:  # closing a channel never ends the relay
+                    log.warning("alert channel %s did not close cleanly: %s", name, type(exc).__name__)
 
     def _report(
         self, attempts: tuple[Attempt, ...], digests: int, repeats: int, now: datetime

@@ -10,6 +10,7 @@ from typing import Any
 import click
 from rich.table import Table
 
+from crawler import redact
 from crawler.alerts import admin
 from crawler.cli.base import EXIT_FAILED, Ctx, _ago, human, out, parse_since, print_json
 from crawler.errors import DeliveryError
@@ -254,7 +255,7 @@ def test_cmd(obj: Ctx, channel: str, as_json: bool) -> None:
     try:
         result = asyncio.run(admin.test_channel(obj.settings, channel))
     except DeliveryError as exc:
-        out.print(f"[red]failed:[/] {exc}")
+        out.print(f"[red]failed:[/] {redact.scrub(str(exc))}", highlight=False)
         sys.exit(EXIT_FAILED)
     if as_json:
         print_json(admin.to_jsonable(result))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import traceback
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,6 +24,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from crawler import redact
 from crawler.cli.output import (
     err,
     errors_below,
@@ -369,7 +371,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         cli.main(args=list(argv) if argv is not None else None, prog_name="storywatch")
     except StorywatchError as exc:  # errors raised outside a command body
-        fail(str(exc), EXIT_FAILED)
+        fail(redact.scrub(str(exc)), EXIT_FAILED)
+    except Exception:  # a bug: its traceback, with every fragment of a secret masked
+        sys.stderr.write(redact.scrub(traceback.format_exc()))
+        sys.exit(EXIT_FAILED)
 
 
 __all__ = [  # the output helpers are re-exported: commands import what they print with from here

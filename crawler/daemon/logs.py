@@ -53,7 +53,7 @@ class JsonFormatter(logging.Formatter):
             **_fields(record),
         }
         if record.exc_info:
-            data["exc"] = self.formatException(record.exc_info)
+            data["exc"] = record.exc_text or self.formatException(record.exc_info)
         return json.dumps(data, ensure_ascii=False, default=str)
 
 
@@ -69,8 +69,8 @@ class HumanFormatter(logging.Formatter):
         extras = " ".join(f"{k}={v}" for k, v in fields.items() if k not in ("health", "old_health"))
         if extras:
             line = f"{line}  {extras}"
-        if record.exc_info:
-            line = f"{line}\n{self.formatException(record.exc_info)}"
+        if record.exc_info:  # exc_text: the traceback scrubbed of secrets (crawler.redact)
+            line = f"{line}\n{record.exc_text or self.formatException(record.exc_info)}"
         return line
 
 
