@@ -18,11 +18,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from crawler.runner import run_once
 from pydantic import SecretStr
 from sqlalchemy import select
 
 from crawler.config import ChannelConfig, Settings, parse_settings
+from crawler.pipeline import run_once
 from crawler.redact import FRAGMENT
 from storage.db import open_database
 from storage.models import DeliveryRow, FetchLogRow
