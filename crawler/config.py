@@ -205,6 +205,10 @@ class SourceConfig(_Model):
         )
 
 
+class ExtractConfig(_Model):
+    max_depth: int = Field(512, ge=32, le=100_000)  # element nesting cap, checked before parsing
+
+
 class RulesConfig(_Model):
     paths: tuple[str, ...] = ("builtin:",)  # "builtin:" = the packaged rule pack
 
@@ -435,6 +439,7 @@ class Settings(_Model):
     database: str | None = None
     data_dir: str | None = None
     fetch: FetchConfig = Field(default_factory=FetchConfig)
+    extract: ExtractConfig = Field(default_factory=ExtractConfig)
     rules: RulesConfig = Field(default_factory=RulesConfig)
     dedup: DedupConfig = Field(default_factory=DedupConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)

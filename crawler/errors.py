@@ -13,7 +13,9 @@
     │   ├── RobotsDisallowed        robots.txt forbids the URL
     │   └── HTTPStatusError         4xx/5xx (carries status and Retry-After)
     ├── ParseError                  feed or page could not be read: source id, URL
-    │   └── SelectorNotFound        a page's CSS selector matched nothing
+    │   ├── SelectorNotFound        a page's CSS selector matched nothing
+    │   └── ExtractError            a page was refused before parsing (e.g. NestingTooDeep)
+    │       └── NestingTooDeep      elements nest deeper than ``extract.max_depth``
     ├── RuleError                   rule file problem: file:line:column, rule id
     ├── StorageError                database problem
     │   └── DaemonLocked            another daemon already holds the database
@@ -114,6 +116,14 @@ class ParseError(StorywatchError):
 
 class SelectorNotFound(ParseError):
     pass
+
+
+class ExtractError(ParseError):
+    """A page, a feed or a sitemap was refused before a parser saw it; the source backs off."""
+
+
+class NestingTooDeep(ExtractError):
+    """Elements nest deeper than the cap (``extract.max_depth``): parsers slow down steeply with depth."""
 
 
 class RuleError(StorywatchError):

@@ -30,7 +30,7 @@ from crawler.errors import HTTPStatusError, ParseError, SelectorNotFound
 from crawler.extract import extract_region
 from crawler.feeds import Sitemap, parse_feed, parse_sitemap, robots_sitemaps
 from crawler.fetch import robots_url
-from crawler.types import FeedEntry, ParsedFeed
+from crawler.types import FeedEntry, Fetched, ParsedFeed
 
 if TYPE_CHECKING:
     from crawler.backfill.job import Job, Window
@@ -177,11 +177,18 @@ async def feed_archive(job: Job) -> None:
     job.save(cur, done=True)
 
 
+def _parse(job: Job, fetched: Fetched) -> ParsedFeed:
+    depth = job.rt.settings.extract.max_depth
+    return parse_feed(
+        fetched.body, url=fetched.final_url, headers=fetched.headers, source_id=job.spec.id, max_depth=depth
+    )
+
+
 async def _feed_page(job: Job, url: str, mode: str) -> ParsedFeed | None:
     """One page; None ends the walk when a guessed ``?paged=N`` page is missing or not a feed."""
     try:
         fetched = await job.fetch(url)
-        return parse_feed(fetched.body, url=fetched.final_url, headers=fetched.headers, source_id=job.spec.id)
+        return _parse(job, fetched)
     except (HTTPStatusError, ParseError) as exc:
         guessed = mode == "paged" and (isinstance(exc, ParseError) or exc.status in (400, 404, 410))
         if guessed:
@@ -200,7 +207,7 @@ async def search_slices(job: Job) -> None:
     job.set_total(len(slices) - start)
     for i in range(start, len(slices)):
         fetched = await job.fetch(search_url(template, *slices[i]))
-        feed = parse_feed(fetched.body, url=fetched.final_url, headers=fetched.headers, source_id=job.spec.id)
+        feed = _parse(job, fetched)
         await job.take_entries(feed.entries)
         job.page_read()
         job.save({"slices_done": i + 1})
@@ -257,7 +264,7 @@ async def _sitemap(job: Job, url: str) -> Sitemap | None:
     """One sitemap file; a missing (4xx) or unreadable one is a warning, not a failure."""
     try:
         fetched = await job.fetch(url)
-        return parse_sitemap(fetched.body, url=fetched.final_url)
+        return parse_sitemap(fetched.body, url=fetched.final_url, max_depth=job.rt.settings.extract.max_depth)
     except HTTPStatusError as exc:
         if exc.status >= 500 or exc.status == 429:
             raise
@@ -328,6 +335,7 @@ async def _snapshot_region(job: Job, snap: Snapshot) -> str | None:
             url=page.final_url,
             selector=job.spec.selector or "",
             content_type=page.headers.get("content-type"),
+            max_depth=job.rt.settings.extract.max_depth,
         )
     except HTTPStatusError as exc:
         if exc.status >= 500 or exc.status == 429:

@@ -33,6 +33,7 @@ from crawler.extract.charset import decode_html, detect_charset
 from crawler.extract.dom import PageBlocks, is_strong_boilerplate, walk_body, walk_region
 from crawler.extract.meta import read_meta
 from crawler.extract.score import choose_blocks
+from crawler.markup import DEFAULT_MAX_DEPTH, check_depth
 from crawler.types import Article
 
 __all__ = ["decode_html", "extract_article", "extract_region"]
@@ -44,9 +45,12 @@ _BOM = b"\xef\xbb\xbf"
 _BINARY_MAGIC = (b"%PDF", b"\x89PNG", b"GIF8", b"\xff\xd8\xff", b"PK\x03\x04", b"\x1f\x8b", b"RIFF")
 
 
-def extract_article(body: bytes, *, url: str, content_type: str | None = None) -> Article:
-    """Main text and metadata of an article page; ParseError when the page has no text at all."""
-    tree = _parse(body, url, content_type)
+def extract_article(
+    body: bytes, *, url: str, content_type: str | None = None, max_depth: int = DEFAULT_MAX_DEPTH
+) -> Article:
+    """Main text and metadata of an article page; ParseError when the page has no text at all,
+    NestingTooDeep when its elements nest deeper than ``max_depth`` (checked before parsing)."""
+    tree = _parse(body, url, content_type, max_depth)
     meta = read_meta(tree, url)
     text = _without_title(main_text(tree), meta.title)
     if not text:
@@ -123,9 +127,16 @@ def _prose_chars(node: LexborNode) -> int:
     return total
 
 
-def extract_region(body: bytes, *, url: str, selector: str, content_type: str | None = None) -> str:
+def extract_region(
+    body: bytes,
+    *,
+    url: str,
+    selector: str,
+    content_type: str | None = None,
+    max_depth: int = DEFAULT_MAX_DEPTH,
+) -> str:
     """Normalised text of the elements matching ``selector`` (one line per block or table row)."""
-    tree = _parse(body, url, content_type)
+    tree = _parse(body, url, content_type, max_depth)
     try:
         matches = tree.css(selector)
     except SelectolaxError as exc:
@@ -138,7 +149,7 @@ def extract_region(body: bytes, *, url: str, selector: str, content_type: str | 
     return "\n".join(lines)
 
 
-def _parse(body: bytes, url: str, content_type: str | None) -> LexborHTMLParser:
+def _parse(body: bytes, url: str, content_type: str | None, max_depth: int) -> LexborHTMLParser:
     if not body.strip():
         raise ParseError("empty body", url=url)
     mime = (content_type or "").split(";")[0].strip().lower()
@@ -148,8 +159,11 @@ def _parse(body: bytes, url: str, content_type: str | None) -> LexborHTMLParser:
     if not charset.startswith("utf-16") and (body.startswith(_BINARY_MAGIC) or b"\x00" in body[:1024]):
         raise ParseError("binary body, not HTML", url=url)
     if charset == "utf-8":
+        check_depth(body, max_depth, what="page", url=url)
         return LexborHTMLParser(body[3:] if body.startswith(_BOM) else body)
-    return LexborHTMLParser(decode_html(body, content_type))
+    text = decode_html(body, content_type)
+    check_depth(text.encode("utf-8", "surrogatepass"), max_depth, what="page", url=url)
+    return LexborHTMLParser(text)
 
 
 def _outermost(nodes: Iterable[LexborNode]) -> list[LexborNode]:

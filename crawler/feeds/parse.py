@@ -39,6 +39,7 @@ from selectolax.lexbor import LexborHTMLParser
 
 from crawler.errors import ParseError
 from crawler.feeds.xml_screen import screen_declarations
+from crawler.markup import DEFAULT_MAX_DEPTH, check_depth, html_depth
 from crawler.types import FeedEntry, FeedHints, ParsedFeed
 
 __all__ = ["ARCHIVE_RELS", "DEFAULT_MAX_BYTES", "parse_feed"]
@@ -76,6 +77,7 @@ _BLOCK_CSS = (
     "section,article,header,footer,aside,figure,figcaption,address"
 )
 _TAG_LIKE = re.compile(r"<\s*/?\s*[A-Za-z][^<>]*>")
+_RAW_TAG = re.compile(r"<(/?)(script|style|noscript|template)\b[^>]*>", re.IGNORECASE)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")  # and lone surrogates
 _ABSOLUTE_HTTP = re.compile(r"\s*https?://", re.IGNORECASE)
 _HTML_SNIFF = re.compile(rb"<!doctype\s+html|<html[\s>]|<head[\s>]|<body[\s>]", re.IGNORECASE)
@@ -101,8 +103,11 @@ def parse_feed(
     source_id: str | None = None,
     now: datetime | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    max_depth: int = DEFAULT_MAX_DEPTH,
 ) -> ParsedFeed:
-    """Parse a feed body (already decompressed) fetched from ``url``. Raises ParseError if not a feed."""
+    """Parse a feed body (already decompressed) fetched from ``url``. Raises ParseError if not a feed,
+    NestingTooDeep when its XML nests deeper than ``max_depth``; an entry's HTML content that nests
+    deeper is read with its tags stripped, without a parser (and a warning)."""
     hdrs = {k.lower(): v for k, v in (headers or {}).items()}
     if len(body) > max_bytes:
         raise ParseError(
@@ -114,15 +119,25 @@ def parse_feed(
     moment = now or datetime.now(UTC)
     moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
     if body.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] == b"{":
-        return _parse_json_feed(body, base=base, url=url, source_id=source_id, now=moment)
-    return _parse_xml_feed(body, base=base, url=url, hdrs=hdrs, source_id=source_id, now=moment)
+        return _parse_json_feed(body, base=base, url=url, source_id=source_id, now=moment, depth=max_depth)
+    check_depth(body, max_depth, what="feed", url=url, xml=True)
+    return _parse_xml_feed(
+        body, base=base, url=url, hdrs=hdrs, source_id=source_id, now=moment, depth=max_depth
+    )
 
 
 # ---------------------------------------------------------------------------------------- XML (feedparser)
 
 
 def _parse_xml_feed(
-    body: bytes, *, base: str, url: str, hdrs: Mapping[str, str], source_id: str | None, now: datetime
+    body: bytes,
+    *,
+    base: str,
+    url: str,
+    hdrs: Mapping[str, str],
+    source_id: str | None,
+    now: datetime,
+    depth: int,
 ) -> ParsedFeed:
     warnings: list[str] = []
     result, data = _run_feedparser(body, hdrs.get("content-type"), warnings, url=url, source_id=source_id)
@@ -130,8 +145,8 @@ def _parse_xml_feed(
     if bozo is not None:
         warnings.append(f"ill-formed feed: {bozo}")
     feed = result.get("feed", {})
-    title = _text(feed.get("title", ""), _detail_type(feed, "title"))
-    raws = [_raw_from_feedparser(e) for e in result.get("entries", [])]
+    title = _text(feed.get("title", ""), _detail_type(feed, "title"), depth)
+    raws = [_raw_from_feedparser(e, depth) for e in result.get("entries", [])]
     if not raws and (not title or (not result.get("version") and _looks_like_html(data))):
         raise ParseError(_not_a_feed_reason(data, bozo), url=url, source_id=source_id)
     hints = _hints(feed, warnings)
@@ -189,7 +204,7 @@ def _to_utf8(body: bytes, content_type: str | None, warnings: list[str]) -> byte
     return data
 
 
-def _raw_from_feedparser(entry: dict[str, Any]) -> _RawEntry:
+def _raw_from_feedparser(entry: dict[str, Any], depth: int) -> _RawEntry:
     summary = entry.get("summary", "")
     summary_type = _detail_type(entry, "summary")
     contents = entry.get("content") or []
@@ -203,10 +218,10 @@ def _raw_from_feedparser(entry: dict[str, Any]) -> _RawEntry:
     return _RawEntry(
         guid=(entry.get("id") or "").strip() or None,
         link=link,
-        title=_text(entry.get("title", ""), _detail_type(entry, "title")),
-        summary=_text(summary, summary_type),
+        title=_text(entry.get("title", ""), _detail_type(entry, "title"), depth),
+        summary=_text(summary, summary_type, depth),
         date=_from_struct_time(stamp),
-        author=_text(entry.get("author", ""), "text/plain") or None,
+        author=_text(entry.get("author", ""), "text/plain", depth) or None,
     )
 
 
@@ -273,7 +288,9 @@ def _not_a_feed_reason(data: bytes, bozo: object) -> str:
 # ---------------------------------------------------------------------------------------- JSON Feed
 
 
-def _parse_json_feed(body: bytes, *, base: str, url: str, source_id: str | None, now: datetime) -> ParsedFeed:
+def _parse_json_feed(
+    body: bytes, *, base: str, url: str, source_id: str | None, now: datetime, depth: int
+) -> ParsedFeed:
     try:
         doc = json.loads(body)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError, bad UTF-8, absurd nesting or numbers
@@ -291,8 +308,8 @@ def _parse_json_feed(body: bytes, *, base: str, url: str, source_id: str | None,
         for i, it in enumerate(items)
         if not isinstance(it, dict)
     ]
-    raws = [_raw_from_json(item) for item in items if isinstance(item, dict)]
-    title = _text(_jstr(doc.get("title")), "text/plain")
+    raws = [_raw_from_json(item, depth) for item in items if isinstance(item, dict)]
+    title = _text(_jstr(doc.get("title")), "text/plain", depth)
     if not raws and not title:
         raise ParseError("not a feed: JSON Feed with no title and no items", url=url, source_id=source_id)
     entries, entry_warnings = _build_entries(raws, base=base, now=now)
@@ -306,18 +323,19 @@ def _parse_json_feed(body: bytes, *, base: str, url: str, source_id: str | None,
     )
 
 
-def _raw_from_json(item: Mapping[str, Any]) -> _RawEntry:
+def _raw_from_json(item: Mapping[str, Any], depth: int) -> _RawEntry:
     summary = _jstr(item.get("summary")) or _jstr(item.get("content_text"))
-    plain = _text(summary, "text/plain") if summary else _text(_jstr(item.get("content_html")), "text/html")
+    html_content = _jstr(item.get("content_html"))
+    plain = _text(summary, "text/plain", depth) if summary else _text(html_content, "text/html", depth)
     authors: list[Any] = item["authors"] if isinstance(item.get("authors"), list) else [item.get("author")]
     names = [_jstr(a.get("name")) for a in authors if isinstance(a, dict)]
     return _RawEntry(
         guid=_json_id(item.get("id")),
         link=_jstr(item.get("url")) or _jstr(item.get("external_url")) or None,
-        title=_text(_jstr(item.get("title")), "text/plain"),
+        title=_text(_jstr(item.get("title")), "text/plain", depth),
         summary=plain,
         date=_from_iso(_jstr(item.get("date_published")) or _jstr(item.get("date_modified"))),
-        author=_text(", ".join(n for n in names if n), "text/plain") or None,
+        author=_text(", ".join(n for n in names if n), "text/plain", depth) or None,
     )
 
 
@@ -393,13 +411,34 @@ def _http_url(value: object, base: str) -> str | None:
     return absolute if scheme in ("http", "https") else None
 
 
-def _text(value: str, mime: str) -> str:
-    """Plain text from a feed value: HTML stripped (script/style dropped), entities unescaped, one line."""
+def _text(value: str, mime: str, depth: int) -> str:
+    """Plain text from a feed value: HTML stripped (script/style dropped), entities unescaped, one line.
+    HTML nesting deeper than ``depth`` is flattened: its tags are stripped without a parser."""
     if not value:
         return ""
     looks_html = mime in _HTML_TYPES or _TAG_LIKE.search(value) is not None
-    plain = _html_to_text(value) if looks_html else html.unescape(value)
+    if looks_html and html_depth(value.encode("utf-8", "surrogatepass"), depth) > depth:
+        plain = html.unescape(_TAG_LIKE.sub(" ", _without_raw(value)))
+    else:
+        plain = _html_to_text(value) if looks_html else html.unescape(value)
     return " ".join(_CONTROL.sub("", plain).split())
+
+
+def _without_raw(markup: str) -> str:
+    """``markup`` without the content of script/style/noscript/template elements, in one linear pass
+    (an unclosed one drops the rest)."""
+    kept: list[str] = []
+    pos, inside = 0, None
+    for m in _RAW_TAG.finditer(markup):
+        name = m.group(2).lower()
+        if inside is None and not m.group(1):
+            kept.append(markup[pos : m.start()])
+            inside = name
+        elif inside == name and m.group(1):
+            inside, pos = None, m.end()
+    if inside is None:
+        kept.append(markup[pos:])
+    return " ".join(kept)
 
 
 def _html_to_text(markup: str) -> str:

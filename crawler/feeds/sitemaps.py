@@ -24,7 +24,8 @@ from xml.parsers import expat
 
 from protego import Protego
 
-from crawler.errors import ParseError
+from crawler.errors import NestingTooDeep, ParseError
+from crawler.markup import DEFAULT_MAX_DEPTH
 
 __all__ = [
     "Sitemap",
@@ -74,7 +75,9 @@ def robots_sitemaps(body: bytes, *, base: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(u for u in urls if urlsplit(u).scheme in ("http", "https")))
 
 
-def parse_sitemap(body: bytes, *, url: str, max_bytes: int = MAX_BYTES) -> Sitemap:
+def parse_sitemap(
+    body: bytes, *, url: str, max_bytes: int = MAX_BYTES, max_depth: int = DEFAULT_MAX_DEPTH
+) -> Sitemap:
     """Parse one sitemap file fetched from ``url``; raises ParseError (or UnsafeXML) when it is not one."""
     data = _gunzip(body, url, max_bytes) if body[:2] == b"\x1f\x8b" else body
     if len(data) > max_bytes:
@@ -84,7 +87,7 @@ def parse_sitemap(body: bytes, *, url: str, max_bytes: int = MAX_BYTES) -> Sitem
         raise ParseError("not a sitemap: empty body", url=url)
     if not head.startswith(b"<"):
         return _text_sitemap(head, url)
-    return _XMLSitemap(url).parse(data)
+    return _XMLSitemap(url, max_depth).parse(data)
 
 
 def parse_w3c_date(value: str | None) -> datetime | None:
@@ -127,8 +130,9 @@ def _text_sitemap(data: bytes, url: str) -> Sitemap:
 class _XMLSitemap:
     """A streaming expat reader that keeps only what a sitemap entry needs."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, max_depth: int = DEFAULT_MAX_DEPTH) -> None:
         self.url = url
+        self.max_depth = max_depth
         self.root: str | None = None
         self.path: list[str] = []
         self.fields: dict[str, str] = {}
@@ -168,6 +172,10 @@ class _XMLSitemap:
         if self.root is None:
             self.root = local
         self.path.append(local)
+        if len(self.path) > self.max_depth:  # a sitemap is 3 levels deep; expat keeps a frame per level
+            raise NestingTooDeep(
+                f"sitemap: nesting deeper than {self.max_depth} levels (extract.max_depth)", url=self.url
+            )
         self.text.clear()
         if len(self.path) == 2:
             self.fields = {}

@@ -31,10 +31,13 @@ async def feed_documents(
 ) -> tuple[list[Prepared], list[str], FeedHints, tuple[datetime, ...]]:
     """Parse, fetch the new entries' articles (I/O), then extract them as one batch (CPU)."""
     url, headers = fetched.final_url, fetched.headers
+    depth = rt.settings.extract.max_depth
     if rt.offload is not None:
-        feed = await rt.offload.parse(fetched.body, url=url, headers=headers, source_id=spec.id)
+        feed = await rt.offload.parse(
+            fetched.body, url=url, headers=headers, source_id=spec.id, max_depth=depth
+        )
     else:
-        feed = parse_feed(fetched.body, url=url, headers=headers, source_id=spec.id)
+        feed = parse_feed(fetched.body, url=url, headers=headers, source_id=spec.id, max_depth=depth)
     warnings = list(feed.warnings)
     keys = {e.entry_id: normalize.entry_key(e.entry_id, e.title, e.summary) for e in feed.entries}
     fresh_ids = store_sources.unseen_entries(rt.db, spec.id, list(keys.values()))
@@ -154,6 +157,7 @@ def page_documents(
         url=fetched.final_url,
         selector=spec.selector,
         content_type=fetched.headers.get("content-type"),
+        max_depth=rt.settings.extract.max_depth,
     )
     snapshot = pagediff.normalize_snapshot(region)
     change = pagediff.diff_snapshots(last, snapshot, ignore=spec.ignore_patterns)

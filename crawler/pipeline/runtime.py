@@ -75,4 +75,6 @@ def load_ruleset(settings: Settings) -> RuleSet:
 
 def text_params(settings: Settings) -> TextParams:
     d = settings.dedup
-    return TextParams(d.num_perm, d.bands, d.shingle_words, d.shingle_chars, d.tracking_params)
+    return TextParams(
+        d.num_perm, d.bands, d.shingle_words, d.shingle_chars, d.tracking_params, settings.extract.max_depth
+    )

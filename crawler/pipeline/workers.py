@@ -35,6 +35,7 @@ from crawler.dedup import urls
 from crawler.errors import ParseError
 from crawler.extract import extract_article
 from crawler.feeds import parse_feed
+from crawler.markup import DEFAULT_MAX_DEPTH
 from crawler.types import Document, FeedEntry, Fetched, ParsedFeed, SourceSpec
 
 log = logging.getLogger("storywatch.workers")
@@ -50,6 +51,7 @@ class TextParams:
     word_k: int
     char_k: int
     tracking_params: tuple[str, ...] = ()
+    max_depth: int = DEFAULT_MAX_DEPTH  # extract.max_depth
 
 
 @dataclass(frozen=True)
@@ -139,7 +141,12 @@ def article_document(job: ArticleJob, params: TextParams) -> Document:
 def _article(job: ArticleJob, params: TextParams) -> tuple[Document, str]:
     """``article_document`` and its folded text (``normalize.fold_text``: the fingerprint reads it)."""
     page, entry = job.page, job.entry
-    art = extract_article(page.body, url=page.final_url, content_type=page.headers.get("content-type"))
+    art = extract_article(
+        page.body,
+        url=page.final_url,
+        content_type=page.headers.get("content-type"),
+        max_depth=params.max_depth,
+    )
     link = entry.link
     target = (urls.unwrap_search_redirect(link) or link) if link else None
     folded = normalize.fold_text(art.text)
@@ -249,12 +256,15 @@ class Offload:
             return []
         return await self._cpu(functools.partial(build_articles, list(jobs), params))
 
-    async def parse(self, body: bytes, *, url: str, headers: Mapping[str, str], source_id: str) -> ParsedFeed:
+    async def parse(
+        self, body: bytes, *, url: str, headers: Mapping[str, str], source_id: str, max_depth: int
+    ) -> ParsedFeed:
         """``parse_feed`` in the worker process (feedparser is ~0.4 ms of CPU per entry: off the
         event loop, the main process keeps fetching); inline without a pool. Raises ParseError."""
-        return await self._cpu(
-            functools.partial(parse_feed, body, url=url, headers=dict(headers), source_id=source_id)
+        call = functools.partial(
+            parse_feed, body, url=url, headers=dict(headers), source_id=source_id, max_depth=max_depth
         )
+        return await self._cpu(call)
 
     async def _cpu(self, call: Callable[[], T]) -> T:
         """``call()`` (a picklable partial of a module-level function) in the worker process; inline
