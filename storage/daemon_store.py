@@ -71,6 +71,8 @@ class DaemonStatus:
     started_at: datetime | None = None
     heartbeat_at: datetime | None = None
     state: str | None = None  # the row's state: running | stopped | dead
+    loop_lag_p99: float | None = None  # seconds, over the 5 minutes before the last heartbeat
+    loop_lag_max: float | None = None
 
     def as_json(self) -> dict[str, Any]:
         out = dict(self.__dict__)
@@ -229,9 +231,20 @@ def register_instance(db: Database, instance: Instance) -> None:
         )
 
 
-def heartbeat(db: Database, instance_id: str, now: datetime) -> None:
+def heartbeat(
+    db: Database,
+    instance_id: str,
+    now: datetime,
+    *,
+    lag_p99: float | None = None,
+    lag_max: float | None = None,
+) -> None:
+    """The daemon is alive at ``now``; its event loop's recent lag (p99, max seconds) when measured."""
+    values: dict[str, Any] = {"heartbeat_at": now}
+    if lag_p99 is not None:
+        values.update(loop_lag_p99=lag_p99, loop_lag_max=lag_max)
     with db.write() as s:
-        s.execute(update(DaemonRow).where(DaemonRow.id == instance_id).values(heartbeat_at=now))
+        s.execute(update(DaemonRow).where(DaemonRow.id == instance_id).values(**values))
 
 
 def mark_stopped(db: Database, instance_id: str, now: datetime) -> None:
@@ -261,7 +274,17 @@ def daemon_status(db: Database, *, now: datetime, stale_after: float = 120.0) ->
     fresh = (now - row.heartbeat_at).total_seconds() <= stale_after
     running = held if held is not None else (row.state == "running" and fresh)
     state = row.state if not (row.state == "running" and held is False) else "dead"
-    return DaemonStatus(running, held, row.pid, row.host, row.started_at, row.heartbeat_at, state)
+    return DaemonStatus(
+        running,
+        held,
+        row.pid,
+        row.host,
+        row.started_at,
+        row.heartbeat_at,
+        state,
+        row.loop_lag_p99,
+        row.loop_lag_max,
+    )
 
 
 # ----------------------------------------------------------------------------- health notices

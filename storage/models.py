@@ -265,6 +265,8 @@ class DaemonRow(Base):
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow)
     state: Mapped[str] = mapped_column(String(16), default="running")
+    loop_lag_p99: Mapped[float | None] = mapped_column(Float)  # seconds, the last 5 minutes
+    loop_lag_max: Mapped[float | None] = mapped_column(Float)
 
 
 Index("ix_deliveries_due", DeliveryRow.state, DeliveryRow.next_attempt_at)

@@ -84,6 +84,12 @@ def status(obj: Ctx, as_json: bool, verbose: bool) -> None:
     else:
         line = "[yellow]daemon not running[/] (never started on this database)"
     out.print(line)
+    if d.loop_lag_p99 is not None:
+        out.print(
+            f"event-loop lag (last 5 min): p99 {d.loop_lag_p99 * 1000:.0f} ms, "
+            f"max {(d.loop_lag_max or 0.0) * 1000:.0f} ms",
+            highlight=False,
+        )
     out.print(
         f"outbox: {report.outbox_depth} pending deliveries; database {report.database}", highlight=False
     )

@@ -18,6 +18,7 @@ from crawler.pipeline import SourceOutcome
 DELIVERY_STATES = ("pending", "sending", "sent", "failed", "dead", "held")
 HEALTH_STATES = ["new", "ok", "degraded", "failing", "stale"]
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 class Metrics:
@@ -50,6 +51,15 @@ class Metrics:
             "storywatch_source_health", "Health of each source", ["source"], states=HEALTH_STATES, registry=r
         )
         self.deliveries = Gauge("storywatch_deliveries", "Outbox rows by state", ["state"], registry=r)
+        self.loop_lag = Histogram(
+            "storywatch_event_loop_lag_seconds",
+            "How late the event loop woke a 50 ms sleeper (CPU work on the loop delays everything)",
+            buckets=LAG_BUCKETS,
+            registry=r,
+        )
+        self.loop_lag_p99 = Gauge(
+            "storywatch_event_loop_lag_p99_seconds", "99th percentile of the last 5 minutes' lag", registry=r
+        )
         self.notices = Counter(
             "storywatch_health_notices", "Health changes announced", ["source"], registry=r
         )

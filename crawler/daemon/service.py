@@ -36,6 +36,7 @@ from crawler import web
 from crawler.config import Settings
 from crawler.daemon.jobs import SourceScheduler
 from crawler.daemon.logs import LOGGER, setup_logging
+from crawler.daemon.looplag import LoopLag
 from crawler.daemon.metrics import Metrics
 from crawler.daemon.ops import (
     TICK,
@@ -80,6 +81,7 @@ class Daemon:
         self.handle_signals = handle_signals
         self.tick = tick
         self.metrics = Metrics()
+        self.loop_lag = LoopLag(on_sample=self.metrics.loop_lag.observe)  # started by run()
         self.state = "starting"
         self.instance: daemon_store.Instance | None = None
         self.jobs: SourceScheduler | None = None
@@ -160,6 +162,7 @@ class Daemon:
         watchdog = asyncio.create_task(clock_watchdog(self._on_tick, self.tick), name="storywatch-clock")
         if self.handle_signals:
             install_signals(loop, stop=self.request_stop, reload=self.request_reload)
+        self.loop_lag.start()
         self.state = "running"
         self._refresh_snapshot()
         try:
@@ -179,6 +182,7 @@ class Daemon:
         self.state = "stopping"
         self.jobs.scheduler.pause()
         watchdog.cancel()
+        await self.loop_lag.stop()
         if self._watcher is not None:
             await self._watcher.stop()
         running = set(self.jobs.inflight)
@@ -282,8 +286,10 @@ class Daemon:
         if paused > PAUSE_NOTICE:
             log.info("resumed after a pause of %.0f s: each overdue source is polled once", paused)
         self.jobs.scheduler.wakeup()
+        lag = self.loop_lag.summary()
+        self.metrics.loop_lag_p99.set(lag.p99)
         try:
-            daemon_store.heartbeat(self._db, self.instance.id, utcnow())
+            daemon_store.heartbeat(self._db, self.instance.id, utcnow(), lag_p99=lag.p99, lag_max=lag.max)
         except (SQLAlchemyError, StorageError) as exc:
             log.warning("heartbeat not recorded: %s", exc)
         self._refresh_snapshot()
@@ -324,6 +330,7 @@ class Daemon:
             "running_polls": len(jobs.inflight) if jobs else 0,
             "reloads": self.reloads,
             "relay": bool(self._relay and self._relay.relay is not None),
+            "event_loop_lag": self.loop_lag.summary().as_json(),
         }
 
     def health(self) -> dict[str, Any]:
