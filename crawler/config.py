@@ -123,6 +123,8 @@ class FetchConfig(_Model):
     respect_robots: bool = True
     allow_private_networks: tuple[str, ...] = ()
     article_concurrency: int = Field(16, ge=1)
+    cpu_budget: Duration = Field(5.0, gt=0)  # parse + extract of one document, in a worker process
+    max_entries: int = Field(1000, ge=1)  # new feed entries taken per poll, newest first
 
 
 def validate_selector(selector: str) -> None:

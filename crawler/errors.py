@@ -14,8 +14,10 @@
     │   └── HTTPStatusError         4xx/5xx (carries status and Retry-After)
     ├── ParseError                  feed or page could not be read: source id, URL
     │   ├── SelectorNotFound        a page's CSS selector matched nothing
-    │   └── ExtractError            a page was refused before parsing (e.g. NestingTooDeep)
-    │       └── NestingTooDeep      elements nest deeper than ``extract.max_depth``
+    │   ├── ExtractError            a page was refused before parsing (e.g. NestingTooDeep)
+    │   │   └── NestingTooDeep      elements nest deeper than ``extract.max_depth``
+    │   └── CPUBudgetExceeded       a document's CPU work passed ``fetch.cpu_budget``: its worker was
+    │                               stopped and replaced (or died: WorkerDied)
     ├── RuleError                   rule file problem: file:line:column, rule id
     ├── StorageError                database problem
     │   └── DaemonLocked            another daemon already holds the database
@@ -120,6 +122,15 @@ class SelectorNotFound(ParseError):
 
 class ExtractError(ParseError):
     """A page, a feed or a sitemap was refused before a parser saw it; the source backs off."""
+
+
+class CPUBudgetExceeded(ParseError):
+    """Parsing or extracting one document ran past ``fetch.cpu_budget``: its worker process was killed
+    and replaced, the document is failed, the next poll retries it with back-off."""
+
+
+class WorkerDied(CPUBudgetExceeded):
+    """The worker process processing the document died (a crash, out of memory); it was replaced."""
 
 
 class NestingTooDeep(ExtractError):

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from crawler.cli.base import cli
 from crawler.daemon import Daemon
-from crawler.daemon.looplag import LoopLag
+from crawler.pipeline.looplag import LoopLag
 from storage.models import DaemonRow
 from tests.sitekit import Site
 from tests.test_daemon import FAST, rows, run_daemon, site, wait_until, write_config

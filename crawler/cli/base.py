@@ -286,7 +286,9 @@ def once(obj: Ctx, source_ids: Sequence[str], as_json: bool, no_deliver: bool, v
         specs = tuple(s for s in specs if s.id in source_ids)
     show_progress = not as_json and err.is_terminal
     with _progress(len(specs), "sources", enabled=show_progress) as advance:
-        report = asyncio.run(run_once(settings, specs, on_done=lambda o: advance(), deliver=not no_deliver))
+        report = asyncio.run(
+            run_once(settings, specs, on_done=lambda o: advance(), deliver=not no_deliver, min_workers=1)
+        )
     if as_json:
         print_json(report.as_json())
     else:

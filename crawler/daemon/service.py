@@ -4,8 +4,9 @@ Its life, step by step:
 
 1. Take the instance lock (``storage.daemon_store``): a second daemon on the same database
    refuses to start and names the first (pid, host, start time) -> ``DaemonLocked``, exit code 3.
-2. Open the runtime (``crawler.pipeline.runner.open_runtime``): database, rules and ONE shared Fetcher, so
-   its global and per-host limits span every source.
+2. Open the runtime (``crawler.pipeline.runner.open_runtime``): database, rules, worker processes
+   for parsing and extraction (under ``fetch.cpu_budget``; nothing CPU-heavy on the loop) and ONE
+   shared Fetcher, so its global and per-host limits span every source.
 3. Start the jobs (``crawler.daemon.jobs.SourceScheduler``): stored timings resume after a
    restart, new and overdue sources are spread over a short window; each poll feeds the adaptive
    policy (``crawler.daemon.schedule``) and moves its job to the next due time. Health changes are logged
@@ -25,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 from collections.abc import Mapping
 from datetime import datetime
@@ -36,7 +38,6 @@ from crawler import web
 from crawler.config import Settings
 from crawler.daemon.jobs import SourceScheduler
 from crawler.daemon.logs import LOGGER, setup_logging
-from crawler.daemon.looplag import LoopLag
 from crawler.daemon.metrics import Metrics
 from crawler.daemon.ops import (
     TICK,
@@ -51,6 +52,7 @@ from crawler.daemon.ops import (
 from crawler.errors import StorageError, StorywatchError
 from crawler.fetch import Fetcher, fetch_settings
 from crawler.pipeline import Runtime, open_runtime, utcnow
+from crawler.pipeline.looplag import LoopLag
 from crawler.web import WebServer
 from storage import daemon_store
 from storage.db import Database, open_database
@@ -58,6 +60,13 @@ from storage.db import Database, open_database
 log = logging.getLogger(f"{LOGGER}.daemon")
 
 PAUSE_NOTICE = 3.0  # a pause (suspend, SIGSTOP, blocked loop) longer than this is logged
+
+
+def daemon_cpu_workers() -> int:
+    """Worker processes for parsing and extraction: never the event loop (a hostile page there stalls
+    every source, the relay and the health notices), and the CPU budget kills a worker, not the
+    daemon. One per core beside the main process, at least one, at most two."""
+    return max(1, min(2, (os.cpu_count() or 1) - 1))
 
 
 class Daemon:
@@ -126,7 +135,14 @@ class Daemon:
             db = self._db = open_database(self.settings.database_url)
             try:
                 daemon_store.register_instance(db, self.instance)
-                async with open_runtime(self.settings, db=db) as rt:
+                # the writer is a thread: a process would take seconds to start and could not serve the
+                # rule set a reload swaps in (see Offload.writer_process_for)
+                opened = open_runtime(
+                    self.settings, db=db, cpu_workers=daemon_cpu_workers(), writer_process=False
+                )
+                async with opened as rt:
+                    if rt.offload is not None:
+                        await rt.offload.warm()
                     await self._serve(rt)
             finally:
                 with contextlib.suppress(SQLAlchemyError, StorageError):
@@ -254,6 +270,8 @@ class Daemon:
         ):
             log.warning("daemon.http and daemon.misfire_grace take effect at the next restart")
         rt.settings, rt.rules = settings, rules
+        if rt.offload is not None:
+            rt.offload.budget = settings.fetch.cpu_budget
         self.settings = settings
         if self.manage_logging and settings.daemon != old.daemon:
             setup_logging(settings.daemon)

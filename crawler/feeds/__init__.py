@@ -7,6 +7,7 @@ safe internal entities in the prolog first; ``sitemaps`` reads sitemaps and robo
 
 from __future__ import annotations
 
+from crawler.feeds.chunks import FeedSplit, split_feed
 from crawler.feeds.discover import FeedLink, feed_links, page_selector, page_title, usual_feed_urls
 from crawler.feeds.parse import FEEDPARSER_OPTIONS, parse_feed
 from crawler.feeds.sitemaps import Sitemap, UnsafeXML, parse_sitemap, robots_sitemaps
@@ -15,6 +16,7 @@ from crawler.feeds.xml_screen import screen_declarations
 __all__ = [
     "FEEDPARSER_OPTIONS",
     "FeedLink",
+    "FeedSplit",
     "Sitemap",
     "UnsafeXML",
     "feed_links",
@@ -24,5 +26,6 @@ __all__ = [
     "parse_sitemap",
     "robots_sitemaps",
     "screen_declarations",
+    "split_feed",
     "usual_feed_urls",
 ]

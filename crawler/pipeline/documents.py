@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from dataclasses import dataclass
 from datetime import datetime
@@ -11,7 +12,7 @@ from crawler.dedup import pagediff, urls
 from crawler.dedup import text as normalize
 from crawler.errors import FetchError, ParseError
 from crawler.extract import extract_region
-from crawler.feeds import parse_feed
+from crawler.feeds import parse_feed, split_feed
 from crawler.pipeline.runtime import Prepared, Runtime, text_params
 from crawler.pipeline.workers import (
     ArticleJob,
@@ -20,47 +21,97 @@ from crawler.pipeline.workers import (
     build_articles,
     make_document,
 )
-from crawler.types import Document, FeedEntry, FeedHints, Fetched, SourceSpec
+from crawler.types import Document, FeedEntry, FeedHints, Fetched, ParsedFeed, SourceSpec
 from storage import sources as store_sources
 
 log = logging.getLogger("storywatch.pipeline")
+MAX_WARNINGS = 50
 
 
-async def feed_documents(
-    rt: Runtime, spec: SourceSpec, fetched: Fetched, now: datetime
-) -> tuple[list[Prepared], list[str], FeedHints, tuple[datetime, ...]]:
-    """Parse, fetch the new entries' articles (I/O), then extract them as one batch (CPU)."""
-    url, headers = fetched.final_url, fetched.headers
-    depth = rt.settings.extract.max_depth
-    if rt.offload is not None:
-        feed = await rt.offload.parse(
-            fetched.body, url=url, headers=headers, source_id=spec.id, max_depth=depth
-        )
-    else:
-        feed = parse_feed(fetched.body, url=url, headers=headers, source_id=spec.id, max_depth=depth)
-    warnings = list(feed.warnings)
-    keys = {e.entry_id: normalize.entry_key(e.entry_id, e.title, e.summary) for e in feed.entries}
-    fresh_ids = store_sources.unseen_entries(rt.db, spec.id, list(keys.values()))
-    fresh = [e for e in feed.entries if keys[e.entry_id] in fresh_ids]
+FEED_CHUNK = 1000  # entries parsed at once: a big feed is parsed piece by piece (crawler.feeds.chunks)
+ARTICLE_BATCH = 32  # new entries whose articles are fetched, then extracted, together
+
+
+@dataclass(frozen=True)
+class FeedDocuments:
+    """What a feed poll produced: documents, warnings, the feed's hints, its new entries' times, and
+    whether ``fetch.max_entries`` left new entries for the next polls (``capped``)."""
+
+    docs: list[Prepared]
+    warnings: list[str]
+    hints: FeedHints
+    times: tuple[datetime, ...]
+    capped: bool = False
+
+
+async def feed_documents(rt: Runtime, spec: SourceSpec, fetched: Fetched, now: datetime) -> FeedDocuments:
+    """Parse (piece by piece), take at most ``fetch.max_entries`` new entries (newest first), then fetch
+    their articles (I/O) and extract them (CPU, in the workers) a batch at a time: memory is bounded by
+    a feed piece and a batch of pages, not by the feed."""
+    fresh, warnings, hints, capped = await _new_entries(rt, spec, fetched)
+    params = text_params(rt.settings)
     gate = asyncio.Semaphore(rt.settings.fetch.article_concurrency)
 
     async def one(entry: FeedEntry) -> _ArticleFetch:
         async with gate:
             return await _fetch_article(rt, spec, entry)
 
-    got = await asyncio.gather(*(one(e) for e in fresh))
-    jobs = [ArticleJob(spec, g.entry, g.page, now) for g in got if g.page is not None]
-    params = text_params(rt.settings)
-    built = iter(await rt.offload.build(jobs, params) if rt.offload else build_articles(jobs, params))
     docs: list[Prepared] = []
-    for g in got:
-        doc, warning = _entry_outcome(rt, spec, g, now, next(built) if g.page is not None else None)
-        if warning:
-            warnings.append(warning)
-        if doc is not None:
-            docs.append(doc)
+    for i in range(0, len(fresh), ARTICLE_BATCH):
+        got = await asyncio.gather(*(one(e) for e in fresh[i : i + ARTICLE_BATCH]))
+        jobs = [ArticleJob(spec, g.entry, g.page, now) for g in got if g.page is not None]
+        built = iter(await rt.offload.build(jobs, params) if rt.offload else build_articles(jobs, params))
+        for g in got:
+            doc, warning = _entry_outcome(rt, spec, g, now, next(built) if g.page is not None else None)
+            if warning:
+                warnings.append(warning)
+            if doc is not None:
+                docs.append(doc)
     times = tuple(e.published or now for e in fresh)
-    return docs, warnings, feed.hints, times
+    return FeedDocuments(docs, warnings, hints, times, capped)
+
+
+async def _new_entries(
+    rt: Runtime, spec: SourceSpec, fetched: Fetched
+) -> tuple[list[FeedEntry], list[str], FeedHints, bool]:
+    """The feed's unseen entries, newest first, at most ``fetch.max_entries`` of them (``capped`` when
+    more wait). A big feed is parsed a piece of ``FEED_CHUNK`` entries at a time, only until enough
+    new entries are found (feeds list their newest entries first)."""
+    limit = rt.settings.fetch.max_entries
+    split = split_feed(fetched.body, FEED_CHUNK)
+    pieces = list(split.pieces(fetched.body)) if split else [fetched.body]
+    fresh: list[FeedEntry] = []
+    warnings: list[str] = []
+    hints = FeedHints()
+    taken: set[str] = set()
+    read = 0
+    for read, piece in enumerate(pieces, 1):
+        feed = await _parse(rt, spec, fetched, piece)
+        if read == 1:
+            hints = feed.hints
+        warnings.extend(w for w in feed.warnings if w not in warnings)
+        keys = {e.entry_id: normalize.entry_key(e.entry_id, e.title, e.summary) for e in feed.entries}
+        unseen = store_sources.unseen_entries(rt.db, spec.id, list(keys.values())) - taken
+        new = [e for e in feed.entries if keys[e.entry_id] in unseen]
+        taken.update(keys[e.entry_id] for e in new)
+        fresh.extend(new)
+        if len(fresh) >= limit:
+            break
+    capped = len(fresh) > limit or (len(fresh) == limit and read < len(pieces))
+    fresh.sort(key=lambda e: e.published.timestamp() if e.published else float("-inf"), reverse=True)
+    if capped:
+        warnings.append(
+            f"{limit} new entries taken this poll (fetch.max_entries), newest first; the others come "
+            "at the next polls (or with `storywatch backfill`)"
+        )
+    return fresh[:limit], warnings[:MAX_WARNINGS], hints, capped
+
+
+async def _parse(rt: Runtime, spec: SourceSpec, fetched: Fetched, body: bytes) -> ParsedFeed:
+    url, headers, depth = fetched.final_url, fetched.headers, rt.settings.extract.max_depth
+    if rt.offload is not None:
+        return await rt.offload.parse(body, url=url, headers=headers, source_id=spec.id, max_depth=depth)
+    return parse_feed(body, url=url, headers=headers, source_id=spec.id, max_depth=depth)
 
 
 @dataclass(frozen=True)
@@ -148,17 +199,22 @@ def canonical_url_of(rt: Runtime, url: str, page_canonical: str | None) -> str:
 # --------------------------------------------------------------------------- pages
 
 
-def page_documents(
+async def page_documents(
     rt: Runtime, spec: SourceSpec, fetched: Fetched, last: str | None, now: datetime
 ) -> tuple[list[Prepared], list[str]]:
     assert spec.selector is not None
-    region = extract_region(
+    region_of = functools.partial(
+        extract_region,
         fetched.body,
         url=fetched.final_url,
         selector=spec.selector,
         content_type=fetched.headers.get("content-type"),
         max_depth=rt.settings.extract.max_depth,
     )
+    if rt.offload is not None:  # in a worker process, under the CPU budget
+        region = await rt.offload.cpu(region_of, url=fetched.final_url, source_id=spec.id)
+    else:
+        region = region_of()
     snapshot = pagediff.normalize_snapshot(region)
     change = pagediff.diff_snapshots(last, snapshot, ignore=spec.ignore_patterns)
     added = "\n".join(change.added)

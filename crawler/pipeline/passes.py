@@ -214,10 +214,12 @@ async def _process(
         res = SourceResult(spec.id, "not-modified", bytes=len(fetched.body))
         keep = _Keep(fetched.validators, body_hash or state.body_hash)
         return SourceOutcome(res, http_status=fetched.status, cache_max_age=max_age), keep
+    capped = False
     if spec.kind == "feed":
-        docs, warnings, hints, times = await feed_documents(rt, spec, fetched, now)
+        feed = await feed_documents(rt, spec, fetched, now)
+        docs, warnings, hints, times, capped = feed.docs, feed.warnings, feed.hints, feed.times, feed.capped
     else:
-        docs, warnings = page_documents(rt, spec, fetched, state.last_snapshot, now)
+        docs, warnings = await page_documents(rt, spec, fetched, state.last_snapshot, now)
         hints, times = FeedHints(), ()
     results = await write_documents(rt, docs, now)
     new = sum(r.status in ("new", "updated") for r in results)
@@ -231,6 +233,8 @@ async def _process(
         new_alerts=len(alert_ids),
     )
     outcome = SourceOutcome(res, fetched.status, times, None, max_age, hints, None, alert_ids)
+    if capped:  # new entries wait: the next poll must read the same body again, not get a 304
+        return outcome, _Keep(Validators(), None)
     return outcome, _Keep(fetched.validators, body_hash)
 
 

@@ -13,9 +13,10 @@ from typing import Any
 
 from crawler.config import Settings
 from crawler.fetch import Fetcher, fetch_settings
+from crawler.pipeline.looplag import LagSummary, LoopLag
 from crawler.pipeline.passes import run_pass
 from crawler.pipeline.runtime import Runtime, SourceOutcome, load_ruleset, utcnow
-from crawler.pipeline.store import writer_process
+from crawler.pipeline.store import writer_process as make_writer
 from crawler.pipeline.workers import Offload, settled_heap
 from crawler.types import SourceSpec
 from storage.db import Database, open_database
@@ -25,6 +26,7 @@ from storage.db import Database, open_database
 class PassReport:
     outcomes: tuple[SourceOutcome, ...]
     delivery: Any = None  # the relay's report, when alerts were delivered
+    loop_lag: LagSummary | None = None  # how late the event loop ran during the pass
 
     @property
     def failed(self) -> list[SourceOutcome]:
@@ -48,6 +50,7 @@ class PassReport:
             "new_alerts": self.new_alerts,
             "failed": [o.result.source_id for o in self.failed],
             "delivery": jsonable(self.delivery),
+            "event_loop_lag": self.loop_lag.as_json() if self.loop_lag else None,
         }
 
 
@@ -65,10 +68,15 @@ def jsonable(obj: Any) -> Any:
 
 @asynccontextmanager
 async def open_runtime(
-    settings: Settings, *, db: Database | None = None, origin: str = "live", cpu_workers: int = 0
+    settings: Settings,
+    *,
+    db: Database | None = None,
+    origin: str = "live",
+    cpu_workers: int = 0,
+    writer_process: bool = True,
 ) -> AsyncIterator[Runtime]:
     """Database, rules, the shared Fetcher and, with ``cpu_workers`` > 0, the article worker process(es)
-    and the database writer process (``pipeline.Runtime.offload``)."""
+    and the database writer: a process (``writer_process``), else a thread (``pipeline.Runtime.offload``)."""
     from crawler.alerts.admin import check_alerts
 
     check_alerts(settings)
@@ -76,7 +84,8 @@ async def open_runtime(
     rules = load_ruleset(settings)
     offload = None
     if cpu_workers > 0:
-        offload = Offload(cpu_workers, writer=writer_process(settings, rules, database.url))
+        writer = make_writer(settings, rules, database.url) if writer_process else None
+        offload = Offload(cpu_workers, writer=writer, budget=settings.fetch.cpu_budget)
     try:
         # a pass big enough for worker processes allocates millions of objects: see settled_heap
         with settled_heap() if offload is not None else nullcontext():
@@ -93,9 +102,10 @@ POOL_MIN_FEEDS = 16  # passes over fewer feeds extract inline (a worker process 
 MAX_CPU_WORKERS = 4
 
 
-def auto_cpu_workers(specs: Sequence[SourceSpec]) -> int:
+def auto_cpu_workers(specs: Sequence[SourceSpec], *, at_least: int = 0) -> int:
     """Article worker processes for a pass over many feeds: one per core (at most ``MAX_CPU_WORKERS``)
-    on a machine with several cores, else none (inline).
+    on a machine with several cores, else ``at_least`` (0: inline; the CLI asks for 1, so that the
+    CPU budget holds and no parse runs on the event loop).
 
     Two on two cores, although the main process and the writer need CPU too: with one, a feed
     waiting to be parsed queues behind other feeds' article batches (tens of ms each) and its
@@ -103,7 +113,7 @@ def auto_cpu_workers(specs: Sequence[SourceSpec]) -> int:
     """
     feeds = sum(1 for s in specs if s.kind == "feed" and s.fetch_articles)
     cores = os.cpu_count() or 1
-    return min(cores, MAX_CPU_WORKERS) if feeds >= POOL_MIN_FEEDS and cores > 1 else 0
+    return min(cores, MAX_CPU_WORKERS) if feeds >= POOL_MIN_FEEDS and cores > 1 else at_least
 
 
 async def run_once(
@@ -112,12 +122,20 @@ async def run_once(
     *,
     on_done: Callable[[SourceOutcome], None] | None = None,
     deliver: bool = True,
+    min_workers: int = 0,
 ) -> PassReport:
-    """`storywatch once`: one pass over ``specs``, then deliver what the outbox holds."""
-    async with open_runtime(settings, cpu_workers=auto_cpu_workers(specs)) as rt:
-        outcomes = await run_pass(rt, specs, on_done=on_done)
+    """`storywatch once`: one pass over ``specs``, then deliver what the outbox holds. ``min_workers``:
+    worker processes even for a small pass (the CLI: 1; library callers and tests may run inline)."""
+    async with open_runtime(settings, cpu_workers=auto_cpu_workers(specs, at_least=min_workers)) as rt:
+        if rt.offload is not None:
+            await rt.offload.warm()
+        lag = LoopLag().start()
+        try:
+            outcomes = await run_pass(rt, specs, on_done=on_done)
+        finally:
+            await lag.stop()
         delivery = await deliver_outbox(settings, rt.db) if deliver else None
-    return PassReport(tuple(outcomes), delivery)
+    return PassReport(tuple(outcomes), delivery, lag.summary())
 
 
 async def deliver_outbox(settings: Settings, db: Database) -> Any:

@@ -7,11 +7,15 @@ fingerprint). Everything here is pure and synchronous: bytes and frozen dataclas
 in, frozen dataclasses out. Rules are not run here: they are cheap, and the live rule set (the
 daemon reloads it) stays in the main process.
 
-``Offload`` runs feeds and batches of jobs in worker processes (``spawn``) so that parsing,
-extraction and fingerprinting overlap with the main process's HTTP work, and runs database writes
-in one writer: a process (started by ``crawler.pipeline.passes.writer_process``), or a thread. When the pool
-is absent (``workers=0``) or breaks (a killed worker), the same functions run inline, so the results
-never depend on where they were computed.
+``Offload`` runs feeds, watched regions and batches of jobs in worker processes (``spawn``, a pebble
+pool) so that parsing, extraction and fingerprinting overlap with the main process's HTTP work and
+never run on its event loop, and runs database writes in one writer: a process (started by
+``crawler.pipeline.store.writer_process``), or a thread. Each call has a CPU budget
+(``fetch.cpu_budget`` per document): past it, pebble kills the worker and starts another, and the
+call raises ``CPUBudgetExceeded`` (a worker that dies: ``WorkerDied``) for that document only; a
+batch past its budget is redone one document at a time, so only the slow one fails. Without a pool
+(``workers=0``: tests, small passes) the same functions run inline, so the results never depend on
+where they were computed.
 """
 
 from __future__ import annotations
@@ -29,16 +33,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
+from pebble import ProcessExpired, ProcessPool
+
 from crawler.dedup import minhash as dedup
 from crawler.dedup import text as normalize
 from crawler.dedup import urls
-from crawler.errors import ParseError
+from crawler.errors import CPUBudgetExceeded, ParseError, WorkerDied
 from crawler.extract import extract_article
 from crawler.feeds import parse_feed
 from crawler.markup import DEFAULT_MAX_DEPTH
 from crawler.types import Document, FeedEntry, Fetched, ParsedFeed, SourceSpec
 
 log = logging.getLogger("storywatch.workers")
+MIB = 1 << 20
 T = TypeVar("T")
 
 
@@ -222,17 +229,25 @@ class WriterProcess:
     serves: tuple[object, ...]
 
 
-class Offload:
-    """Work moved off the event loop: article batches to ``workers`` processes (0: inline) and database
-    writes to ONE writer, a process when ``writer`` is given, else a thread. One writer runs the writes
-    in submission order, one transaction at a time (only small writes queued before the writer process
-    started go through the thread). A writer process that dies is replaced by the thread (the database
-    rolled back the transaction it had open). Close it when done."""
+DEFAULT_CPU_BUDGET = 5.0  # seconds per document (fetch.cpu_budget)
+BATCH_ALLOWANCE = 0.25  # seconds per document a batch may use beyond one budget before it is split
 
-    def __init__(self, workers: int, *, writer: WriterProcess | None = None) -> None:
+
+class Offload:
+    """Work moved off the event loop: feeds, regions and article batches to ``workers`` processes (0:
+    inline) under a CPU budget, and database writes to ONE writer, a process when ``writer`` is given,
+    else a thread. One writer runs the writes in submission order, one transaction at a time (only
+    small writes queued before the writer process started go through the thread). A writer process
+    that dies is replaced by the thread (the database rolled back the transaction it had open). Close
+    it when done."""
+
+    def __init__(
+        self, workers: int, *, writer: WriterProcess | None = None, budget: float = DEFAULT_CPU_BUDGET
+    ) -> None:
         self.workers = workers
+        self.budget = budget  # seconds per document; the daemon updates it on reload
         ctx = multiprocessing.get_context("spawn")
-        self._pool = ProcessPoolExecutor(workers, mp_context=ctx) if workers > 0 else None
+        self._pool = ProcessPool(max_workers=workers, context=ctx) if workers > 0 else None
         self._thread: ThreadPoolExecutor | None = ThreadPoolExecutor(1, thread_name_prefix="storywatch-db")
         self._process: ProcessPoolExecutor | None = None
         self._serves: tuple[object, ...] = ()
@@ -243,6 +258,17 @@ class Offload:
             )
             self._serves = writer.serves
 
+    async def warm(self) -> None:
+        """Start the worker processes now (a spawn imports the code: ~1-2 s), not at the first poll."""
+        if self._pool is not None:
+            pool = self._pool
+            await asyncio.gather(*(asyncio.wrap_future(pool.schedule(_ready)) for _ in range(self.workers)))
+
+    @property
+    def pooled(self) -> bool:
+        """Whether CPU work runs in worker processes (else inline, in the caller's thread)."""
+        return self._pool is not None
+
     def writer_process_for(self, *objects: object) -> bool:
         """Whether writes for a runtime holding ``objects`` may go to the writer process."""
         return (
@@ -252,33 +278,74 @@ class Offload:
         )
 
     async def build(self, jobs: Sequence[ArticleJob], params: TextParams) -> list[Built | str]:
+        """``build_articles`` in a worker under the batch's budget; past it, each job again alone under
+        its own budget, so the slow page gets its error (a string, as for ParseError) and the others
+        their documents."""
         if not jobs:
             return []
-        return await self._cpu(functools.partial(build_articles, list(jobs), params))
+        if self._pool is None:
+            return build_articles(jobs, params)
+        first = jobs[0]
+        allowed = self.budget + BATCH_ALLOWANCE * len(jobs)
+        batch = functools.partial(build_articles, list(jobs), params)
+        try:
+            return await self.cpu(batch, url=first.page.final_url, source_id=first.spec.id, seconds=allowed)
+        except CPUBudgetExceeded as exc:
+            if len(jobs) == 1:
+                return [str(exc)]
+        singles = await asyncio.gather(*(self._build_one(job, params) for job in jobs))
+        return [one for out in singles for one in out]
+
+    async def _build_one(self, job: ArticleJob, params: TextParams) -> list[Built | str]:
+        call = functools.partial(build_articles, [job], params)
+        try:
+            return await self.cpu(call, url=job.page.final_url, source_id=job.spec.id)
+        except CPUBudgetExceeded as exc:
+            log.warning("%s", exc, extra={"source_id": job.spec.id})
+            return [str(exc)]
 
     async def parse(
-        self, body: bytes, *, url: str, headers: Mapping[str, str], source_id: str, max_depth: int
+        self,
+        body: bytes,
+        *,
+        url: str,
+        headers: Mapping[str, str],
+        source_id: str,
+        max_depth: int = DEFAULT_MAX_DEPTH,
     ) -> ParsedFeed:
-        """``parse_feed`` in the worker process (feedparser is ~0.4 ms of CPU per entry: off the
-        event loop, the main process keeps fetching); inline without a pool. Raises ParseError."""
+        """``parse_feed`` in a worker process (feedparser is ~0.3 ms of CPU per entry: off the event
+        loop, the main process keeps fetching), with one budget per MiB of body; inline without a pool.
+        Raises ParseError (CPUBudgetExceeded past the budget)."""
         call = functools.partial(
             parse_feed, body, url=url, headers=dict(headers), source_id=source_id, max_depth=max_depth
         )
-        return await self._cpu(call)
+        return await self.cpu(call, url=url, source_id=source_id, seconds=self.budget * (1 + len(body) / MIB))
 
-    async def _cpu(self, call: Callable[[], T]) -> T:
-        """``call()`` (a picklable partial of a module-level function) in the worker process; inline
-        when there is none, or from now on when it died."""
+    async def cpu(
+        self, call: Callable[[], T], *, url: str, source_id: str | None, seconds: float | None = None
+    ) -> T:
+        """``call()`` (a picklable partial of a module-level function) in a worker process, stopped after
+        ``seconds`` (default: one budget): then CPUBudgetExceeded for ``url``; inline without a pool."""
         if self._pool is None:
             return call()
-        loop = asyncio.get_running_loop()
+        limit = self.budget if seconds is None else seconds
+        future = self._pool.schedule(call, timeout=limit)
         try:
-            return await loop.run_in_executor(self._pool, call)
-        except BrokenProcessPool:
-            log.warning("the article worker process died; extracting in the main process from now on")
-            _shutdown(self._pool)
-            self._pool = None
-            return call()
+            return await asyncio.wrap_future(future)
+        except TimeoutError:
+            raise CPUBudgetExceeded(
+                f"processing took longer than its CPU budget ({limit:.1f} s, fetch.cpu_budget): its worker "
+                "process was stopped and replaced; retried at the next poll",
+                url=url,
+                source_id=source_id,
+            ) from None
+        except ProcessExpired as exc:
+            raise WorkerDied(
+                f"the worker process died while processing this (exit code {exc.exitcode}); it was "
+                "replaced; retried at the next poll",
+                url=url,
+                source_id=source_id,
+            ) from None
 
     async def write(self, call: Write[T]) -> T:
         """Run ``call`` on the writer (see ``submit_write``) and wait for it."""
@@ -312,7 +379,11 @@ class Offload:
 
     def close(self) -> None:
         pool, process, self._pool, self._process = self._pool, self._process, None, None
-        _shutdown(pool)
+        if pool is not None:
+            pool.close()
+            pool.join(timeout=5)
+            pool.stop()
+            pool.join()
         _shutdown(process)
         thread, self._thread = self._thread, None
         if thread is not None:
@@ -331,6 +402,10 @@ class Write(Generic[T]):
     remote_args: tuple[Any, ...] = ()
     serves: tuple[object, ...] = ()
     start_writer: bool = True
+
+
+def _ready() -> bool:
+    return True
 
 
 def _shutdown(pool: ProcessPoolExecutor | None) -> None:

@@ -4,17 +4,20 @@ and kept-alive connections after 304. Each must give the results of the plain in
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 import socket
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
 
 from crawler.config import Settings, parse_settings
-from crawler.errors import ParseError
+from crawler.errors import CPUBudgetExceeded, ParseError, WorkerDied
 from crawler.feeds import parse_feed
 from crawler.fetch import Fetcher, FetchSettings
 from crawler.pipeline import Offload, open_runtime, run_pass, text_params
@@ -317,19 +320,37 @@ def test_feeds_parsed_in_the_worker_process_equal_inline_and_errors_keep_where()
         offload.close()
 
 
-def test_a_killed_worker_process_falls_back_to_inline_work() -> None:
+def _die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)  # in the worker process: a crash mid-document
+
+
+def _spin(seconds: float) -> float:
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        pass
+    return seconds
+
+
+def test_a_worker_that_dies_or_runs_past_its_budget_is_replaced_and_only_that_call_fails() -> None:
     body = rss([{"title": "One", "link": "http://example.org/1", "guid": "g1", "description": "d"}]).encode()
-    offload = Offload(1)
-    try:
-        first = asyncio.run(offload.parse(body, url="http://example.org/f", headers={}, source_id="f1"))
-        pool = offload._pool
-        assert pool is not None
-        for pid in list(pool._processes):  # the worker process, started by the first call
-            os.kill(pid, signal.SIGKILL)
-        again = asyncio.run(offload.parse(body, url="http://example.org/f", headers={}, source_id="f1"))
+    offload = Offload(1, budget=1.0)
+
+    async def go() -> None:
+        first = await offload.parse(body, url="http://example.org/f", headers={}, source_id="f1")
+        with pytest.raises(WorkerDied, match="worker process died"):
+            await offload.cpu(_die, url="http://example.org/crash", source_id="f1")
+        started = time.monotonic()
+        with pytest.raises(CPUBudgetExceeded, match="CPU budget") as info:
+            await offload.cpu(functools.partial(_spin, 30.0), url="http://example.org/slow", source_id="f1")
+        assert time.monotonic() - started < 5.0
+        assert (info.value.url, info.value.source_id) == ("http://example.org/slow", "f1")
+        again = await offload.parse(body, url="http://example.org/f", headers={}, source_id="f1")
         assert [e.entry_id for e in again.entries] == [e.entry_id for e in first.entries] == ["g1"]
-        assert offload._pool is None  # the pool is dropped: later work runs in this process
-        assert asyncio.run(offload.build([], text_params(Settings()))) == []
+        assert offload.pooled  # still in worker processes: replaced, never inline on the loop
+        assert await offload.build([], text_params(Settings())) == []
+
+    try:
+        asyncio.run(go())
     finally:
         offload.close()
 
