@@ -14,8 +14,8 @@ from crawler.cli.base import cli
 from crawler.daemon import Daemon
 from crawler.pipeline.looplag import LoopLag
 from storage.models import DaemonRow
+from tests.daemon.test_daemon import FAST, rows, run_daemon, site, wait_until, write_config
 from tests.sitekit import Site
-from tests.test_daemon import FAST, rows, run_daemon, site, wait_until, write_config
 
 __all__ = ["site"]  # the fixture
 

@@ -26,8 +26,8 @@ from crawler.pipeline import run_once
 from crawler.redact import FRAGMENT
 from storage.db import open_database
 from storage.models import DeliveryRow, FetchLogRow
+from tests.alertkit import Receiver, Reply
 from tests.sitekit import Site, article_page, rss
-from tests.test_alerts_support import Receiver, Reply
 
 STORYWATCH = str(Path(sys.executable).parent / "storywatch")
 RULES = "version: 1\nrules:\n  - id: t.cluster\n    title: Cluster\n    severity: low\n    query: 'cluster'\n"
