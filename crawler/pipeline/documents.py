@@ -78,8 +78,10 @@ async def _new_entries(
     more wait). A big feed is parsed a piece of ``FEED_CHUNK`` entries at a time, only until enough
     new entries are found (feeds list their newest entries first)."""
     limit = rt.settings.fetch.max_entries
-    split = split_feed(fetched.body, FEED_CHUNK)
-    pieces = list(split.pieces(fetched.body)) if split else [fetched.body]
+    cut = functools.partial(split_feed, fetched.body, FEED_CHUNK)  # ~20 ms per MB: not on the loop
+    split = await rt.offload.cpu(cut, url=fetched.final_url, source_id=spec.id) if rt.offload else cut()
+    count = len(split.runs) if split else 1
+    pieces = split.pieces(fetched.body) if split else iter([fetched.body])
     fresh: list[FeedEntry] = []
     warnings: list[str] = []
     hints = FeedHints()
@@ -97,7 +99,7 @@ async def _new_entries(
         fresh.extend(new)
         if len(fresh) >= limit:
             break
-    capped = len(fresh) > limit or (len(fresh) == limit and read < len(pieces))
+    capped = len(fresh) > limit or (len(fresh) == limit and read < count)
     fresh.sort(key=lambda e: e.published.timestamp() if e.published else float("-inf"), reverse=True)
     if capped:
         warnings.append(
