@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -311,7 +312,7 @@ class SourceScheduler:
         try:
             outcome = await run_source(self.rt, spec)
             self.polls += 1
-            self._after_poll(spec, outcome)
+            await self._after_poll(spec, outcome)
         except Exception:  # per-source boundary for what run_source cannot record (database down...)
             log.exception("could not record the poll; retrying soon", extra=source_extra(sid))
             self._retry_soon(sid)
@@ -324,7 +325,9 @@ class SourceScheduler:
         if bounds is not None:
             self.reschedule(sid, self.rt.clock() + timedelta(seconds=bounds.min_interval))
 
-    def _after_poll(self, spec: SourceSpec, outcome: SourceOutcome) -> None:
+    async def _after_poll(self, spec: SourceSpec, outcome: SourceOutcome) -> None:
+        """The next timing (saved in a thread: a write may wait for the writer's transaction, the event
+        loop must not), metrics, logs, a health notice, and the job moved to its next due time."""
         sid = spec.id
         current, timing, bounds = self.specs.get(sid), self.timings.get(sid), self.bounds.get(sid)
         if current is None or timing is None or bounds is None:
@@ -334,7 +337,8 @@ class SourceScheduler:
         now = self.rt.clock()
         new, change = next_timing(timing, poll_outcome(outcome), bounds, now, self.rng)
         self.timings[sid] = new
-        store_sources.save_timing(
+        await asyncio.to_thread(
+            store_sources.save_timing,
             self.rt.db,
             sid,
             timing=new.to_dict(),
@@ -345,11 +349,11 @@ class SourceScheduler:
         self.metrics.record_poll(outcome)
         self.metrics.set_health(sid, new.health)
         _log_poll(outcome, new)
-        if change is not None:
-            self._announce(change, spec, new)
         self.reschedule(sid, new.next_due)
+        if change is not None:
+            await self._announce(change, spec, new)
 
-    def _announce(self, change: HealthChange, spec: SourceSpec, timing: SourceTiming) -> None:
+    async def _announce(self, change: HealthChange, spec: SourceSpec, timing: SourceTiming) -> None:
         """Log the change once; queue one notice when a human should hear about it."""
         level = logging.INFO if change.new in ("ok", "new") else logging.WARNING
         extra = source_extra(change.source_id, health=change.new, old_health=change.old)
@@ -359,9 +363,10 @@ class SourceScheduler:
             return
         key = daemon_store.notice_key(change.source_id, change.new, change.at)
         title, text = health_notice(change, spec, timing)
-        queued = daemon_store.enqueue_notice(
-            self.rt.db, key=key, title=title, text=text, alerts_cfg=alerts, now=change.at
+        enqueue = functools.partial(
+            daemon_store.enqueue_notice, self.rt.db, key=key, title=title, text=text, alerts_cfg=alerts
         )
+        queued = await asyncio.to_thread(enqueue, now=change.at)
         if queued:
             self.metrics.notices.labels(change.source_id).inc()
 

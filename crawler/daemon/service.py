@@ -306,11 +306,17 @@ class Daemon:
         self.jobs.scheduler.wakeup()
         lag = self.loop_lag.summary()
         self.metrics.loop_lag_p99.set(lag.p99)
+        self._spawn(self._heartbeat(self._db, self.instance.id, lag.p99, lag.max))
+        self._refresh_snapshot()
+
+    async def _heartbeat(self, db: Database, instance_id: str, p99: float, worst: float) -> None:
+        """In a thread: the write may wait for the writer's transaction; the event loop must not."""
         try:
-            daemon_store.heartbeat(self._db, self.instance.id, utcnow(), lag_p99=lag.p99, lag_max=lag.max)
+            await asyncio.to_thread(
+                daemon_store.heartbeat, db, instance_id, utcnow(), lag_p99=p99, lag_max=worst
+            )
         except (SQLAlchemyError, StorageError) as exc:
             log.warning("heartbeat not recorded: %s", exc)
-        self._refresh_snapshot()
 
     def _start_metrics(self, db: Database) -> WebServer | None:
         """``daemon.http``: the web dashboard and API, with this daemon's /healthz and /metrics."""

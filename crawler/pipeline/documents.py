@@ -220,8 +220,12 @@ async def page_documents(
     snapshot = pagediff.normalize_snapshot(region)
     change = pagediff.diff_snapshots(last, snapshot, ignore=spec.ignore_patterns)
     added = "\n".join(change.added)
-    if last is None or change.changed:
-        store_sources.save_snapshot(rt.db, spec.id, snapshot, added or None, now)
+    if last is None or change.changed:  # with workers (the daemon), the write waits in a thread
+        save = functools.partial(store_sources.save_snapshot, rt.db, spec.id, snapshot, added or None, now)
+        if rt.offload is not None:
+            await asyncio.to_thread(save)
+        else:
+            save()
     if not change.added:
         return [], []
     doc = pagediff.page_document(spec, added, now=now)

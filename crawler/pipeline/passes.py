@@ -163,6 +163,8 @@ async def run_source(
     )
     if record is not None:
         record(rec)
+    elif rt.offload is not None:  # through the one writer: never wait on the database lock on the loop
+        await rt.offload.write(record_call(rt, [rec]))
     else:
         store_sources.record_fetches(rt.db, [rec])
     return outcome
