@@ -21,7 +21,9 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import select
 
+from crawler.alerts.admin import test_channel as channel_test
 from crawler.config import ChannelConfig, Settings, parse_settings
+from crawler.errors import PermanentDeliveryError
 from crawler.pipeline import run_once
 from crawler.redact import FRAGMENT
 from storage.db import open_database
@@ -183,3 +185,12 @@ sources:
     assert any("HTTP 404" in e for e in errors), errors
     output = "\n".join(r.stdout + r.stderr for r in runs) + "\n".join(errors + fetch_errors)
     assert leaks(output, token, key, smtp_pw, src_pw) == [], output
+
+
+def test_alerts_test_on_a_malformed_url_is_a_delivery_error_not_a_crash(tmp_path: Path) -> None:
+    token = marked("test")
+    settings = _inject(parse_settings(f'database: "sqlite:///{tmp_path / "sw.db"}"'),
+                       bad=f"https://hooks:{token[:8]}/{token[8:]}@127.0.0.1:8443/services/x")
+    with pytest.raises(PermanentDeliveryError, match=r"alerts\.channels\.bad") as info:
+        asyncio.run(channel_test(settings, "bad"))
+    assert leaks(str(info.value), token) == []
