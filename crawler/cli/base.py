@@ -62,7 +62,8 @@ def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
 
 
 def print_json(data: Any) -> None:
-    click.echo(json.dumps(data, ensure_ascii=False, indent=2, default=_json_default))
+    """``data`` as JSON on stdout, with every fragment of a secret masked (source URLs' passwords...)."""
+    click.echo(redact.scrub(json.dumps(data, ensure_ascii=False, indent=2, default=_json_default)))
 
 
 def _json_default(o: Any) -> Any:

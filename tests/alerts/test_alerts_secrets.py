@@ -174,6 +174,8 @@ sources:
             cli(tmp_path, "alerts", "test", "slack", env=env),
             cli(tmp_path, "alerts", "test", "mail", env=env),
             cli(tmp_path, "status", env=env),
+            cli(tmp_path, "sources", "--json", env=env),
+            cli(tmp_path, "status", "--json", env=env),
         ]
     assert runs[0].returncode == 1  # the locked source failed (401)
     assert "locked" in runs[0].stdout + runs[0].stderr
