@@ -326,8 +326,9 @@ class SourceScheduler:
             self.reschedule(sid, self.rt.clock() + timedelta(seconds=bounds.min_interval))
 
     async def _after_poll(self, spec: SourceSpec, outcome: SourceOutcome) -> None:
-        """The next timing (saved in a thread: a write may wait for the writer's transaction, the event
-        loop must not), metrics, logs, a health notice, and the job moved to its next due time."""
+        """The next timing, metrics, logs, the job moved to its next due time, then the timing saved (in
+        a thread: the write may wait for the writer's transaction, the event loop must not) and a
+        health notice."""
         sid = spec.id
         current, timing, bounds = self.specs.get(sid), self.timings.get(sid), self.bounds.get(sid)
         if current is None or timing is None or bounds is None:
@@ -336,7 +337,11 @@ class SourceScheduler:
             return  # moved by a reload while it ran: the new URL's plan stands
         now = self.rt.clock()
         new, change = next_timing(timing, poll_outcome(outcome), bounds, now, self.rng)
-        self.timings[sid] = new
+        self.timings[sid] = new  # what this process knows first, then what the database keeps
+        self.metrics.record_poll(outcome)
+        self.metrics.set_health(sid, new.health)
+        _log_poll(outcome, new)
+        self.reschedule(sid, new.next_due)
         await asyncio.to_thread(
             store_sources.save_timing,
             self.rt.db,
@@ -346,10 +351,6 @@ class SourceScheduler:
             next_due=new.next_due,
             interval=new.interval,
         )
-        self.metrics.record_poll(outcome)
-        self.metrics.set_health(sid, new.health)
-        _log_poll(outcome, new)
-        self.reschedule(sid, new.next_due)
         if change is not None:
             await self._announce(change, spec, new)
 

@@ -102,10 +102,9 @@ POOL_MIN_FEEDS = 16  # passes over fewer feeds extract inline (a worker process 
 MAX_CPU_WORKERS = 4
 
 
-def auto_cpu_workers(specs: Sequence[SourceSpec], *, at_least: int = 0) -> int:
+def auto_cpu_workers(specs: Sequence[SourceSpec]) -> int:
     """Article worker processes for a pass over many feeds: one per core (at most ``MAX_CPU_WORKERS``)
-    on a machine with several cores, else ``at_least`` (0: inline; the CLI asks for 1, so that the
-    CPU budget holds and no parse runs on the event loop).
+    on a machine with several cores, else none (``run_once(min_workers=...)`` may still ask for some).
 
     Two on two cores, although the main process and the writer need CPU too: with one, a feed
     waiting to be parsed queues behind other feeds' article batches (tens of ms each) and its
@@ -113,7 +112,7 @@ def auto_cpu_workers(specs: Sequence[SourceSpec], *, at_least: int = 0) -> int:
     """
     feeds = sum(1 for s in specs if s.kind == "feed" and s.fetch_articles)
     cores = os.cpu_count() or 1
-    return min(cores, MAX_CPU_WORKERS) if feeds >= POOL_MIN_FEEDS and cores > 1 else at_least
+    return min(cores, MAX_CPU_WORKERS) if feeds >= POOL_MIN_FEEDS and cores > 1 else 0
 
 
 async def run_once(
@@ -126,7 +125,9 @@ async def run_once(
 ) -> PassReport:
     """`storywatch once`: one pass over ``specs``, then deliver what the outbox holds. ``min_workers``:
     worker processes even for a small pass (the CLI: 1; library callers and tests may run inline)."""
-    async with open_runtime(settings, cpu_workers=auto_cpu_workers(specs, at_least=min_workers)) as rt:
+    many = auto_cpu_workers(specs)  # a big pass: workers per core and a writer process
+    workers = many or min_workers  # a small one: ``min_workers`` and the writer thread (no spawn to wait for)
+    async with open_runtime(settings, cpu_workers=workers, writer_process=many > 0) as rt:
         if rt.offload is not None:
             await rt.offload.warm()
         lag = LoopLag().start()
