@@ -100,13 +100,20 @@ async def _new_entries(
         if len(fresh) >= limit:
             break
     capped = len(fresh) > limit or (len(fresh) == limit and read < count)
-    fresh.sort(key=lambda e: e.published.timestamp() if e.published else float("-inf"), reverse=True)
-    if capped:
-        warnings.append(
-            f"{limit} new entries taken this poll (fetch.max_entries), newest first; the others come "
-            "at the next polls (or with `storywatch backfill`)"
-        )
-    return fresh[:limit], warnings[:MAX_WARNINGS], hints, capped
+    if not capped:
+        return fresh, warnings[:MAX_WARNINGS], hints, False
+    warnings.append(
+        f"{limit} new entries taken this poll (fetch.max_entries), newest first; the others come "
+        "at the next polls (or with `storywatch backfill`)"
+    )
+    return _newest(fresh, limit), warnings[:MAX_WARNINGS], hints, True
+
+
+def _newest(entries: list[FeedEntry], limit: int) -> list[FeedEntry]:
+    """The ``limit`` newest entries (undated ones last), kept in the feed's order."""
+    when = [e.published.timestamp() if e.published else float("-inf") for e in entries]
+    chosen = sorted(sorted(range(len(entries)), key=lambda i: when[i], reverse=True)[:limit])
+    return [entries[i] for i in chosen]
 
 
 async def _parse(rt: Runtime, spec: SourceSpec, fetched: Fetched, body: bytes) -> ParsedFeed:
