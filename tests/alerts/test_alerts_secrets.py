@@ -168,8 +168,6 @@ sources:
         }
         runs = [
             cli(tmp_path, "once", env=env),
-            cli(tmp_path, "once", "--json", env=env),
-            cli(tmp_path, "alerts", "list", "--json", env=env),
             cli(tmp_path, "alerts", "show", "1", "--json", env=env),
             cli(tmp_path, "alerts", "test", "slack", env=env),
             cli(tmp_path, "alerts", "test", "mail", env=env),
@@ -179,7 +177,7 @@ sources:
         ]
     assert runs[0].returncode == 1  # the locked source failed (401)
     assert "locked" in runs[0].stdout + runs[0].stderr
-    assert runs[4].returncode == 1 and runs[5].returncode == 1  # 404 and a closed SMTP port
+    assert runs[2].returncode == 1 and runs[3].returncode == 1  # 404 and a closed SMTP port
     db = open_database(f"sqlite:///{tmp_path / 'sw.db'}")
     with db.read() as s:
         errors = [e or "" for e in s.scalars(select(DeliveryRow.last_error))]
