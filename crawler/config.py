@@ -81,6 +81,14 @@ def check_url(
     raise ValueError(f"{shown}{problem}")
 
 
+def check_listen(value: str) -> str:
+    """``value`` when it is ``host:port`` with a port from 0 (any free one) to 65535, else ValueError."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535 or any(c in host for c in "/@?# "):
+        raise ValueError(f"{value!r} is not host:port (e.g. 127.0.0.1:9465; port 0 picks a free one)")
+    return value
+
+
 def _url_problem(value: str, schemes: tuple[str, ...] | None) -> str | None:
     scheme, sep, rest = value.partition("://")
     if not sep or (schemes is not None and scheme.lower() not in schemes):
@@ -391,13 +399,10 @@ class DaemonConfig(_Model):
     startup_spread: Duration = 60.0  # new and overdue sources' first polls spread over this (0 = all at once)
     backoff_cap: Duration | None = None  # longest wait between retries of a failing source (default: 1h)
 
-    @field_validator("metrics")
+    @field_validator("http")
     @classmethod
     def _listen(cls, v: str | None) -> str | None:
-        host, sep, port = (v or "").rpartition(":")
-        if v is not None and (not sep or not port.isdigit() or int(port) > 65535 or "/" in host):
-            raise ValueError(f"{v!r} is not host:port (e.g. 127.0.0.1:9465; port 0 picks a free one)")
-        return v
+        return v if v is None else check_listen(v)
 
 
 class WebConfig(_Model):
@@ -407,11 +412,18 @@ class WebConfig(_Model):
     token: SecretStr | None = None  # required to listen beyond loopback; write it as ${ENV_VAR}
     read_only: bool = False  # no silences, no retries from the web
 
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        return check_listen(v)
+
     @field_validator("token")
     @classmethod
     def _token_strength(cls, v: SecretStr | None) -> SecretStr | None:
         if v is not None and len(v.get_secret_value()) < 16:
             raise ValueError("web.token must be at least 16 characters (e.g. `openssl rand -hex 24`)")
+        if v is not None:
+            redact.register(v.get_secret_value())  # masked in every log line and output
         return v
 
 
