@@ -19,9 +19,9 @@ HTML rules followed (enough to never under-count an attack, and to keep real pag
 
 Measured on the 88 pages of the AEB dev corpus (183 KB on average): the deepest reaches 51 levels
 (median 17), within 3 levels of the tree lexbor builds; the scan takes ~0.6 ms of CPU a page,
-about lexbor's own parse, and adds ~50% to ``extract_article`` (117 -> 180 ms for the 88 pages). A refused page costs one 64 KB chunk (the
-1,000,000-level page: ~3 ms); the worst case for the scan, 1,000 runs of 500 levels (5.5 MB), is
-linear (~0.3 s, as long as lexbor takes on it).
+about lexbor's own parse, and adds ~50% to ``extract_article`` (117 -> 180 ms for the 88 pages).
+A refused page costs one 64 KB chunk (the 1,000,000-level page: ~3 ms); the worst case for the
+scan, 1,000 runs of 500 levels (5.5 MB), is linear (~0.3 s, as long as lexbor takes on it).
 """
 
 from __future__ import annotations
