@@ -355,14 +355,21 @@ class _LenientEnv(Mapping[str, str]):
         self._env = env
 
     def __getitem__(self, key: str) -> str:
-        return self._env.get(key, "1")
+        return self._env.get(key, _placeholder(key))
 
     def get(self, key: str, default: Any = None) -> Any:
         value = self._env.get(key)
-        return value if value is not None else (default if default is not None else "1")
+        return value if value is not None else (default if default is not None else _placeholder(key))
+
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._env)
 
     def __len__(self) -> int:
         return len(self._env)
+
+
+def _placeholder(key: str) -> str:
+    """What an unset variable reads as: a URL for a ``..._URL(S)`` variable (URLs are checked at load),
+    else ``1``."""
+    return "https://placeholder.invalid/" if "URL" in key.upper() else "1"

@@ -302,7 +302,10 @@ def test_a_paused_process_polls_each_overdue_source_once(
     marks: dict[str, float] = {}
 
     async def scenario(d: Daemon) -> None:
-        await wait_until(lambda: hit_times(site, "/f1") and hit_times(site, "/f2"))
+        # both first polls done (parsing runs in a worker process: a poll ends a little after its request)
+        await wait_until(
+            lambda: hit_times(site, "/f1") and hit_times(site, "/f2") and d.jobs and not d.jobs.inflight
+        )
         time.sleep(2.6)  # the whole process stops: no timer, no poll can run
         marks["resumed"] = time.monotonic()
         await asyncio.sleep(1.6)

@@ -137,7 +137,7 @@ def test_a_page_past_its_cpu_budget_fails_alone(tmp_path: Path) -> None:
     got = by_id(report)
     assert got["normal"]["status"] == "ok" and got["normal"]["new_documents"] == 1
     assert got["slow"]["status"] == "error" and "CPU budget" in got["slow"]["error"], got["slow"]
-    assert "will retry with back-off" in got["slow"]["error"]
+    assert "retried at the next poll" in got["slow"]["error"]
     article = got["slow-article"]
     assert article["status"] == "ok" and article["new_documents"] == 1  # the feed's summary
     assert any("CPU budget" in w for w in article["warnings"]), article
