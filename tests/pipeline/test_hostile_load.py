@@ -159,12 +159,12 @@ def test_a_50000_entry_feed_is_capped_bounded_and_delays_nobody(tmp_path: Path) 
         f" normal source {got['normal']['seconds']:.2f} s; event-loop lag p50 {lag['p50'] * 1000:.0f} ms,"
         f" p99 {lag['p99'] * 1000:.0f} ms, max {lag['max'] * 1000:.0f} ms ({lag['samples']} samples)"
     )
-    assert got["normal"]["status"] == "ok" and got["normal"]["seconds"] < DEADLINE
-    assert got["big"]["status"] == "ok" and got["big"]["new_documents"] == 1000
+    assert got["normal"]["status"] == "ok" and got["normal"]["seconds"] < DEADLINE, got["normal"]
+    assert got["big"]["status"] == "ok" and got["big"]["new_documents"] == 1000, got["big"]
     assert any("fetch.max_entries" in w for w in got["big"]["warnings"])
-    assert by_id(second)["big"]["new_documents"] == 1000  # the next 1,000 at the next poll
+    assert by_id(second)["big"]["new_documents"] == 1000, by_id(second)["big"]  # the next 1,000
     assert max(rss_mb, rss_mb2) <= 400
-    assert lag["p99"] <= 0.1
+    assert lag["p99"] <= 0.1, lag
     db = open_database(f"sqlite:///{tmp_path / 'sw.db'}")
     with db.read() as s:
         titles = set(s.scalars(select(DocumentRow.title).where(DocumentRow.source_id == "big")))
