@@ -1,7 +1,7 @@
 """daemon_instances.loop_lag_p99 / loop_lag_max
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-12-07 17:45:00.000000
 
 Why: the daemon measures how late its event loop runs what is due (CPU work on the loop stalls
@@ -14,8 +14,8 @@ How: two nullable columns (a plain ADD COLUMN on both backends); rows of older d
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004"
-down_revision = "0003"
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
