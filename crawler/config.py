@@ -41,7 +41,7 @@ from pydantic import (
 )
 from selectolax.lexbor import LexborHTMLParser, SelectolaxError
 
-from crawler import redact
+from crawler.bounds import redact
 from crawler.errors import BlockedURLError, ConfigError
 from crawler.types import SourceSpec
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from crawler.redact import show_url
+from crawler.bounds.redact import show_url
 
 
 class StorywatchError(Exception):

@@ -17,6 +17,7 @@ PACKAGES = (
     "crawler.daemon",
     "crawler.backfill",
     "crawler.cli",
+    "crawler.bounds",
     "rules",
 )
 

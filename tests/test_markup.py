@@ -8,11 +8,11 @@ import time
 import pytest
 from selectolax.lexbor import LexborHTMLParser
 
+from crawler.bounds.markup import html_depth, xml_depth
 from crawler.errors import NestingTooDeep
 from crawler.extract.article import extract_article, extract_region
 from crawler.feeds.parse import parse_feed
 from crawler.feeds.sitemaps import parse_sitemap
-from crawler.markup import html_depth, xml_depth
 from tests.conftest import shared_path
 
 MILLION = b"<html><body>" + b"<div>" * 1_000_000 + b"deep" + b"</div>" * 1_000_000 + b"</body></html>"

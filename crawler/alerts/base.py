@@ -21,7 +21,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import httpx
 
-from crawler import redact
+from crawler.bounds import redact
 from crawler.config import ChannelConfig
 from crawler.errors import (
     ConfigError,
@@ -172,7 +172,7 @@ def channel_failure(channel: str, exc: BaseException, secrets: Iterable[str] = (
 
     Delivery and template errors keep their kind; a settings fault (``SETTINGS_FAULTS``) or another
     storywatch error is permanent; anything else (OSError, a library's own error) is temporary.
-    Messages are scrubbed of ``secrets`` and of every registered one (:mod:`crawler.redact`);
+    Messages are scrubbed of ``secrets`` and of every registered one (:mod:`crawler.bounds.redact`);
     a settings fault is named by its type only, as its text may quote a piece of the URL.
     """
     if isinstance(exc, TemplateError):

@@ -41,11 +41,11 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from crawler import redact
 from crawler.alerts import routing
 from crawler.alerts.base import Channel, PartialDeliveryError, build_channel, channel_failure, channel_secrets
 from crawler.alerts.render import Renderer
 from crawler.alerts.views import Attempt, ClaimedDelivery, RelayReport
+from crawler.bounds import redact
 from crawler.config import AlertsConfig, ChannelConfig, Settings
 from crawler.errors import DeliveryError, StorywatchError, TemporaryDeliveryError
 from storage import outbox_relay

@@ -10,8 +10,8 @@ from typing import Any
 import click
 from rich.table import Table
 
-from crawler import redact
 from crawler.alerts import admin
+from crawler.bounds import redact
 from crawler.cli.base import EXIT_FAILED, Ctx, _ago, human, out, parse_since, print_json
 from crawler.errors import DeliveryError
 from storage.db import open_database

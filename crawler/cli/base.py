@@ -24,7 +24,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from crawler import redact
+from crawler.bounds import redact
 from crawler.cli.output import (
     err,
     errors_below,

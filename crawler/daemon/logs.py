@@ -69,7 +69,7 @@ class HumanFormatter(logging.Formatter):
         extras = " ".join(f"{k}={v}" for k, v in fields.items() if k not in ("health", "old_health"))
         if extras:
             line = f"{line}  {extras}"
-        if record.exc_info:  # exc_text: the traceback scrubbed of secrets (crawler.redact)
+        if record.exc_info:  # exc_text: the traceback scrubbed of secrets (crawler.bounds.redact)
             line = f"{line}\n{record.exc_text or self.formatException(record.exc_info)}"
         return line
 

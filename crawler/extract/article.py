@@ -28,12 +28,12 @@ from collections.abc import Iterable
 
 from selectolax.lexbor import LexborHTMLParser, LexborNode, SelectolaxError
 
+from crawler.bounds.markup import DEFAULT_MAX_DEPTH, check_depth
 from crawler.errors import ParseError, SelectorNotFound
 from crawler.extract.charset import decode_html, detect_charset
 from crawler.extract.dom import PageBlocks, is_strong_boilerplate, walk_body, walk_region
 from crawler.extract.meta import read_meta
 from crawler.extract.score import choose_blocks
-from crawler.markup import DEFAULT_MAX_DEPTH, check_depth
 from crawler.types import Article
 
 __all__ = ["decode_html", "extract_article", "extract_region"]

@@ -37,9 +37,9 @@ import feedparser
 from feedparser.encodings import convert_to_utf8
 from selectolax.lexbor import LexborHTMLParser
 
+from crawler.bounds.markup import DEFAULT_MAX_DEPTH, check_depth, html_depth
 from crawler.errors import ParseError
 from crawler.feeds.xml_screen import screen_declarations
-from crawler.markup import DEFAULT_MAX_DEPTH, check_depth, html_depth
 from crawler.types import FeedEntry, FeedHints, ParsedFeed
 
 __all__ = ["ARCHIVE_RELS", "DEFAULT_MAX_BYTES", "parse_feed"]

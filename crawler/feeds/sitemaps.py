@@ -24,8 +24,8 @@ from xml.parsers import expat
 
 from protego import Protego
 
+from crawler.bounds.markup import DEFAULT_MAX_DEPTH
 from crawler.errors import NestingTooDeep, ParseError
-from crawler.markup import DEFAULT_MAX_DEPTH
 
 __all__ = [
     "Sitemap",

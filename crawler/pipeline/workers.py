@@ -35,13 +35,13 @@ from typing import Any, Generic, TypeVar
 
 from pebble import ProcessExpired, ProcessPool
 
+from crawler.bounds.markup import DEFAULT_MAX_DEPTH
 from crawler.dedup import minhash as dedup
 from crawler.dedup import text as normalize
 from crawler.dedup import urls
 from crawler.errors import CPUBudgetExceeded, ParseError, WorkerDied
 from crawler.extract import extract_article
 from crawler.feeds import parse_feed
-from crawler.markup import DEFAULT_MAX_DEPTH
 from crawler.types import Document, FeedEntry, Fetched, ParsedFeed, SourceSpec
 
 log = logging.getLogger("storywatch.workers")

@@ -22,10 +22,10 @@ from pydantic import SecretStr
 from sqlalchemy import select
 
 from crawler.alerts.admin import test_channel as channel_test
+from crawler.bounds.redact import FRAGMENT
 from crawler.config import ChannelConfig, Settings, parse_settings
 from crawler.errors import PermanentDeliveryError
 from crawler.pipeline import run_once
-from crawler.redact import FRAGMENT
 from storage.db import open_database
 from storage.models import DeliveryRow, FetchLogRow
 from tests.alertkit import Receiver, Reply

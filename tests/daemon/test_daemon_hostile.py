@@ -16,9 +16,9 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import func, select
 
+from crawler.bounds.redact import FRAGMENT
 from crawler.config import ChannelConfig, Settings, load_settings
 from crawler.daemon import Daemon
-from crawler.redact import FRAGMENT
 from storage.db import open_database
 from storage.models import DeliveryRow, DocumentRow
 from tests.alertkit import Receiver
