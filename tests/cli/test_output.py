@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -192,10 +193,20 @@ def test_the_daemon_and_the_web_server_print_no_repr(world: dict[str, object], n
         stderr=subprocess.STDOUT,
         text=True,
     )
-    time.sleep(3)
+    marker = "daemon" if name == "run" else "serving http://127.0.0.1:"
+    lines: list[str] = []
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 60  # start-up includes worker processes: slow on a loaded machine
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], 0.5)
+        line = proc.stdout.readline() if ready else ""
+        lines.append(line)
+        if marker in line.lower() or proc.poll() is not None:
+            break
     proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=30)
-    assert ("daemon" if name == "run" else "serving http://127.0.0.1:") in out.lower(), out
+    rest, _ = proc.communicate(timeout=30)
+    out = "".join(lines) + rest
+    assert marker in out.lower(), out
     assert not REPR.search(out), out
 
 
