@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from sqlalchemy import Connection, func, select, text, update
+from sqlalchemy.exc import SQLAlchemyError
 
 from crawler.config import AlertsConfig
 from crawler.errors import DaemonLocked, StorageError
@@ -40,6 +41,9 @@ from .models import DaemonRow, DeliveryRow
 
 LOCK_RETRIES = 5  # a `storywatch status` probe holds the lock for microseconds: retry briefly
 LOCK_RETRY_GAP = 0.1
+# Server-side TCP keepalives of the lock's session (seconds, count): when the holder's machine dies,
+# PostgreSQL ends its session, and so frees the lock, in about a minute instead of two hours.
+SERVER_KEEPALIVES = {"tcp_keepalives_idle": 30, "tcp_keepalives_interval": 10, "tcp_keepalives_count": 3}
 
 
 @dataclass(frozen=True)
@@ -148,9 +152,30 @@ class InstanceLock:
         handle.flush()
         self._file = handle
 
+    def try_acquire(self) -> bool:
+        """Take the lock if it is free; False (nothing raised) when another process holds it."""
+        try:
+            self.acquire()
+        except DaemonLocked:
+            return False
+        return True
+
+    def alive(self) -> bool:
+        """Still held? PostgreSQL: the lock's session answers (a dropped session released the lock)."""
+        if self._conn is not None:
+            try:
+                self._conn.execute(text("SELECT 1"))
+                self._conn.commit()
+            except SQLAlchemyError:
+                return False
+            return True
+        return self._file is not None
+
     def _acquire_pg(self) -> None:
         conn = self.db.engine.connect()
         try:
+            for name, value in SERVER_KEEPALIVES.items():  # the server notices a dead holder too
+                conn.execute(text(f"SET {name} = {int(value)}"))
             self._key = _pg_key(conn)
             got = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": self._key}).scalar())
             conn.commit()
@@ -159,9 +184,7 @@ class InstanceLock:
             raise StorageError(f"cannot take the daemon lock: {exc}") from exc
         if not got:
             conn.close()
-            row = _latest_running(self.db)
-            pid, host, started = (row.pid, row.host, row.started_at.isoformat()) if row else ("?", "?", "?")
-            raise _refusal(pid, host, started, "this PostgreSQL database")
+            raise _pg_refusal(self.db)
         self._conn = conn
 
     def release(self) -> None:
@@ -178,6 +201,21 @@ class InstanceLock:
                 self._conn.commit()
             self._conn.close()
             self._conn = None
+
+
+def _pg_refusal(db: Database) -> DaemonLocked:
+    """Name the holder from its ``daemon_instances`` row. On a database the holder is still creating
+    (three daemons started at once on an empty one), that table may not exist yet: say so."""
+    try:
+        row = _latest_running(db)
+    except SQLAlchemyError:
+        row = None
+    if row is None:
+        return DaemonLocked(
+            "another storywatch daemon already holds this PostgreSQL database (it is still starting: "
+            "its instance row is not written yet); stop it first or point this one at another database"
+        )
+    return _refusal(row.pid, row.host, row.started_at.isoformat(), "this PostgreSQL database")
 
 
 def _read_holder(path: Path) -> dict[str, Any]:
@@ -316,6 +354,7 @@ def delivery_counts(db: Database) -> dict[str, int]:
 
 __all__ = [
     "DaemonStatus",
+    "SERVER_KEEPALIVES",
     "Instance",
     "InstanceLock",
     "daemon_status",

@@ -27,6 +27,9 @@ from .models import Base
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 BUSY_TIMEOUT_MS = 30_000
 _MIGRATION_LOCK = 0x5357_4D49_4752  # pg_advisory_xact_lock(bigint) key of the migrations: "SWMIGR"
+# libpq TCP keepalives: a dead server (or a cut network) is noticed in about a minute, not the
+# kernel's two hours. A value given in the URL's query wins.
+PG_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
 
 
 def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
@@ -69,7 +72,9 @@ class Database:
             self.engine = _sqlite_engine(url, immediate=True)
             self.read_engine = _sqlite_engine(url, immediate=False)
         else:
-            self.engine = create_engine(url, pool_pre_ping=True)
+            given = set(parsed.query)
+            keepalives = {k: v for k, v in PG_KEEPALIVES.items() if k not in given}
+            self.engine = create_engine(url, pool_pre_ping=True, connect_args=keepalives)
             self.read_engine = self.engine
         self._write = sessionmaker(self.engine, expire_on_commit=False)
         self._read = sessionmaker(self.read_engine, expire_on_commit=False)
@@ -151,4 +156,4 @@ def _masked(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-__all__ = ["Base", "Database", "alembic_config", "open_database"]
+__all__ = ["PG_KEEPALIVES", "Base", "Database", "alembic_config", "open_database"]

@@ -8,8 +8,11 @@ inserted with ON CONFLICT DO NOTHING) and the alert rows are locked SKIP LOCKED 
 :func:`claim` leases due rows of one channel (PostgreSQL: ``FOR UPDATE SKIP LOCKED``; SQLite: the
 ``BEGIN IMMEDIATE`` write transaction serialises claimers); tries are counted at claim time, so a
 worker that keeps dying on a row still ends it ``dead``. Then :func:`mark_sent`,
-:func:`mark_failed` or :func:`release`. A lease that expires (worker killed) makes the row
-claimable again: at most one duplicate, with the same idempotency key. Every function opens its
+:func:`mark_failed` or :func:`release`, each fenced: it changes the row only while the caller
+still holds the lease (``leased_by`` is the caller and ``lease_until`` has not passed), so a relay
+whose lease expired cannot overwrite the outcome of the relay that re-claimed the row. A lease
+that expires (worker killed) makes the row claimable again: at most one duplicate, with the same
+idempotency key. Every function opens its
 own short transaction; an idle relay only reads.
 """
 
@@ -354,18 +357,36 @@ def claim(
     )
 
 
+def _fenced(delivery_ids: Sequence[int], worker: str, held_at: datetime) -> tuple[Any, ...]:
+    """Lease fencing: only the relay that holds the lease, while it still holds it, may record an
+    outcome. A relay whose lease expired (paused, partitioned) can no longer overwrite what the
+    relay that re-claimed the row recorded: its update matches no row."""
+    return (
+        DeliveryRow.id.in_(list(delivery_ids)),
+        DeliveryRow.state == "sending",
+        DeliveryRow.leased_by == worker,
+        DeliveryRow.lease_until >= held_at,
+    )
+
+
 def mark_sent(
     db: Database,
     delivery_id: int,
     *,
+    worker: str,
+    held_at: datetime,
     now: datetime,
     detail: Mapping[str, Any] | None,
     warning: str | None = None,
 ) -> bool:
+    """Record a delivery as sent (at ``now``) if ``worker`` still holds its lease at ``held_at``.
+
+    False: the lease was lost (expired, or another relay re-claimed the row); nothing is changed.
+    """
     with db.write() as s:
         res = s.execute(
             update(DeliveryRow)
-            .where(DeliveryRow.id == delivery_id, DeliveryRow.state == "sending")
+            .where(*_fenced([delivery_id], worker, held_at))
             .values(
                 state="sent",
                 sent_at=now,
@@ -378,17 +399,23 @@ def mark_sent(
         return bool(getattr(res, "rowcount", 0))
 
 
+LOST = "lost"  # what mark_failed returns when the lease was no longer held: nothing recorded
+
+
 def mark_failed(
     db: Database,
     delivery_id: int,
     *,
+    worker: str,
+    held_at: datetime,
     error: str,
     permanent: bool,
     retry_at: datetime,
     max_tries: int,
     detail: Mapping[str, Any] | None = None,
 ) -> str:
-    """Record a failed attempt: ``failed`` (permanent), ``dead`` (tries used up) or ``pending`` again.
+    """Record a failed attempt: ``failed`` (permanent), ``dead`` (tries used up) or ``pending`` again;
+    :data:`LOST` when ``worker`` no longer holds the lease at ``held_at`` (nothing is changed).
 
     ``detail`` (e.g. the recipients that already accepted) replaces the row's detail; without it
     the detail of earlier attempts is kept, so a retry knows what is already done.
@@ -396,21 +423,23 @@ def mark_failed(
     values: dict[str, Any] = {"lease_until": None, "leased_by": None, "last_error": error[:2000]}
     if detail is not None:
         values["detail"] = dict(detail)
+    fence = _fenced([delivery_id], worker, held_at)
     with db.write() as s:
-        tries = s.execute(select(DeliveryRow.tries).where(DeliveryRow.id == delivery_id)).scalar() or 0
+        tries = s.execute(select(DeliveryRow.tries).where(*fence)).scalar()
+        if tries is None:
+            return LOST
         state = "failed" if permanent else ("dead" if tries >= max_tries else "pending")
-        s.execute(
-            update(DeliveryRow)
-            .where(DeliveryRow.id == delivery_id)
-            .values(state=state, next_attempt_at=retry_at, **values)
-        )
-        return state
+        res = s.execute(update(DeliveryRow).where(*fence).values(state=state, next_attempt_at=retry_at, **values))
+        return state if getattr(res, "rowcount", 0) else LOST
 
 
-def release(db: Database, ids: Sequence[int], *, until: datetime | None) -> None:
-    """Give back claimed rows that were not attempted (the try is not counted)."""
+def release(
+    db: Database, ids: Sequence[int], *, worker: str, held_at: datetime, until: datetime | None
+) -> int:
+    """Give back claimed rows that were not attempted (the try is not counted); only the rows whose
+    lease ``worker`` still holds at ``held_at``. Returns how many were given back."""
     if not ids:
-        return
+        return 0
     values: dict[str, Any] = {
         "state": "pending",
         "lease_until": None,
@@ -420,11 +449,8 @@ def release(db: Database, ids: Sequence[int], *, until: datetime | None) -> None
     if until is not None:
         values["next_attempt_at"] = until
     with db.write() as s:
-        s.execute(
-            update(DeliveryRow)
-            .where(DeliveryRow.id.in_(list(ids)), DeliveryRow.state == "sending")
-            .values(**values)
-        )
+        res = s.execute(update(DeliveryRow).where(*_fenced(ids, worker, held_at)).values(**values))
+        return int(getattr(res, "rowcount", 0) or 0)
 
 
 def pause_channel(db: Database, channel: str, until: datetime) -> None:

@@ -53,6 +53,7 @@ from storage.db import Database
 
 log = logging.getLogger("storywatch.alerts")
 MAX_BATCH = 50
+_LOST = "delivery %s to %s: lease lost (expired and claimed by another relay); its outcome there stands"
 ClaimHook = Callable[[str, Sequence[ClaimedDelivery]], None]
 
 
@@ -101,6 +102,7 @@ class Relay:
         self._secrets = {name: channel_secrets(c) for name, c in cfg.channels.items()}
         for values in self._secrets.values():  # log records are scrubbed of them too
             redact.register_values(*values)
+        self._pass_start: dict[str, tuple[datetime, float]] = {}  # channel -> (its pass's now, monotonic)
 
     # ------------------------------------------------------------------ public API
 
@@ -165,6 +167,7 @@ class Relay:
         cfg = self.cfg.channels[name]
         if self._paused.get(name, now) > now or routing.quiet_until(name, cfg, now):
             return []
+        self._pass_start[name] = (now, time.monotonic())
         rows = await asyncio.to_thread(
             outbox_relay.claim,
             self.db,
@@ -191,7 +194,14 @@ class Relay:
     async def _give_back(
         self, name: str, rows: Sequence[ClaimedDelivery], until: datetime | None
     ) -> list[Attempt]:
-        await asyncio.to_thread(outbox_relay.release, self.db, [r.id for r in rows], until=until)
+        await asyncio.to_thread(
+            outbox_relay.release,
+            self.db,
+            [r.id for r in rows],
+            worker=self.worker_id,
+            held_at=self._held_at(name),
+            until=until,
+        )
         return [Attempt(r.id, name, "released") for r in rows]
 
     async def _deliver(
@@ -209,9 +219,23 @@ class Relay:
             await self._failed(row, text, permanent=True, retry_at=now, cfg=cfg)
             log.warning("delivery %s to %s failed permanently: %s", row.id, name, text)
             return Attempt(row.id, name, "failed", text), False, None
-        await asyncio.to_thread(
-            outbox_relay.mark_sent, self.db, row.id, now=now, detail=result.detail, warning=result.warning
+        marked = await asyncio.to_thread(
+            outbox_relay.mark_sent,
+            self.db,
+            row.id,
+            worker=self.worker_id,
+            held_at=self._held_at(name),
+            now=now,
+            detail=result.detail,
+            warning=result.warning,
         )
+        if not marked:
+            log.warning(_LOST, row.id, name)
+            return (
+                Attempt(row.id, name, "lost", "the lease expired before the outcome was recorded"),
+                False,
+                None,
+            )
         if result.warning:
             log.warning("delivery %s to %s partly failed: %s", row.id, name, result.warning)
         else:
@@ -237,7 +261,8 @@ class Relay:
             self._paused[name] = until
             await asyncio.to_thread(outbox_relay.pause_channel, self.db, name, until)
         log.info("delivery %s to %s: %s; %s", row.id, name, text, state)
-        return Attempt(row.id, name, "dead" if state == "dead" else "retry", text), True, until
+        outcome = {"dead": "dead", outbox_relay.LOST: "lost"}.get(state, "retry")
+        return Attempt(row.id, name, outcome, text), True, until  # type: ignore[arg-type]
 
     async def _failed(
         self,
@@ -249,18 +274,29 @@ class Relay:
         cfg: ChannelConfig,
         progress: Mapping[str, Any] | None = None,
     ) -> str:
-        return await asyncio.to_thread(
+        state: str = await asyncio.to_thread(
             outbox_relay.mark_failed,
             self.db,
             row.id,
+            worker=self.worker_id,
+            held_at=self._held_at(row.channel),
             error=error,
             permanent=permanent,
             retry_at=retry_at,
             max_tries=cfg.max_tries,
             detail=progress,
         )
+        if state == outbox_relay.LOST:
+            log.warning(_LOST, row.id, row.channel)
+        return state
 
     # ------------------------------------------------------------------ helpers
+
+    def _held_at(self, name: str) -> datetime:
+        """Now on the clock of this channel's pass (its ``now`` plus the time since it started):
+        the moment at which an outcome is recorded, checked against the lease."""
+        start, started = self._pass_start.get(name, (_utcnow(), time.monotonic()))
+        return start + timedelta(seconds=time.monotonic() - started)
 
     def backoff(self, tries: int, retry_after: float | None) -> float:
         """Seconds before the next try: Retry-After when given, else ``alerts.retry_backoff`` (first,

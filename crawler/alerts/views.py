@@ -164,7 +164,7 @@ class Attempt:
 
     delivery_id: int
     channel: str
-    outcome: Literal["sent", "partial", "retry", "failed", "dead", "released"]
+    outcome: Literal["sent", "partial", "retry", "failed", "dead", "released", "lost"]
     error: str | None = None
 
 

@@ -115,3 +115,69 @@ def test_one_notice_row_per_change_and_none_without_a_channel(tmp_path: Path) ->
     assert rows[0].payload["notice"]["title"] == "t" and rows[1].payload["notice"]["title"] == "back"
     assert ds.delivery_counts(db) == {"pending": 2}
     assert len(ds.notice_key("x" * 200, "failing", T0)) <= 150
+
+
+def test_the_lock_session_has_tcp_keepalives_on_both_ends(pg_url: str) -> None:
+    """libpq keepalives on our socket, and the server's for the lock's session: a dead holder's
+    lock is freed in about a minute, not after the kernel's two hours."""
+    import socket
+
+    db = Database(pg_url)
+    lock = ds.InstanceLock(db, _instance(7)).acquire()
+    try:
+        conn = lock._conn
+        assert conn is not None
+        fd = conn.connection.dbapi_connection.pgconn.socket  # type: ignore[union-attr]
+        sock = socket.socket(fileno=os.dup(fd))
+        try:
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 30
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL) == 10
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == 3
+        finally:
+            sock.close()
+        from sqlalchemy import text
+
+        server = {k: conn.execute(text(f"SHOW {k}")).scalar() for k in ds.SERVER_KEEPALIVES}
+        assert server == {k: str(v) for k, v in ds.SERVER_KEEPALIVES.items()}
+        assert lock.alive()
+    finally:
+        lock.release()
+        db.dispose()
+
+
+@pytest.mark.slow
+def test_three_daemons_started_at_once_on_an_empty_postgres_one_runs_two_exit_3(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """The lock comes before the migrations: the refused ones must not query tables that the
+    winner is still creating (an ``UndefinedTable`` traceback, exit 1, before the fix)."""
+    config = tmp_path / "storywatch.yaml"
+    config.write_text(
+        f'database: "{pg_url}"\ndaemon: {{watch_files: false, shutdown_deadline: 2s}}\nsources: []\n', "utf-8"
+    )
+    env = {**os.environ, "STORYWATCH_DATA_DIR": str(tmp_path / "data")}
+    cmd = [sys.executable, "-c", "from crawler.cli import main; main()", "--config", str(config), "run"]
+    procs = [
+        subprocess.Popen(cmd, cwd=REPO, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(3)
+    ]
+    try:
+        import time
+
+        deadline = time.monotonic() + 30
+        while sum(p.poll() is not None for p in procs) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)
+        exited = [p for p in procs if p.poll() is not None]
+        assert len(exited) == 2, "exactly one daemon keeps running"
+        for p in exited:
+            _, err = p.communicate()
+            assert p.returncode == 3, err
+            assert "Traceback" not in err and "another storywatch daemon" in err
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                _, err = p.communicate(timeout=20)
+                assert p.returncode == 0 and "Traceback" not in err
