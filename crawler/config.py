@@ -448,9 +448,20 @@ class BackfillConfig(_Model):
         return v
 
 
+class ScaleConfig(_Model):
+    """Scale-out mode (with ``broker``): the scheduler's dispatch of polls to workers."""
+
+    lease: Duration = Field(300.0, gt=0)  # a dispatched poll's lease: a lost message waits this long
+    batch: int = Field(500, ge=1)  # sources claimed per dispatch round
+    tick: Duration = Field(1.0, gt=0)  # seconds between dispatch rounds
+    processes: int = Field(2, ge=1)  # `storywatch worker` defaults
+    threads: int = Field(8, ge=1)
+
+
 class Settings(_Model):
     version: Literal[1] = 1
     database: str | None = None
+    broker: str | None = None  # redis://127.0.0.1:6379/0: scale-out mode (crawler.scale); unset: embedded
     data_dir: str | None = None
     fetch: FetchConfig = Field(default_factory=FetchConfig)
     extract: ExtractConfig = Field(default_factory=ExtractConfig)
@@ -460,6 +471,7 @@ class Settings(_Model):
     daemon: DaemonConfig = Field(default_factory=DaemonConfig)
     web: WebConfig = Field(default_factory=WebConfig)
     backfill: BackfillConfig = Field(default_factory=BackfillConfig)
+    scale: ScaleConfig = Field(default_factory=ScaleConfig)
     sources: tuple[SourceConfig, ...] = ()
     # not from the file: where it was loaded from
     path: str | None = Field(default=None, exclude=True)
@@ -491,6 +503,13 @@ class Settings(_Model):
                 raise ValueError(f"sources[{i}].id {src.id!r} is used twice")
             seen.add(src.id)
         return self
+
+    @field_validator("broker")
+    @classmethod
+    def _redis_broker(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"{v!r}: the broker is a Redis URL (redis://host:6379/0, rediss://, unix://)")
+        return v
 
     @property
     def database_url(self) -> str:

@@ -353,8 +353,8 @@ def delivery_counts(db: Database) -> dict[str, int]:
 
 
 __all__ = [
-    "DaemonStatus",
     "SERVER_KEEPALIVES",
+    "DaemonStatus",
     "Instance",
     "InstanceLock",
     "daemon_status",

@@ -77,6 +77,10 @@ class SourceRow(Base):
     interval: Mapped[float | None] = mapped_column(Float)
     timing: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # crawler.daemon.schedule state
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # scale-out dispatch (storage.dispatch): the lease of the poll handed to a worker, and its fencing token
+    dispatch_until: Mapped[datetime | None]
+    dispatched_at: Mapped[datetime | None]
+    generation: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class FetchLogRow(Base):
@@ -269,4 +273,15 @@ class DaemonRow(Base):
     loop_lag_max: Mapped[float | None] = mapped_column(Float)
 
 
+class ConfigVersionRow(Base):
+    """One row: the version and digest of the config and rule files the workers must run."""
+
+    __tablename__ = "config_version"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger)
+    digest: Mapped[str] = mapped_column(String(64))
+    updated_at: Mapped[datetime]
+
+
 Index("ix_deliveries_due", DeliveryRow.state, DeliveryRow.next_attempt_at)
+Index("ix_sources_next_due", SourceRow.next_due_at)

@@ -429,7 +429,9 @@ def mark_failed(
         if tries is None:
             return LOST
         state = "failed" if permanent else ("dead" if tries >= max_tries else "pending")
-        res = s.execute(update(DeliveryRow).where(*fence).values(state=state, next_attempt_at=retry_at, **values))
+        res = s.execute(
+            update(DeliveryRow).where(*fence).values(state=state, next_attempt_at=retry_at, **values)
+        )
         return state if getattr(res, "rowcount", 0) else LOST
 
 

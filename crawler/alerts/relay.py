@@ -64,7 +64,9 @@ def _utcnow() -> datetime:
 class Relay:
     """Delivers the outbox. One per process; several may share a PostgreSQL database.
 
-    ``channels`` overrides the channel objects built from the config (e.g. a console channel
+    ``pacer`` replaces this process's per-channel rate limit with a shared one (every relay
+    process together keeps ``rate_per_second``). ``channels`` overrides the channel objects built
+    from the config (e.g. a console channel
     writing to a buffer); ``on_claim`` is called after each lease with the claimed rows.
     """
 
@@ -83,6 +85,7 @@ class Relay:
         rng: random.Random | None = None,
         on_claim: ClaimHook | None = None,
         on_report: Callable[[RelayReport], None] | None = None,
+        pacer: Callable[[str, ChannelConfig], Awaitable[None]] | None = None,
     ) -> None:
         self.db = db
         self.on_report = on_report  # called after every pass of run_forever (metrics)
@@ -102,6 +105,7 @@ class Relay:
         self._secrets = {name: channel_secrets(c) for name, c in cfg.channels.items()}
         for values in self._secrets.values():  # log records are scrubbed of them too
             redact.register_values(*values)
+        self._pacer = pacer  # shared pacing (several relay processes, crawler.scale); None: this process
         self._pass_start: dict[str, tuple[datetime, float]] = {}  # channel -> (its pass's now, monotonic)
 
     # ------------------------------------------------------------------ public API
@@ -313,6 +317,9 @@ class Relay:
         return max(1, min(MAX_BATCH, int(cfg.rate_per_second * self.cfg.lease / 4)))
 
     async def _pace(self, name: str, cfg: ChannelConfig) -> None:
+        if self._pacer is not None:
+            await self._pacer(name, cfg)
+            return
         gap = 1.0 / cfg.rate_per_second
         wait = self._last_send.get(name, -gap) + gap - time.monotonic()
         if wait > 0:

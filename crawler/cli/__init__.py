@@ -17,6 +17,7 @@ _MODULES = (
     "crawler.cli.backfill",
     "crawler.cli.web",
     "crawler.cli.sources",
+    "crawler.cli.scale",
 )
 
 

@@ -17,8 +17,15 @@ from storage.sources import SourceStatus
 
 
 @click.command("run")
+@click.option(
+    "--role",
+    type=click.Choice(["embedded", "scheduler"]),
+    default=None,
+    help="embedded: poll in this process (the default without `broker:`); scheduler: dispatch to "
+    "workers (the default with `broker:`, see `storywatch scheduler`).",
+)
 @click.pass_obj
-def run(obj: Ctx) -> None:
+def run(obj: Ctx, role: str | None) -> None:
     """Run the daemon: poll every source on its own adaptive schedule, store, match, alert.
 
     Polls speed up when a source posts often and slow down when it is quiet; failing sources

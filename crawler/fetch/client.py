@@ -56,8 +56,8 @@ from crawler.fetch.netguard import (
     check_url_scheme,
     system_resolver,
 )
-from crawler.fetch.politeness import HostGate, parse_retry_after
-from crawler.fetch.robots import RobotsCache, RobotsRules
+from crawler.fetch.politeness import Gate, HostGate, parse_retry_after
+from crawler.fetch.robots import RobotsCache, RobotsRules, RobotsSource
 from crawler.fetch.settings import FetchSettings
 from crawler.fetch.transport import GuardedTransport, SharedClient
 from crawler.types import Fetched, Validators
@@ -124,7 +124,16 @@ def _origin(url: str) -> tuple[str, str, int | None]:
 class Fetcher:
     """Async context manager owning the shared HTTP client; see the module docstring."""
 
-    def __init__(self, settings: FetchSettings | None = None, *, resolver: Resolver | None = None) -> None:
+    def __init__(
+        self,
+        settings: FetchSettings | None = None,
+        *,
+        resolver: Resolver | None = None,
+        gate: Gate | None = None,
+        robots: RobotsSource | None = None,
+    ) -> None:
+        """``gate`` and ``robots`` replace the in-process politeness and robots.txt cache (scale-out:
+        shared by every worker through Redis)."""
         self.settings = settings or FetchSettings()
         s = self.settings
         self._policy = AddressPolicy.from_allow_list(s.allow_private_networks)
@@ -141,8 +150,8 @@ class Fetcher:
         )
         # A host's literal-address verdict never changes for one policy: decided once per host.
         self._literal_block_reason = functools.lru_cache(maxsize=4096)(self._policy.literal_block_reason)
-        self._gate = HostGate(s.per_host_concurrency, s.per_host_min_gap, s.global_concurrency)
-        self._robots = RobotsCache(s.robots_ttl, s.robots_error_ttl)
+        self._gate: Gate = gate or HostGate(s.per_host_concurrency, s.per_host_min_gap, s.global_concurrency)
+        self._robots: RobotsSource = robots or RobotsCache(s.robots_ttl, s.robots_error_ttl)
 
     async def __aenter__(self) -> Fetcher:
         return self

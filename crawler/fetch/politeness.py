@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from typing import Protocol
 
 
 def parse_retry_after(value: str | None, now: datetime, *, max_seconds: float = 6 * 3600.0) -> float | None:
@@ -31,6 +33,17 @@ def parse_retry_after(value: str | None, now: datetime, *, max_seconds: float = 
     if now.tzinfo is None:
         now = now.replace(tzinfo=UTC)
     return min(max((when - now).total_seconds(), 0.0), max_seconds)
+
+
+class Gate(Protocol):
+    """What the Fetcher asks before each request: ``HostGate`` in one process; a shared one (e.g.
+    ``crawler.scale``'s, in Redis) when several processes on several machines must be polite together."""
+
+    def slot(self, host: str) -> AbstractAsyncContextManager[None]: ...
+
+    def pause(self, host: str, seconds: float, status: int) -> None: ...
+
+    def paused(self, host: str) -> tuple[float, int] | None: ...
 
 
 class HostGate:

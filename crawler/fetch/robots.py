@@ -15,6 +15,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from protego import Protego
@@ -26,6 +27,7 @@ class RobotsRules:
 
     parser: Protego | None = None
     unavailable: str | None = None
+    text: str | None = None  # the robots.txt it was parsed from (to share it with other processes)
 
     @classmethod
     def allow_all(cls) -> RobotsRules:
@@ -37,7 +39,8 @@ class RobotsRules:
 
     @classmethod
     def parse(cls, body: bytes) -> RobotsRules:
-        return cls(parser=Protego.parse(body.decode("utf-8", errors="replace")))
+        text = body.decode("utf-8", errors="replace")
+        return cls(parser=Protego.parse(text), text=text)
 
     def allows(self, url: str, user_agent: str) -> bool:
         if self.unavailable is not None:
@@ -56,6 +59,12 @@ def robots_url(url: str) -> str:
 
 
 Loader = Callable[[str], Awaitable[RobotsRules]]
+
+
+class RobotsSource(Protocol):
+    """Where the Fetcher gets an origin's rules: ``RobotsCache`` in one process, or a shared cache."""
+
+    async def rules_for(self, url: str, load: Loader) -> RobotsRules: ...
 
 
 class RobotsCache:

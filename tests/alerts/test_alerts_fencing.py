@@ -69,7 +69,7 @@ def test_the_old_relay_loses_even_before_the_row_is_reclaimed_and_the_new_one_th
     expired = T0 + timedelta(seconds=LEASE + 1)
     assert not orl.mark_sent(db, rid, worker="old", held_at=expired, now=expired, detail=None)
     assert _row(db, rid).state == "sending"
-    (again,) = _claim(db, "new", timedelta(seconds=LEASE + 2))
+    _claim(db, "new", timedelta(seconds=LEASE + 2))
     at = T0 + timedelta(seconds=LEASE + 3)
     state = orl.mark_failed(
         db, rid, worker="new", held_at=at, error="503", permanent=False, retry_at=at, max_tries=5
@@ -102,7 +102,9 @@ def test_a_relay_whose_send_outlived_its_lease_records_nothing(db_url: str) -> N
     db = open_database(db_url)
     rid = _one(db)
     cfg = alerts_cfg({"a": {"type": "console", "rate_per_second": 1000}}, lease="0.1s")
-    slow = Relay(db, cfg, channels={"a": _SlowThenFail("a", cfg.channels["a"], stream=io.StringIO())}, worker_id="slow")
+    slow = Relay(
+        db, cfg, channels={"a": _SlowThenFail("a", cfg.channels["a"], stream=io.StringIO())}, worker_id="slow"
+    )
 
     async def race() -> None:
         from datetime import UTC, datetime

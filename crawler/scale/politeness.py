@@ -1,0 +1,149 @@
+"""Politeness across processes and machines, in Redis: per-host concurrency and minimum gap from
+Dramatiq's rate limiters keyed by host, Retry-After pauses, robots.txt verdicts, channel pacing.
+
+- concurrency: a ``ConcurrentRateLimiter`` per host (``limit = fetch.per_host_concurrency``),
+  held while the request runs;
+- minimum gap between request starts: the limiters' Redis backend adds a key per host that lives
+  ``per_host_min_gap`` and is never released: it expires, so the next start waits for it;
+- a 429/503 with Retry-After sets ``storywatch:pause:<host>`` with that TTL: every worker sees it;
+- robots.txt: the text (or the "allow all" / "unavailable" verdict) under ``storywatch:robots:<url>``
+  with the fetch settings' TTLs.
+
+Redis calls are short and synchronous (a local round trip is ~0.1 ms); waiting is an asyncio sleep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from crawler.config import ChannelConfig
+from crawler.fetch import RobotsRules, robots_url
+from crawler.fetch.robots import Loader
+from crawler.scale.broker import KEYS
+
+POLL_GAP = 0.02  # seconds between tries for a busy host's slot (plus jitter)
+
+
+class RedisHostGate:
+    """``crawler.fetch.politeness.Gate`` shared by every worker through Redis."""
+
+    def __init__(
+        self, client: Any, *, per_host: int, min_gap: float, global_limit: int, hold_ttl: float = 300.0
+    ) -> None:
+        from dramatiq.rate_limits.backends import RedisBackend
+
+        self._client = client
+        self._backend = RedisBackend(client=client)
+        self._per_host = per_host
+        self._gap_ms = round(min_gap * 1000)
+        self._hold_ms = int(hold_ttl * 1000)  # a killed worker's slot frees itself after this
+        self._global = asyncio.Semaphore(global_limit)  # per process: the HTTP client's pool size
+
+    def slot(self, host: str) -> contextlib.AbstractAsyncContextManager[None]:
+        return self._slot(host)
+
+    @contextlib.asynccontextmanager
+    async def _slot(self, host: str) -> AsyncIterator[None]:
+        from dramatiq.rate_limits import ConcurrentRateLimiter
+
+        async with self._global:
+            limiter = ConcurrentRateLimiter(
+                self._backend, f"{KEYS}:host:{host}", limit=self._per_host, ttl=self._hold_ms
+            )
+            with contextlib.ExitStack() as stack:
+                while not stack.enter_context(limiter.acquire(raise_on_failure=False)):
+                    stack.close()
+                    await asyncio.sleep(POLL_GAP * (1 + random.random()))
+                await self._wait_gap(host)
+                yield
+
+    async def _wait_gap(self, host: str) -> None:
+        if self._gap_ms > 0:
+            await _take_gap(self._backend, self._client, f"{KEYS}:gap:{host}", self._gap_ms)
+
+    def pause(self, host: str, seconds: float, status: int) -> None:
+        key = f"{KEYS}:pause:{host}"
+        ms = int(seconds * 1000)
+        if ms > 0 and self._client.pttl(key) < ms:
+            self._client.set(key, str(status), px=ms)
+
+    def paused(self, host: str) -> tuple[float, int] | None:
+        key = f"{KEYS}:pause:{host}"
+        with self._client.pipeline() as pipe:
+            status, left = pipe.get(key).pttl(key).execute()
+        if status is None or left is None or left <= 0:
+            return None
+        return left / 1000, int(status)
+
+
+async def _take_gap(backend: Any, client: Any, key: str, gap_ms: int) -> None:
+    """Wait for the turn of ``key``: the rate-limiter backend's atomic add of a key that lives
+    ``gap_ms`` and is never released, so two starts are at least ``gap_ms`` apart."""
+    while not backend.add(key, 1, ttl=gap_ms):
+        left = client.pttl(key)
+        await asyncio.sleep(max(left, 1) / 1000 + random.random() * POLL_GAP)
+
+
+class RedisRobotsCache:
+    """``crawler.fetch.robots.RobotsSource`` shared through Redis (one robots.txt fetch per origin
+    and TTL for the whole cluster, give or take concurrent first loads)."""
+
+    def __init__(self, client: Any, *, ttl: float, error_ttl: float) -> None:
+        self._client = client
+        self._ttl = ttl
+        self._error_ttl = error_ttl
+        self._parsed: dict[str, tuple[float, RobotsRules]] = {}  # this process's parsed copies
+
+    async def rules_for(self, url: str, load: Loader) -> RobotsRules:
+        key = robots_url(url)
+        local = self._parsed.get(key)
+        if local is not None and local[0] > time.monotonic():
+            return local[1]
+        raw = self._client.get(f"{KEYS}:robots:{key}")
+        if raw is not None:
+            rules = _decode(raw)
+            left = max(self._client.pttl(f"{KEYS}:robots:{key}"), 0) / 1000
+        else:
+            rules = await load(key)
+            left = self._error_ttl if rules.unavailable is not None else self._ttl
+            self._client.set(f"{KEYS}:robots:{key}", _encode(rules), px=max(1, int(left * 1000)))
+        self._parsed[key] = (time.monotonic() + left, rules)
+        return rules
+
+
+def _encode(rules: RobotsRules) -> str:
+    if rules.unavailable is not None:
+        return json.dumps({"unavailable": rules.unavailable})
+    return json.dumps({"text": rules.text})
+
+
+def _decode(raw: bytes | str) -> RobotsRules:
+    data = json.loads(raw)
+    if "unavailable" in data:
+        return RobotsRules.failed(str(data["unavailable"]))
+    text = data.get("text")
+    return RobotsRules.allow_all() if text is None else RobotsRules.parse(text.encode("utf-8"))
+
+
+class RedisPacer:
+    """The relay's per-channel rate limit (``rate_per_second``) shared by every relay process: the
+    same never-released gap key as the hosts'."""
+
+    def __init__(self, client: Any) -> None:
+        from dramatiq.rate_limits.backends import RedisBackend
+
+        self._client = client
+        self._backend = RedisBackend(client=client)
+
+    async def __call__(self, name: str, cfg: ChannelConfig) -> None:
+        gap_ms = max(1, int(1000 / cfg.rate_per_second))
+        await _take_gap(self._backend, self._client, f"{KEYS}:channel:{name}", gap_ms)
+
+
+__all__ = ["RedisHostGate", "RedisPacer", "RedisRobotsCache"]

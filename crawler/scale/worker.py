@@ -1,0 +1,189 @@
+"""The worker role: ``poll(source_id, generation)`` messages run through the unchanged pipeline.
+
+One ``WorkerState`` per worker process (Dramatiq's processes; its threads wait on one event loop per
+process, where every poll of the process runs): the config and rules, one database handle, one
+guarded ``Fetcher`` whose politeness and robots.txt cache live in Redis (``crawler.scale.politeness``).
+
+A poll, step by step:
+
+1. the config version in PostgreSQL is newer than ours: reload the config and rule files (their
+   digest must match the published one, or the last good set keeps running and it is logged);
+2. the ticket: the source's stored timing, only if ``generation`` is still its current one (a
+   duplicate or stale message ends here);
+3. ``crawler.pipeline.run_source``: fetch, parse, extract, dedup, rules, one ingest transaction
+   (ON CONFLICT and the band-key advisory locks keep concurrent writers correct), the fetch record;
+4. the adaptive schedule (``crawler.daemon.schedule``) picks the next due time; ``finish_poll``
+   saves it and frees the lease only if the generation still matches (fencing); a health change
+   is logged once and queued as one notice, like the embedded daemon does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import time
+from dataclasses import replace
+from typing import Any
+
+from crawler.config import Settings, load_settings
+from crawler.daemon.jobs import health_notice, poll_outcome
+from crawler.daemon.schedule import Bounds, SourceTiming, next_timing
+from crawler.fetch import Fetcher, fetch_settings
+from crawler.pipeline import Runtime, load_ruleset, rule_files, run_source
+from crawler.scale.broker import KEYS, POLL_QUEUE, config_digest, now_ms, redis_client, require_scale
+from crawler.scale.politeness import RedisHostGate, RedisRobotsCache
+from crawler.types import SourceSpec
+from storage import daemon_store, dispatch
+from storage.db import open_database
+
+log = logging.getLogger("storywatch.worker")
+LATENCY_SAMPLES = 200  # the last N message latencies per queue, for /metrics and `status`
+
+
+class WorkerState:
+    """What one worker process keeps between polls."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.url = require_scale(settings)
+        self.redis = redis_client(self.url)
+        self.db = open_database(settings.database_url)  # migrations are safe from several processes
+        self.rng = random.Random()
+        self.version: int | None = None
+        self.rt = self._runtime(settings, load_ruleset(settings))
+        self.specs: dict[str, SourceSpec] = {s.id: s for s in settings.source_specs()}
+
+    def _runtime(self, settings: Settings, rules: Any) -> Runtime:
+        f = settings.fetch
+        gate = RedisHostGate(
+            self.redis,
+            per_host=f.per_host_concurrency,
+            min_gap=f.per_host_min_gap,
+            global_limit=f.concurrency,
+            hold_ttl=max(60.0, 2 * f.deadline),
+        )
+        fs = fetch_settings(settings)
+        robots = RedisRobotsCache(self.redis, ttl=fs.robots_ttl, error_ttl=fs.robots_error_ttl)
+        return Runtime(settings, self.db, Fetcher(fs, gate=gate, robots=robots), rules)
+
+    # --- config version -------------------------------------------------------------------
+
+    def _check_version(self) -> None:
+        current = dispatch.config_version(self.db)
+        if current is None or current[0] == self.version:
+            return
+        version, digest = current
+        try:
+            settings = load_settings(self.rt.settings.path)
+            rules = load_ruleset(settings)
+            mine = config_digest(settings, rule_files(settings.rule_paths()))
+        except Exception as exc:  # boundary: a broken file keeps the last good set running
+            log.error("config version %d: reload failed, the last good set keeps running: %s", version, exc)
+            self.version = version
+            return
+        if mine != digest:
+            log.error(
+                "config version %d: this machine's config or rule files differ from the scheduler's "
+                "(digest %s, published %s); copy the same files here. Running what is on disk.",
+                version,
+                mine[:12],
+                digest[:12],
+            )
+        old = self.rt
+        self.rt = replace(old, settings=settings, rules=rules)
+        if fetch_settings(settings) != fetch_settings(old.settings):
+            self.rt = self._runtime(settings, rules)  # the old Fetcher is left to running polls
+        self.specs = {s.id: s for s in settings.source_specs()}
+        self.version = version
+        log.info("config version %d loaded (%d sources)", version, len(self.specs))
+
+    # --- a poll -----------------------------------------------------------------------------
+
+    async def poll(self, source_id: str, generation: int, enqueued_ms: int | None = None) -> str:
+        """One dispatched poll; returns what happened: done, stale, fenced or unknown."""
+        if enqueued_ms is not None:
+            self._record_latency(now_ms() - enqueued_ms)
+        self._check_version()
+        spec = self.specs.get(source_id)
+        if spec is None:
+            log.warning("poll of unknown source %s (removed from the config?): skipped", source_id)
+            return "unknown"
+        ticket = dispatch.poll_ticket(self.db, source_id, generation)
+        if ticket is None:
+            log.debug("stale poll message %s generation %d: skipped", source_id, generation)
+            return "stale"
+        rt = self.rt
+        outcome = await run_source(rt, spec)
+        now = rt.clock()
+        knobs = (
+            {} if rt.settings.daemon.backoff_cap is None else {"backoff_cap": rt.settings.daemon.backoff_cap}
+        )
+        bounds = Bounds.from_spec(spec, **knobs)
+        timing = (
+            replace(SourceTiming.from_dict(ticket.timing), source_id=source_id)
+            if ticket.timing
+            else SourceTiming.initial(source_id, bounds, now, now)
+        )
+        new, change = next_timing(timing, poll_outcome(outcome), bounds, now, self.rng)
+        fresh = dispatch.finish_poll(
+            self.db,
+            source_id,
+            generation,
+            timing=new.to_dict(),
+            health=new.health,
+            next_due=new.next_due,
+            interval=new.interval,
+        )
+        if not fresh:
+            log.info("poll of %s outlived its lease (dispatched again): schedule not saved", source_id)
+            return "fenced"
+        if change is not None:
+            self._announce(change, spec, new)
+        return "done"
+
+    def _announce(self, change: Any, spec: SourceSpec, timing: SourceTiming) -> None:
+        level = logging.INFO if change.new in ("ok", "new") else logging.WARNING
+        log.log(level, "[%s] health %s -> %s: %s", change.source_id, change.old, change.new, change.reason)
+        alerts = self.rt.settings.alerts
+        if change.notify and alerts.health_channel:
+            title, text = health_notice(change, spec, timing)
+            key = daemon_store.notice_key(change.source_id, change.new, change.at)
+            daemon_store.enqueue_notice(
+                self.db, key=key, title=title, text=text, alerts_cfg=alerts, now=change.at
+            )
+
+    def _record_latency(self, ms: int) -> None:
+        key = f"{KEYS}:latency:{POLL_QUEUE}"
+        with self.redis.pipeline() as pipe:
+            pipe.lpush(key, max(ms, 0)).ltrim(key, 0, LATENCY_SAMPLES - 1).expire(key, 600).execute()
+
+
+_STATE: WorkerState | None = None
+_LOCK: asyncio.Lock | None = None
+
+
+async def worker_state() -> WorkerState:
+    """This process's state, made on the first poll (inside the worker's event loop)."""
+    global _STATE, _LOCK
+    if _STATE is None:
+        _LOCK = _LOCK or asyncio.Lock()
+        async with _LOCK:
+            if _STATE is None:
+                _STATE = WorkerState(load_settings(os.environ.get("STORYWATCH_CONFIG")))
+    return _STATE
+
+
+async def poll(source_id: str, generation: int) -> None:
+    """The ``poll`` actor's body."""
+    from dramatiq.middleware import CurrentMessage
+
+    message = CurrentMessage.get_current_message()
+    enqueued = getattr(message, "message_timestamp", None)
+    state = await worker_state()
+    started = time.monotonic()
+    result = await state.poll(source_id, generation, enqueued)
+    log.debug("poll %s gen %d: %s in %.2f s", source_id, generation, result, time.monotonic() - started)
+
+
+__all__ = ["WorkerState", "poll", "worker_state"]
