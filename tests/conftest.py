@@ -69,3 +69,35 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield f"sqlite:///{tmp_path / 'storywatch.db'}"
     else:
         yield request.getfixturevalue("pg_url")
+
+
+REDIS_URL = os.environ.get("STORYWATCH_TEST_REDIS", "redis://127.0.0.1:6379/14")
+
+
+def _redis_available() -> str | None:
+    try:
+        import redis
+    except ImportError:
+        return "redis (dramatiq[redis]) is not installed (pip install 'storywatch[scale]')"
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+    except Exception as exc:  # any connection failure means: skip
+        return f"no Redis server at {REDIS_URL} ({type(exc).__name__})"
+    return None
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """An empty Redis database for one test (flushed before and after)."""
+    reason = _redis_available()
+    if reason:
+        pytest.skip(reason)
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    client.flushdb()
+    try:
+        yield REDIS_URL
+    finally:
+        client.flushdb()
+        client.close()

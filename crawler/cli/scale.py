@@ -91,6 +91,9 @@ def worker(obj: Ctx, processes: int | None, threads: int | None, queues: tuple[s
     ]
     if queues:
         argv += ["--queues", *queues]
+    # Dramatiq prefetches 2 messages per thread by default; a poll is long, so one process would
+    # hoard a burst of due sources while others idle: take no more than it can start.
+    os.environ.setdefault("dramatiq_queue_prefetch", str(threads or settings.scale.threads))
     args = dramatiq.cli.make_argument_parser().parse_args(argv)
     sys.exit(dramatiq.cli.main(args))
 

@@ -33,6 +33,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import httpx
@@ -246,6 +247,8 @@ class Fetcher:
 
     async def _exchange(self, call: _Call, url: str, headers: httpx.Headers | None) -> _Hop:
         request = self._client.build_request("GET", url, headers=headers)
+        if self._gate.gap_at_send:
+            request.extensions["trace"] = self._send_hook(host_key(url))
         response = await self._client.send(request, stream=True)
         try:
             hop_headers = dict(response.headers.items())  # lower-cased names, repeats joined by ", "
@@ -260,6 +263,16 @@ class Fetcher:
             return _Hop(url, status, hop_headers, await self._read_body(call, url, response, hop_headers))
         finally:
             await response.aclose()
+
+    def _send_hook(self, host: str) -> Any:
+        """An httpcore trace callback that waits for the host's turn just before the headers go out."""
+        gate = self._gate
+
+        async def trace(event: str, _info: Mapping[str, Any]) -> None:
+            if event.endswith("send_request_headers.started"):
+                await gate.before_send(host)
+
+        return trace
 
     @staticmethod
     async def _finish_empty(response: httpx.Response) -> None:

@@ -37,9 +37,18 @@ def parse_retry_after(value: str | None, now: datetime, *, max_seconds: float = 
 
 class Gate(Protocol):
     """What the Fetcher asks before each request: ``HostGate`` in one process; a shared one (e.g.
-    ``crawler.scale``'s, in Redis) when several processes on several machines must be polite together."""
+    ``crawler.scale``'s, in Redis) when several processes on several machines must be polite together.
+
+    With ``gap_at_send`` set, the Fetcher awaits ``before_send(host)`` at the moment the request's
+    headers go out (after the connection is made), so the minimum gap is kept between the requests
+    as the site sees them, whatever a new connection's set-up costs.
+    """
+
+    gap_at_send: bool
 
     def slot(self, host: str) -> AbstractAsyncContextManager[None]: ...
+
+    async def before_send(self, host: str) -> None: ...
 
     def pause(self, host: str, seconds: float, status: int) -> None: ...
 
@@ -48,6 +57,8 @@ class Gate(Protocol):
 
 class HostGate:
     """Per-host concurrency, minimum gap between starts and Retry-After pauses; a global cap."""
+
+    gap_at_send = False  # the gap is kept in ``slot`` (one process: no connection set-up race)
 
     def __init__(self, per_host: int, min_gap: float, global_limit: int) -> None:
         self._per_host = per_host
@@ -85,6 +96,9 @@ class HostGate:
         self._next_start[host] = start + self._min_gap
         if start > now:
             await asyncio.sleep(start - now)
+
+    async def before_send(self, host: str) -> None:
+        return None
 
     def pause(self, host: str, seconds: float, status: int) -> None:
         until = time.monotonic() + seconds

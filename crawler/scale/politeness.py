@@ -31,7 +31,11 @@ POLL_GAP = 0.02  # seconds between tries for a busy host's slot (plus jitter)
 
 
 class RedisHostGate:
-    """``crawler.fetch.politeness.Gate`` shared by every worker through Redis."""
+    """``crawler.fetch.politeness.Gate`` shared by every worker through Redis. The gap is taken
+    when the request's headers go out (``before_send``): a request that first opened a connection
+    is not counted from before its connect."""
+
+    gap_at_send = True
 
     def __init__(
         self, client: Any, *, per_host: int, min_gap: float, global_limit: int, hold_ttl: float = 300.0
@@ -60,10 +64,9 @@ class RedisHostGate:
                 while not stack.enter_context(limiter.acquire(raise_on_failure=False)):
                     stack.close()
                     await asyncio.sleep(POLL_GAP * (1 + random.random()))
-                await self._wait_gap(host)
                 yield
 
-    async def _wait_gap(self, host: str) -> None:
+    async def before_send(self, host: str) -> None:
         if self._gap_ms > 0:
             await _take_gap(self._backend, self._client, f"{KEYS}:gap:{host}", self._gap_ms)
 

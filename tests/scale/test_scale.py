@@ -1,0 +1,272 @@
+"""Scale-out mode in one process: the dispatch lease and its generation on both backends, the
+scheduler on a StubBroker, a worker's poll against a local site (PostgreSQL + Redis), the config
+errors. The real worker processes are in test_scale_processes.py."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select, text
+
+from crawler.config import load_settings
+from crawler.errors import ConfigError
+from crawler.scale import Scheduler, WorkerState, require_scale
+from crawler.scale.broker import POLL_QUEUE
+from crawler.types import SourceSpec
+from storage import dispatch
+from storage import sources as store_sources
+from storage.db import Database, open_database
+from storage.models import DocumentRow, SourceRow
+from tests.scalekit import LoggingSite
+from tests.sitekit import Site, article_page, rss
+
+REPO = Path(__file__).resolve().parents[2]
+T0 = datetime(2026, 12, 7, 8, 0, tzinfo=UTC)
+
+
+def _sources(db: Database, n: int, due: datetime = T0) -> list[str]:
+    ids = [f"s{i}" for i in range(n)]
+    store_sources.sync_sources(db, [SourceSpec(sid, "feed", f"https://example.org/{sid}") for sid in ids])
+    dispatch.plan_sources(db, dict.fromkeys(ids, due), ids)
+    return ids
+
+
+# ----------------------------------------------------------------------------- storage.dispatch
+
+
+def test_a_due_source_is_leased_once_with_the_next_generation_until_its_lease_expires(db_url: str) -> None:
+    db = open_database(db_url)
+    _sources(db, 3)
+    first = dispatch.claim_due(db, now=T0, lease=60, limit=10)
+    assert sorted((d.source_id, d.generation) for d in first) == [("s0", 1), ("s1", 1), ("s2", 1)]
+    assert dispatch.claim_due(db, now=T0 + timedelta(seconds=59), lease=60, limit=10) == []
+    stats = dispatch.dispatch_stats(db, T0 + timedelta(seconds=1))
+    assert (stats.due, stats.leased) == (0, 3)
+    # a lost message: the lease expires and the source is dispatched again, with a new generation
+    again = dispatch.claim_due(db, now=T0 + timedelta(seconds=61), lease=60, limit=10)
+    assert {d.generation for d in again} == {2}
+    # the first worker's late write is fenced; the current one's applies and frees the lease
+    late = dict(timing={"x": 1}, health="ok", next_due=T0 + timedelta(hours=1), interval=60.0)
+    assert not dispatch.finish_poll(db, "s0", 1, **late)
+    assert dispatch.poll_ticket(db, "s0", 1) is None
+    assert dispatch.poll_ticket(db, "s0", 2) is not None
+    assert dispatch.finish_poll(db, "s0", 2, **late)
+    with db.read() as s:
+        row = s.get(SourceRow, "s0")
+        assert row is not None and row.dispatch_until is None and row.next_due_at == T0 + timedelta(hours=1)
+    db.dispose()
+
+
+def test_sources_not_configured_any_more_are_never_dispatched(db_url: str) -> None:
+    db = open_database(db_url)
+    _sources(db, 3)
+    dispatch.plan_sources(db, {}, ["s0", "s1"])
+    assert {d.source_id for d in dispatch.claim_due(db, now=T0, lease=60, limit=10)} == {"s0", "s1"}
+    db.dispose()
+
+
+def test_concurrent_schedulers_never_claim_the_same_source(pg_url: str) -> None:
+    db = open_database(pg_url)
+    _sources(db, 200)
+    dbs = [open_database(pg_url, migrate=False) for _ in range(4)]
+    got: list[list[str]] = [[] for _ in dbs]
+    start = threading.Barrier(len(dbs))
+
+    def claimer(i: int) -> None:
+        start.wait()
+        while batch := dispatch.claim_due(dbs[i], now=T0, lease=60, limit=7):
+            got[i] += [d.source_id for d in batch]
+
+    threads = [threading.Thread(target=claimer, args=(i,)) for i in range(len(dbs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    ids = [sid for g in got for sid in g]
+    assert len(ids) == 200 and len(set(ids)) == 200
+    for d in (*dbs, db):
+        d.dispose()
+
+
+def test_the_config_version_goes_up_only_when_the_files_change(db_url: str) -> None:
+    db = open_database(db_url)
+    assert dispatch.config_version(db) is None
+    assert dispatch.publish_config(db, "a" * 64, T0) == 1
+    assert dispatch.publish_config(db, "a" * 64, T0) == 1
+    assert dispatch.publish_config(db, "b" * 64, T0) == 2
+    assert dispatch.config_version(db) == (2, "b" * 64)
+    db.dispose()
+
+
+def test_migration_0004_adds_the_lease_columns_to_existing_sources(db_url: str) -> None:
+    from alembic import command
+
+    from storage.db import alembic_config
+
+    db = Database(db_url)
+    with db.engine.begin() as conn:
+        cfg = alembic_config(db.url)
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0003")
+        conn.execute(
+            text(
+                "INSERT INTO sources (id, kind, url, health, error_streak, created_at)"
+                " VALUES ('old', 'feed', 'u', 'ok', 0, :at)"
+            ),
+            {"at": T0},
+        )
+    db.upgrade()
+    with db.read() as s:
+        row = s.execute(text("SELECT generation, dispatch_until FROM sources WHERE id = 'old'")).one()
+        assert tuple(row) == (0, None)
+    db.dispose()
+
+
+# ----------------------------------------------------------------------------- configuration
+
+
+def _config(tmp: Path, body: str) -> Path:
+    path = tmp / "storywatch.yaml"
+    path.write_text(body, "utf-8")
+    return path
+
+
+def test_scale_out_on_sqlite_is_refused_with_exit_2(tmp_path: Path) -> None:
+    path = _config(tmp_path, f'database: "sqlite:///{tmp_path}/sw.db"\nbroker: "redis://127.0.0.1:6379/0"\n')
+    with pytest.raises(ConfigError, match="needs PostgreSQL"):
+        require_scale(load_settings(path))
+    for command in ("scheduler", "worker", "relay"):
+        proc = subprocess.run(
+            [sys.executable, "-c", "from crawler.cli import main; main()", "--config", str(path), command],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 2, proc.stderr
+        assert "needs PostgreSQL" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_without_a_broker_scale_out_names_the_missing_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="broker: redis://"):
+        require_scale(load_settings(_config(tmp_path, "sources: []\n")))
+    with pytest.raises(ConfigError, match="Redis URL"):
+        load_settings(_config(tmp_path, 'broker: "amqp://x"\n'))
+
+
+# ----------------------------------------------------------------------------- scheduler and worker
+
+
+@pytest.fixture
+def site() -> Iterator[Site]:
+    with Site() as s:
+        yield s
+
+
+def publish(site: Site, feed: str, n: int) -> None:
+    items = []
+    for i in range(n):
+        path = f"/{feed}/a{i}"
+        body = [f"{feed} report {i}: engineers described the computing cluster in detail, number {i}."]
+        site.add(path, article_page(f"{feed} story {i}", body))
+        items.append({"title": f"{feed} story {i}", "link": site.url(path), "guid": f"{feed}-{i}"})
+    site.add(f"/{feed}.xml", rss(items), "application/rss+xml")
+
+
+def scale_config(
+    tmp: Path, pg_url: str, redis_url: str, feeds: list[str], base: str, extra: str = ""
+) -> Path:
+    sources = "".join(f'  - {{id: {f}, kind: feed, url: "{base}/{f}.xml", interval: 60s}}\n' for f in feeds)
+    return _config(
+        tmp,
+        f'database: "{pg_url}"\nbroker: "{redis_url}"\n'
+        'fetch: {allow_private_networks: ["127.0.0.1/32"], per_host_min_gap: 0s, per_host_concurrency: 8}\n'
+        "alerts: {channels: {ops: {type: console}}}\n"
+        f"scale: {{lease: 30s, tick: 0.2s}}\n{extra}sources:\n{sources}",
+    )
+
+
+def test_the_scheduler_enqueues_each_due_source_once_and_a_worker_polls_it(
+    tmp_path: Path, pg_url: str, redis_url: str, site: Site
+) -> None:
+    from dramatiq.brokers.stub import StubBroker
+
+    feeds = ["fa", "fb", "fc"]
+    for f in feeds:
+        publish(site, f, 3)
+    settings = load_settings(scale_config(tmp_path, pg_url, redis_url, feeds, site.base))
+    broker = StubBroker()
+    broker.declare_queue(POLL_QUEUE)
+    sched = Scheduler(settings, broker=broker, handle_signals=False)
+    db = open_database(pg_url)
+    sched._apply(db, settings)
+    with db.write() as s:  # every source due now (the start spreads them over a minute)
+        s.execute(SourceRow.__table__.update().values(next_due_at=datetime.now(UTC) - timedelta(seconds=1)))
+    assert sched.dispatch_once(db) == 3
+    assert sched.dispatch_once(db) == 0  # leased: not enqueued twice
+    messages = [broker.queues[POLL_QUEUE].get_nowait() for _ in range(3)]
+    polls = sorted(_args(m) for m in messages)
+    assert [p[0] for p in polls] == feeds and {p[1] for p in polls} == {1}
+
+    async def work() -> list[str]:
+        state = WorkerState(settings)
+        try:
+            done = [await state.poll(sid, gen) for sid, gen in polls]
+            done.append(await state.poll("fa", 1))  # a duplicate message: the lease is free again
+            return done
+        finally:
+            await state.rt.fetcher.aclose()
+
+    assert asyncio.run(work()) == ["done", "done", "done", "done"]
+    with db.read() as s:
+        assert s.scalar(select(func.count()).select_from(DocumentRow)) == 9
+        rows = s.scalars(select(SourceRow)).all()
+    now = datetime.now(UTC)
+    assert all(r.dispatch_until is None and r.next_due_at and r.next_due_at > now for r in rows)
+    assert {r.health for r in rows} == {"ok"}
+    db.dispose()
+
+
+def _args(message: bytes) -> tuple[str, int]:
+    import json
+
+    data = json.loads(message)
+    return data["args"][0], data["args"][1]
+
+
+def test_a_worker_drops_a_stale_message_and_fences_a_poll_that_outlived_its_lease(
+    tmp_path: Path, pg_url: str, redis_url: str
+) -> None:
+    with LoggingSite(delay=0.5) as slow:  # every answer takes 0.5 s: the poll is still running
+        slow.feed("fa", 1)
+        settings = load_settings(scale_config(tmp_path, pg_url, redis_url, ["fa"], slow.base))
+        db = open_database(pg_url)
+        store_sources.sync_sources(db, settings.source_specs())
+        dispatch.plan_sources(db, {"fa": datetime.now(UTC) - timedelta(seconds=1)}, ["fa"])
+        (d,) = dispatch.claim_due(db, now=datetime.now(UTC), lease=30, limit=5)
+
+        async def work() -> tuple[str, str]:
+            state = WorkerState(settings)
+            try:
+                stale = await state.poll("fa", d.generation - 1)
+                running = asyncio.create_task(state.poll("fa", d.generation))
+                await asyncio.sleep(0.3)  # the ticket is read; the feed is being fetched
+                with db.write() as s:  # the lease expired and the scheduler dispatched it again
+                    s.execute(SourceRow.__table__.update().values(generation=SourceRow.generation + 1))
+                return stale, await running
+            finally:
+                await state.rt.fetcher.aclose()
+
+        assert asyncio.run(work()) == ("stale", "fenced")
+    with db.read() as s:
+        row = s.get(SourceRow, "fa")
+        assert row is not None and row.dispatch_until is not None and row.timing is None  # not saved
+        assert s.scalar(select(func.count()).select_from(DocumentRow)) == 1  # documents are kept
+    db.dispose()
