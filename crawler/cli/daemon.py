@@ -6,6 +6,7 @@ import asyncio
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import click
 from rich.markup import escape
@@ -63,19 +64,22 @@ def status(obj: Ctx, as_json: bool, verbose: bool) -> None:
 
     Per source: last fetch and result, next due time, current interval, new items in the last
     24 h, error streak and health. The daemon: running or not (the instance lock is probed),
-    pid, host, start time and last heartbeat.
+    pid, host, start time and last heartbeat. Scale-out mode (`broker:` set) adds the queue
+    depth and latency, live worker processes, polls in flight and the dispatch lag.
 
     \b
     Examples:
       storywatch status
       storywatch status --json | jq '.sources[] | select(.health != "ok") | .id'
       storywatch status --json | jq .daemon.running
+      storywatch --config scale.yaml status --json | jq .scale   # scale-out: queue, workers, lag
     """
     from crawler.daemon import collect_status
 
     report = collect_status(obj.settings, now=datetime.now(UTC))
+    scale = _scale_status(obj) if obj.settings.broker else None
     if as_json:
-        print_json(report.as_json())
+        print_json({**report.as_json(), **({"scale": scale.as_json()} if scale else {})})
         return
     d = report.daemon
     if d.running:
@@ -100,7 +104,35 @@ def status(obj: Ctx, as_json: bool, verbose: bool) -> None:
     out.print(
         f"outbox: {report.outbox_depth} pending deliveries; database {report.database}", highlight=False
     )
+    if scale is not None:
+        depth = ", ".join(f"{q} {n}" for q, n in scale.queue_depth.items())
+        wait = ", ".join(f"{q} {sec:.2f} s" for q, sec in scale.queue_latency.items())
+        out.print(
+            f"scale-out: {scale.workers} worker process(es); queue depth {depth}; queue latency {wait}; "
+            f"{scale.leased} poll(s) in flight; {scale.due} due, dispatch lag {scale.dispatch_lag:.1f} s",
+            highlight=False,
+        )
     _print_sources(report.sources, running=d.running, verbose=verbose)
+
+
+def _scale_status(obj: Ctx) -> Any:
+    """Queue depth, latency, workers and dispatch lag (scale-out mode): Redis and PostgreSQL."""
+    from crawler.scale import redis_client, require_scale, scale_status
+    from storage.db import open_database
+
+    from redis import RedisError
+
+    url = require_scale(obj.settings)
+    db = open_database(obj.settings.database_url)
+    client = redis_client(url)
+    try:
+        return scale_status(client, db, datetime.now(UTC))
+    except RedisError as exc:
+        err.print(f"scale-out: the broker at {url} cannot be read ({exc}); queue figures left out")
+        return None
+    finally:
+        client.close()
+        db.dispose()
 
 
 def _print_sources(rows: Sequence[SourceStatus], *, running: bool, verbose: bool) -> None:

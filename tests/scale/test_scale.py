@@ -270,3 +270,19 @@ def test_a_worker_drops_a_stale_message_and_fences_a_poll_that_outlived_its_leas
         assert row is not None and row.dispatch_until is not None and row.timing is None  # not saved
         assert s.scalar(select(func.count()).select_from(DocumentRow)) == 1  # documents are kept
     db.dispose()
+
+
+def test_the_systemd_units_run_the_roles_and_let_a_standby_come_back() -> None:
+    docs = REPO / "docs"
+    embedded = (docs / "storywatch.service").read_text("utf-8")
+    prevent = next(line for line in embedded.splitlines() if line.startswith("RestartPreventExitStatus="))
+    assert "3" not in prevent.split("=", 1)[1].split(), "exit 3 (the lock is held) must be retried"
+    assert "StartLimitIntervalSec=0" in embedded
+    for unit, command in (
+        ("storywatch-scheduler.service", "storywatch scheduler"),
+        ("storywatch-worker@.service", "storywatch worker"),
+        ("storywatch-relay.service", "storywatch relay"),
+    ):
+        text_ = (docs / unit).read_text("utf-8")
+        assert command in text_ and "RestartPreventExitStatus=2\n" in text_
+        assert unit.split("@")[0].removesuffix(".service") in (REPO / "README.md").read_text("utf-8")
