@@ -117,10 +117,10 @@ def status(obj: Ctx, as_json: bool, verbose: bool) -> None:
 
 def _scale_status(obj: Ctx) -> Any:
     """Queue depth, latency, workers and dispatch lag (scale-out mode): Redis and PostgreSQL."""
+    from redis import RedisError
+
     from crawler.scale import redis_client, require_scale, scale_status
     from storage.db import open_database
-
-    from redis import RedisError
 
     url = require_scale(obj.settings)
     db = open_database(obj.settings.database_url)
