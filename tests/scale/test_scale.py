@@ -5,6 +5,7 @@ errors. The real worker processes are in test_scale_processes.py."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import subprocess
 import sys
 import threading
@@ -189,7 +190,7 @@ def scale_config(
         f'database: "{pg_url}"\nbroker: "{redis_url}"\n'
         'fetch: {allow_private_networks: ["127.0.0.1/32"], per_host_min_gap: 0s, per_host_concurrency: 8}\n'
         "alerts: {channels: {ops: {type: console}}}\n"
-        f"scale: {{lease: 30s, tick: 0.2s}}\n{extra}sources:\n{sources}",
+        f"scale: {{lease: 30s, tick: 0.2s}}\n{extra}sources:{chr(10) + sources if sources else ' []'}\n",
     )
 
 
@@ -286,3 +287,89 @@ def test_the_systemd_units_run_the_roles_and_let_a_standby_come_back() -> None:
         text_ = (docs / unit).read_text("utf-8")
         assert command in text_ and "RestartPreventExitStatus=2\n" in text_
         assert unit.split("@")[0].removesuffix(".service") in (REPO / "README.md").read_text("utf-8")
+
+
+# ----------------------------------------------------------------------------- shared politeness
+
+
+def test_two_relays_pacers_keep_one_channel_rate_together(redis_url: str) -> None:
+    """Two relay processes' pacers (two clients) sending on one channel at 20/s: 21 sends take
+    about a second together, not half of it."""
+    import time
+
+    from crawler.config import ChannelConfig
+    from crawler.scale import RedisPacer, redis_client
+
+    cfg = ChannelConfig(type="console", rate_per_second=20)
+    pacers = [RedisPacer(redis_client(redis_url)), RedisPacer(redis_client(redis_url))]
+    stamps: list[float] = []
+
+    async def send(pacer: RedisPacer, n: int) -> None:
+        for _ in range(n):
+            await pacer("ops", cfg)
+            stamps.append(time.monotonic())
+
+    async def both() -> None:
+        await asyncio.wait_for(asyncio.gather(send(pacers[0], 11), send(pacers[1], 10)), 10)
+
+    asyncio.run(both())
+    stamps.sort()
+    assert stamps[-1] - stamps[0] >= 0.95 * 20 / 20
+    assert min(b - a for a, b in itertools.pairwise(stamps)) >= 0.045
+
+
+def test_robots_txt_verdicts_are_shared_through_redis_with_their_ttl(redis_url: str) -> None:
+    from crawler.fetch import RobotsRules
+    from crawler.scale import RedisRobotsCache, redis_client
+
+    loads: list[str] = []
+
+    async def load(url: str) -> RobotsRules:
+        loads.append(url)
+        return RobotsRules.parse(b"User-agent: *\nDisallow: /private\n")
+
+    async def check() -> tuple[bool, bool]:
+        first = RedisRobotsCache(redis_client(redis_url), ttl=60, error_ttl=5)
+        other = RedisRobotsCache(redis_client(redis_url), ttl=60, error_ttl=5)  # another process
+        await first.rules_for("https://example.org/a", load)
+        rules = await other.rules_for("https://example.org/private/x", load)
+        return rules.allows("https://example.org/private/x", "sw"), rules.allows(
+            "https://example.org/a", "sw"
+        )
+
+    assert asyncio.run(check()) == (False, True)
+    assert loads == ["https://example.org/robots.txt"]  # loaded once for both
+    ttl = redis_client(redis_url).pttl("storywatch:robots:https://example.org/robots.txt")
+    assert 55_000 < ttl <= 60_000
+
+
+def test_a_worker_reloads_the_rules_when_the_scheduler_publishes_a_new_version(
+    tmp_path: Path, pg_url: str, redis_url: str
+) -> None:
+    from crawler.pipeline import rule_files
+    from crawler.scale.broker import config_digest
+
+    rules = tmp_path / "rules.yaml"
+    rule = "version: 1\nrules:\n  - id: {id}\n    title: T\n    severity: low\n    query: 'cluster'\n"
+    rules.write_text(rule.format(id="first.rule"), "utf-8")
+    path = scale_config(
+        tmp_path, pg_url, redis_url, [], "http://127.0.0.1:1", f'rules: {{paths: ["{rules}"]}}\n'
+    )
+    db = open_database(pg_url)
+
+    def publish() -> int:
+        s = load_settings(path)
+        return dispatch.publish_config(db, config_digest(s, rule_files(s.rule_paths())), datetime.now(UTC))
+
+    assert publish() == 1
+    state = WorkerState(load_settings(path))
+    state._check_version()
+    assert [r.id for r in state.rt.rules.rules] == ["first.rule"]
+    rules.write_text(rule.format(id="second.rule"), "utf-8")
+    state._check_version()  # the files changed but no new version was published: nothing happens
+    assert [r.id for r in state.rt.rules.rules] == ["first.rule"]
+    assert publish() == 2
+    state._check_version()
+    assert [r.id for r in state.rt.rules.rules] == ["second.rule"]
+    asyncio.run(state.rt.fetcher.aclose())
+    db.dispose()
