@@ -15,6 +15,7 @@ server, PostgreSQL and Redis, that is a lot to ask: the figures say how far it g
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing as mp
 import os
 import signal
@@ -153,11 +154,11 @@ def scale_out(
     finally:
         for p in procs:
             if p.poll() is None:
-                os.killpg(p.pid, signal.SIGTERM)
+                p.send_signal(signal.SIGTERM)  # the main process only: it stops Dramatiq's children
         for p in procs:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 p.wait(60)
-            except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(p.pid, signal.SIGKILL)
         drop(name)
         redis_lib.Redis.from_url(redis).flushdb()

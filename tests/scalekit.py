@@ -4,6 +4,7 @@ of this process), answers slowly when asked, and can answer 429 with Retry-After
 from __future__ import annotations
 
 import itertools
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -29,6 +30,14 @@ class _Page:
     status_once: list[tuple[int, dict[str, str]]] = field(default_factory=list)  # served first, in order
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # a killed worker hung up: expected
+            super().handle_error(request, client_address)
+
+
 class LoggingSite:
     """``with LoggingSite(delay=0.1) as site: site.feed("f1", 3)``; ``site.log`` lists the requests."""
 
@@ -48,7 +57,7 @@ class LoggingSite:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = _Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 

@@ -7,8 +7,10 @@ poll that never finished is dispatched again when its lease expires (``storage.d
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
+import signal
 
 import dramatiq
 
@@ -16,6 +18,7 @@ from crawler.config import load_settings
 from crawler.scale.broker import POLL_ACTOR, POLL_QUEUE, make_broker, require_scale
 from crawler.scale.worker import poll as _poll
 
+faulthandler.register(signal.SIGUSR2, all_threads=True)  # kill -USR2 <worker pid>: stacks to stderr
 _settings = load_settings(os.environ.get("STORYWATCH_CONFIG"))
 broker = make_broker(require_scale(_settings))
 dramatiq.set_broker(broker)

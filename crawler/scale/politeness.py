@@ -1,8 +1,12 @@
 """Politeness across processes and machines, in Redis: per-host concurrency and minimum gap from
 Dramatiq's rate limiters keyed by host, Retry-After pauses, robots.txt verdicts, channel pacing.
 
-- concurrency: a ``ConcurrentRateLimiter`` per host (``limit = fetch.per_host_concurrency``),
-  held while the request runs;
+- concurrency: at most ``fetch.per_host_concurrency`` holders of a host's slots, each slot held
+  while its request runs and expiring on its own (``ACQUIRE``). Not Dramatiq's
+  ``ConcurrentRateLimiter``: its counter has ONE TTL that every acquire and release renews, so a
+  slot held by a worker killed -9 never frees while the host stays busy (measured: a kill test
+  stalled every worker on the host). The gap, Retry-After and channel limits below are safe with
+  Dramatiq's limiter backend, and use it;
 - minimum gap between request starts: the limiters' Redis backend adds a key per host that lives
   ``per_host_min_gap`` and is never released: it expires, so the next start waits for it;
 - a 429/503 with Retry-After sets ``storywatch:pause:<host>`` with that TTL: every worker sees it;
@@ -19,6 +23,7 @@ import contextlib
 import json
 import random
 import time
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -28,6 +33,21 @@ from crawler.fetch.robots import Loader
 from crawler.scale.broker import KEYS
 
 POLL_GAP = 0.02  # seconds between tries for a busy host's slot (plus jitter)
+
+# Take one of a host's ``limit`` slots: a sorted set of holders scored by when their hold expires
+# (the Redis server's clock, so machines' clocks need not agree). Expired holders (a worker killed
+# mid-request) are dropped first, so a dead worker's slot frees itself after ``ttl`` ms.
+ACQUIRE = """
+local t = redis.call('time')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('zremrangebyscore', KEYS[1], '-inf', now)
+if redis.call('zcard', KEYS[1]) < tonumber(ARGV[2]) then
+  redis.call('zadd', KEYS[1], now + tonumber(ARGV[1]), ARGV[3])
+  redis.call('pexpire', KEYS[1], ARGV[1])
+  return 1
+end
+return 0
+"""
 
 
 class RedisHostGate:
@@ -44,6 +64,7 @@ class RedisHostGate:
 
         self._client = client
         self._backend = RedisBackend(client=client)
+        self._acquire = client.register_script(ACQUIRE)
         self._per_host = per_host
         self._gap_ms = round(min_gap * 1000)
         self._hold_ms = int(hold_ttl * 1000)  # a killed worker's slot frees itself after this
@@ -54,17 +75,14 @@ class RedisHostGate:
 
     @contextlib.asynccontextmanager
     async def _slot(self, host: str) -> AsyncIterator[None]:
-        from dramatiq.rate_limits import ConcurrentRateLimiter
-
+        key, token = f"{KEYS}:host:{host}", uuid.uuid4().hex
         async with self._global:
-            limiter = ConcurrentRateLimiter(
-                self._backend, f"{KEYS}:host:{host}", limit=self._per_host, ttl=self._hold_ms
-            )
-            with contextlib.ExitStack() as stack:
-                while not stack.enter_context(limiter.acquire(raise_on_failure=False)):
-                    stack.close()
-                    await asyncio.sleep(POLL_GAP * (1 + random.random()))
+            while not self._acquire(keys=[key], args=[self._hold_ms, self._per_host, token]):
+                await asyncio.sleep(POLL_GAP * (1 + random.random()))
+            try:
                 yield
+            finally:
+                self._client.zrem(key, token)
 
     async def before_send(self, host: str) -> None:
         if self._gap_ms > 0:

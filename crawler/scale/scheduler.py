@@ -182,6 +182,8 @@ class Scheduler:
             if len(claimed) < cfg.batch:
                 break
         self.dispatched += total
+        if total:
+            log.debug("dispatched %d poll(s)", total)
         return total
 
     async def reload(self) -> None:

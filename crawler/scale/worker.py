@@ -61,7 +61,7 @@ class WorkerState:
             per_host=f.per_host_concurrency,
             min_gap=f.per_host_min_gap,
             global_limit=f.concurrency,
-            hold_ttl=max(60.0, 2 * f.deadline),
+            hold_ttl=f.deadline + 5.0,  # one request never holds its slot longer than its deadline
         )
         fs = fetch_settings(settings)
         robots = RedisRobotsCache(self.redis, ttl=fs.robots_ttl, error_ttl=fs.robots_error_ttl)
@@ -180,6 +180,7 @@ async def poll(source_id: str, generation: int) -> None:
 
     message = CurrentMessage.get_current_message()
     enqueued = getattr(message, "message_timestamp", None)
+    log.debug("poll %s gen %d: start", source_id, generation)
     state = await worker_state()
     started = time.monotonic()
     result = await state.poll(source_id, generation, enqueued)
