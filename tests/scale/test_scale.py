@@ -373,3 +373,37 @@ def test_a_worker_reloads_the_rules_when_the_scheduler_publishes_a_new_version(
     assert [r.id for r in state.rt.rules.rules] == ["second.rule"]
     asyncio.run(state.rt.fetcher.aclose())
     db.dispose()
+
+
+def test_a_host_slot_held_by_a_worker_killed_9_frees_itself_after_its_hold(redis_url: str) -> None:
+    """A worker killed -9 inside a request never releases its slot: the slot expires with its hold
+    (the request's deadline), even while other workers keep the host busy."""
+    import signal
+    import time
+
+    from crawler.scale import RedisHostGate, redis_client
+
+    code = (
+        "import asyncio, sys, time\nfrom crawler.scale import RedisHostGate, redis_client\n"
+        f"gate = RedisHostGate(redis_client({redis_url!r}), per_host=1, min_gap=0, global_limit=4, hold_ttl=1.5)\n"
+        "async def hold():\n    async with gate.slot('example.org'):\n"
+        "        print('held', flush=True)\n        time.sleep(60)\nasyncio.run(hold())\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    killed = time.monotonic()
+    gate = RedisHostGate(redis_client(redis_url), per_host=1, min_gap=0, global_limit=4, hold_ttl=1.5)
+
+    async def busy_then_take() -> float:
+        other = RedisHostGate(redis_client(redis_url), per_host=2, min_gap=0, global_limit=4)
+        async with other.slot("example.org"):  # traffic on the host meanwhile renews nothing
+            pass
+        async with gate.slot("example.org"):
+            return time.monotonic() - killed
+
+    waited = asyncio.run(asyncio.wait_for(busy_then_take(), 10))
+    assert waited <= 1.5 + 0.5
