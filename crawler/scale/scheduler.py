@@ -13,7 +13,9 @@ Its life, step by step:
    LOCKED, a lease and the next generation each) and enqueue ``poll(source, generation)``. A lost
    message only delays its source until the lease expires. Heartbeat every 10 s; a lost lock
    session sends it back to standby.
-4. SIGHUP: reload the config and rules, publish the new version, sync and plan the sources.
+4. SIGHUP, or a changed config or rule file (``daemon.watch_files``): reload the config and rules,
+   publish the new version (the workers reload it), sync and plan the sources. A broken file is
+   logged and the last good version keeps running.
 5. SIGTERM/SIGINT: stop dispatching, release the lock (a standby takes over), exit 0.
 """
 
@@ -30,7 +32,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from crawler.config import Settings
 from crawler.daemon.jobs import spread_window
 from crawler.daemon.metrics import Metrics, MetricsServer
-from crawler.daemon.ops import TICK, install_signals, load_config, remove_signals
+from crawler.daemon.ops import TICK, FileWatcher, install_signals, load_config, remove_signals
 from crawler.daemon.schedule import Bounds, spread_start
 from crawler.errors import StorageError, StorywatchError
 from crawler.pipeline import load_ruleset, rule_files, utcnow
@@ -82,10 +84,21 @@ class Scheduler:
             install_signals(loop, stop=self.request_stop, reload=self.request_reload)
         self.broker = self.broker or make_broker(self.url)
         server = self._start_metrics()
+        watcher = None
+        if self.settings.daemon.watch_files:
+
+            async def changed(paths: list[str]) -> None:
+                log.info("changed: %s", ", ".join(paths))
+                await self.reload()
+
+            watcher = FileWatcher(changed)
+            watcher.start(self.settings)
         try:
             while not self._stopping.is_set():
                 await self._term()
         finally:
+            if watcher is not None:
+                await watcher.stop()
             if server is not None:
                 server.stop()
             if self.handle_signals:

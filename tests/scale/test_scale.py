@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select, text
@@ -407,3 +408,49 @@ def test_a_host_slot_held_by_a_worker_killed_9_frees_itself_after_its_hold(redis
 
     waited = asyncio.run(asyncio.wait_for(busy_then_take(), 10))
     assert waited <= 1.5 + 0.5
+
+
+def test_the_scheduler_leads_publishes_a_new_version_when_a_rule_file_changes_and_stops(
+    tmp_path: Path, pg_url: str
+) -> None:
+    from dramatiq.brokers.stub import StubBroker
+
+    rules = tmp_path / "rules.yaml"
+    rule = "version: 1\nrules:\n  - id: {id}\n    title: T\n    severity: low\n    query: 'cluster'\n"
+    rules.write_text(rule.format(id="first.rule"), "utf-8")
+    path = scale_config(
+        tmp_path,
+        pg_url,
+        "redis://127.0.0.1:1/0",  # never contacted: the broker is a StubBroker, no metrics
+        [],
+        "http://127.0.0.1:1",
+        f'rules: {{paths: ["{rules}"]}}\ndaemon: {{watch_files: true}}\n',
+    )
+    broker = StubBroker()
+    broker.declare_queue(POLL_QUEUE)
+    sched = Scheduler(load_settings(path), broker=broker, handle_signals=False)
+    db = open_database(pg_url)
+
+    async def scenario() -> tuple[Any, Any]:
+        task = asyncio.create_task(sched.run())
+        for _ in range(100):
+            if dispatch.config_version(db) is not None:
+                break
+            await asyncio.sleep(0.1)
+        first = dispatch.config_version(db)
+        await asyncio.sleep(0.5)  # the watcher is watching
+        rules.write_text(rule.format(id="second.rule"), "utf-8")
+        for _ in range(100):
+            if (dispatch.config_version(db) or (0, ""))[0] == 2:
+                break
+            await asyncio.sleep(0.1)
+        second = dispatch.config_version(db)
+        sched.request_stop()
+        await asyncio.wait_for(task, 10)
+        return first, second
+
+    first, second = asyncio.run(scenario())
+    assert first is not None and first[0] == 1
+    assert second is not None and second[0] == 2 and second[1] != first[1]
+    assert sched.state == "stopped"
+    db.dispose()
