@@ -17,7 +17,7 @@ from crawler.scale.broker import KEYS, NAMESPACE, POLL_QUEUE, now_ms
 from storage import dispatch
 from storage.db import Database
 
-HEARTBEAT_TIMEOUT_MS = 60_000  # Dramatiq's RedisBroker default: a worker silent this long is dead
+WORKER_FRESH_MS = 30_000  # a worker process whose heartbeat (every 10 s) is older is not counted
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ def scale_status(redis: Any, db: Database, now: datetime) -> ScaleStatus:
     queue = f"{NAMESPACE}:{POLL_QUEUE}"
     with redis.pipeline() as pipe:
         pipe.llen(queue)
-        pipe.zcount(f"{NAMESPACE}:__heartbeats__", now_ms() - HEARTBEAT_TIMEOUT_MS, "+inf")
+        pipe.zcount(f"{KEYS}:workers", now_ms() - WORKER_FRESH_MS, "+inf")
         pipe.lrange(f"{KEYS}:latency:{POLL_QUEUE}", 0, -1)
         depth, workers, samples = pipe.execute()
     ms = [int(s) for s in samples]

@@ -20,12 +20,18 @@ A poll, step by step:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
+import socket
+import threading
 import time
 from dataclasses import replace
 from typing import Any
+
+import dramatiq
+from redis import RedisError
 
 from crawler.config import Settings, load_settings
 from crawler.daemon.jobs import health_notice, poll_outcome
@@ -159,6 +165,37 @@ class WorkerState:
             pipe.lpush(key, max(ms, 0)).ltrim(key, 0, LATENCY_SAMPLES - 1).expire(key, 600).execute()
 
 
+HEARTBEAT = 10.0  # seconds between a worker process's heartbeats (``storywatch:workers``)
+
+
+class WorkerHeartbeat(dramatiq.Middleware):
+    """Dramatiq middleware: each worker process writes ``host:pid`` with the time into
+    ``storywatch:workers`` every 10 s (Dramatiq's own heartbeats also count every process that only
+    enqueues, such as the scheduler). Read by ``crawler.scale.stats``."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self.url = url
+        self._stop = threading.Event()
+        self._member = f"{socket.gethostname()}:{os.getpid()}"
+
+    def after_worker_boot(self, broker: Any, worker: Any) -> None:
+        self._member = f"{socket.gethostname()}:{os.getpid()}"
+        threading.Thread(target=self._beat, name="storywatch-heartbeat", daemon=True).start()
+
+    def before_worker_shutdown(self, broker: Any, worker: Any) -> None:
+        self._stop.set()
+        with contextlib.suppress(RedisError):  # best effort: the entry ages out of the count anyway
+            redis_client(self.url).zrem(f"{KEYS}:workers", self._member)
+
+    def _beat(self) -> None:
+        client = redis_client(self.url)
+        while not self._stop.is_set():
+            with contextlib.suppress(RedisError):
+                client.zadd(f"{KEYS}:workers", {self._member: now_ms()})
+            self._stop.wait(HEARTBEAT)
+
+
 _STATE: WorkerState | None = None
 _LOCK: asyncio.Lock | None = None
 
@@ -187,4 +224,4 @@ async def poll(source_id: str, generation: int) -> None:
     log.debug("poll %s gen %d: %s in %.2f s", source_id, generation, result, time.monotonic() - started)
 
 
-__all__ = ["WorkerState", "poll", "worker_state"]
+__all__ = ["WorkerHeartbeat", "WorkerState", "poll", "worker_state"]

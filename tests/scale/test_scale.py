@@ -454,3 +454,64 @@ def test_the_scheduler_leads_publishes_a_new_version_when_a_rule_file_changes_an
     assert second is not None and second[0] == 2 and second[1] != first[1]
     assert sched.state == "stopped"
     db.dispose()
+
+
+def test_metrics_and_status_show_queue_depth_latency_workers_and_dispatch_lag(
+    tmp_path: Path, pg_url: str, redis_url: str
+) -> None:
+    """The scheduler's /metrics and `storywatch status --json`: a poll waiting in the queue, a
+    worker heartbeat, latency samples and a due source that waits."""
+    import json
+    import urllib.request
+
+    from crawler.scale import make_broker, poll_message, redis_client
+    from crawler.scale.broker import now_ms
+
+    path = scale_config(
+        tmp_path, pg_url, redis_url, ["fa", "fb"], "http://127.0.0.1:1", 'daemon: {metrics: "127.0.0.1:0"}\n'
+    )
+    settings = load_settings(path)
+    db = open_database(pg_url)
+    store_sources.sync_sources(db, settings.source_specs())
+    dispatch.plan_sources(db, {"fa": datetime.now(UTC) - timedelta(seconds=30)}, ["fa"])
+    broker = make_broker(redis_url)
+    broker.declare_queue(POLL_QUEUE)
+    broker.enqueue(poll_message("fb", 1))  # waiting: nobody consumes it
+    client = redis_client(redis_url)
+    client.zadd("storywatch:workers", {"box:1": now_ms(), "box:2": now_ms() - 600_000})  # one gone
+    client.lpush("storywatch:latency:poll", 200, 400)
+    sched = Scheduler(settings, broker=broker, handle_signals=False)
+    sched._db = db  # what the leader serves from (no dispatch round: "fa" stays due)
+    server = sched._start_metrics()
+    assert server is not None
+    try:
+        text_ = urllib.request.urlopen(f"http://{sched.metrics_address}/metrics", timeout=10).read().decode()
+    finally:
+        server.stop()
+    values = dict(
+        line.rsplit(" ", 1) for line in text_.splitlines() if line.startswith("storywatch_") and " " in line
+    )
+    assert float(values['storywatch_queue_depth{queue="poll"}']) == 1
+    assert float(values['storywatch_queue_latency_seconds{queue="poll"}']) == 0.3
+    assert float(values["storywatch_workers"]) == 1
+    assert float(values["storywatch_sources_due"]) == 1
+    assert float(values["storywatch_dispatch_lag_seconds"]) >= 29
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from crawler.cli import main; main()",
+            "--config",
+            str(path),
+            "status",
+            "--json",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    scale = json.loads(proc.stdout)["scale"]
+    assert scale["queue_depth"] == {"poll": 1} and scale["workers"] == 1 and scale["due"] == 1
+    db.dispose()

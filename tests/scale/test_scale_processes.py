@@ -159,6 +159,10 @@ def test_politeness_holds_across_four_worker_processes_and_a_429_pauses_every_wo
         ]
         try:
             wait_for(lambda: documents(db) >= 16, 90, "the documents of every feed")
+            from crawler.scale import redis_client, scale_status
+
+            status = scale_status(redis_client(redis_url), db, datetime.now(UTC))
+            assert status.workers == 4  # each worker process's heartbeat; not the scheduler's
         finally:
             for p in procs:
                 stop(p)
