@@ -45,12 +45,11 @@ def redis_client(url: str) -> Any:
 
 
 def make_broker(url: str) -> Any:
-    """A RedisBroker with the middleware the roles rely on (async actors, the current message)."""
+    """A RedisBroker with the middleware the roles rely on (the current message, for its age)."""
     from dramatiq.brokers.redis import RedisBroker
-    from dramatiq.middleware import AsyncIO, CurrentMessage
+    from dramatiq.middleware import CurrentMessage
 
     broker = RedisBroker(url=url, namespace=NAMESPACE)
-    broker.add_middleware(AsyncIO())
     broker.add_middleware(CurrentMessage())
     return broker
 
