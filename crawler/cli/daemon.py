@@ -117,12 +117,14 @@ def status(obj: Ctx, as_json: bool, verbose: bool) -> None:
 
 def _scale_status(obj: Ctx) -> Any:
     """Queue depth, latency, workers and dispatch lag (scale-out mode): Redis and PostgreSQL."""
-    from redis import RedisError
-
-    from crawler.scale import redis_client, require_scale, scale_status
+    from crawler.cli.scale import scale_module
     from storage.db import open_database
 
-    url = require_scale(obj.settings)
+    scale = scale_module()
+    from redis import RedisError
+
+    redis_client, scale_status = scale.redis_client, scale.scale_status
+    url = scale.require_scale(obj.settings)
     db = open_database(obj.settings.database_url)
     client = redis_client(url)
     try:

@@ -5,15 +5,32 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from typing import Any
 
 import click
 
 from crawler.cli.base import EXIT_OK, Ctx
+from crawler.errors import ConfigError
+
+
+def scale_module() -> Any:
+    """``crawler.scale``, or a ConfigError (exit 2) saying what to install when Dramatiq is missing."""
+    try:
+        import crawler.scale
+    except ImportError as exc:
+        raise ConfigError(
+            f"scale-out mode needs Dramatiq and Redis's client ({exc.name} is missing): "
+            "pip install 'storywatch[scale]'",
+            key="broker",
+        ) from exc
+    return crawler.scale
 
 
 def run_scheduler(obj: Ctx) -> None:
     from crawler.daemon.logs import setup_logging
-    from crawler.scale import Scheduler, require_scale
+
+    scale = scale_module()
+    Scheduler, require_scale = scale.Scheduler, scale.require_scale
 
     settings = obj.settings
     require_scale(settings)  # ConfigError: exit 2, naming what is missing
@@ -74,12 +91,10 @@ def worker(obj: Ctx, processes: int | None, threads: int | None, queues: tuple[s
       storywatch --config scale.yaml worker --processes 4 --threads 16
       systemctl --user enable --now storywatch-worker@1   # see docs/storywatch-worker@.service
     """
+    settings = obj.settings
+    scale_module().require_scale(settings)
     import dramatiq.cli
 
-    from crawler.scale import require_scale
-
-    settings = obj.settings
-    require_scale(settings)
     if settings.path:
         os.environ["STORYWATCH_CONFIG"] = os.path.abspath(settings.path)  # read by crawler.scale.actors
     argv = [
@@ -112,12 +127,12 @@ def relay(obj: Ctx) -> None:
       systemctl --user enable --now storywatch-relay   # see docs/storywatch-relay.service
     """
     from crawler.daemon.logs import setup_logging
-    from crawler.scale import require_scale, run_relay
 
+    scale = scale_module()
     settings = obj.settings
-    require_scale(settings)
+    scale.require_scale(settings)
     setup_logging(settings.daemon)
-    asyncio.run(run_relay(settings))
+    asyncio.run(scale.run_relay(settings))
     sys.exit(EXIT_OK)
 
 

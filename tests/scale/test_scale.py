@@ -515,3 +515,23 @@ def test_metrics_and_status_show_queue_depth_latency_workers_and_dispatch_lag(
     scale = json.loads(proc.stdout)["scale"]
     assert scale["queue_depth"] == {"poll": 1} and scale["workers"] == 1 and scale["due"] == 1
     db.dispose()
+
+
+def test_without_dramatiq_installed_the_roles_say_what_to_install(tmp_path: Path) -> None:
+    path = _config(
+        tmp_path, 'database: "postgresql+psycopg://x@127.0.0.1/x"\nbroker: "redis://127.0.0.1:1/0"\n'
+    )
+    code = "import sys; sys.modules['dramatiq'] = None\nfrom crawler.cli import main; main()"
+    for command in ("scheduler", "worker", "relay", "status"):
+        proc = subprocess.run(
+            [sys.executable, "-c", code, "--config", str(path), command],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if command == "status":  # the database is unreachable first: exit 3, still no traceback
+            assert "Traceback" not in proc.stderr, proc.stderr
+            continue
+        assert proc.returncode == 2, proc.stderr
+        assert "pip install 'storywatch[scale]'" in proc.stderr and "Traceback" not in proc.stderr
