@@ -31,7 +31,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from crawler.config import Settings
 from crawler.daemon.jobs import spread_window
-from crawler.daemon.metrics import Metrics, MetricsServer
+from crawler.daemon.metrics import Metrics
 from crawler.daemon.ops import TICK, FileWatcher, install_signals, load_config, remove_signals
 from crawler.daemon.schedule import Bounds, spread_start
 from crawler.errors import StorageError, StorywatchError
@@ -83,7 +83,6 @@ class Scheduler:
         if self.handle_signals:
             install_signals(loop, stop=self.request_stop, reload=self.request_reload)
         self.broker = self.broker or make_broker(self.url)
-        server = self._start_metrics()
         watcher = None
         if self.settings.daemon.watch_files:
 
@@ -99,8 +98,6 @@ class Scheduler:
         finally:
             if watcher is not None:
                 await watcher.stop()
-            if server is not None:
-                server.stop()
             if self.handle_signals:
                 remove_signals(loop)
 
@@ -135,7 +132,9 @@ class Scheduler:
 
     async def _lead(self, lock: daemon_store.InstanceLock, instance: daemon_store.Instance) -> None:
         db = self._db = open_database(self.settings.database_url)
+        server = None
         try:
+            server = self._start_http(db)
             daemon_store.register_instance(db, instance)
             self.state = "leading"
             log.info("scheduler leading (pid %d on %s): dispatching due sources", instance.pid, instance.host)
@@ -155,6 +154,8 @@ class Scheduler:
                     log.warning("dispatch round failed (retrying): %s", exc)
                 await self._wait(self.settings.scale.tick)
         finally:
+            if server is not None:
+                await asyncio.to_thread(server.stop)
             with contextlib.suppress(SQLAlchemyError, StorageError):
                 daemon_store.mark_stopped(db, instance.id, utcnow())
             self.state = "stopped" if self._stopping.is_set() else "standby"
@@ -210,28 +211,32 @@ class Scheduler:
         if self._db is not None:
             await asyncio.to_thread(self._apply, self._db, settings)
 
-    def _start_metrics(self) -> MetricsServer | None:
-        listen = self.settings.daemon.metrics
+    def _start_http(self, db: Database) -> Any:
+        """``daemon.http`` while leading: the web app with the scheduler's /healthz and /metrics
+        (the daemon's metrics plus queue depth, latency, workers and dispatch lag)."""
+        listen = self.settings.daemon.http
         if not listen:
             return None
+        from redis import RedisError
+
+        from crawler import web
+
         redis = redis_client(self.url)
 
-        def refresh() -> None:
-            db = self._db
-            if db is None:
-                return
-            from redis import RedisError
-
+        def metrics() -> bytes:
             with contextlib.suppress(SQLAlchemyError, StorageError, RedisError):
                 self.gauges.set(scale_status(redis, db, utcnow()))
                 self.metrics.set_deliveries(daemon_store.delivery_counts(db))
+            return bytes(self.metrics.render())
 
-        def snapshot() -> dict[str, Any]:
+        def health() -> dict[str, Any]:
             return {"status": self.state, "role": "scheduler", "dispatched": self.dispatched}
 
-        server = MetricsServer(listen, self.metrics, snapshot, refresh).start()
+        sock = web.bind(listen, has_token=self.settings.web.token is not None, key="daemon.http")
+        app = web.create_app(self.settings, db, health=health, metrics=metrics, current=lambda: self.settings)
+        server = web.WebServer(app, sock).start()
         self.metrics_address = server.address
-        log.info("serving /healthz and /metrics on http://%s", server.address)
+        log.info("serving the dashboard, /healthz and /metrics on http://%s", server.address)
         return server
 
 

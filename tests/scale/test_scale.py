@@ -468,7 +468,7 @@ def test_metrics_and_status_show_queue_depth_latency_workers_and_dispatch_lag(
     from crawler.scale.broker import now_ms
 
     path = scale_config(
-        tmp_path, pg_url, redis_url, ["fa", "fb"], "http://127.0.0.1:1", 'daemon: {metrics: "127.0.0.1:0"}\n'
+        tmp_path, pg_url, redis_url, ["fa", "fb"], "http://127.0.0.1:1", 'daemon: {http: "127.0.0.1:0"}\n'
     )
     settings = load_settings(path)
     db = open_database(pg_url)
@@ -481,8 +481,7 @@ def test_metrics_and_status_show_queue_depth_latency_workers_and_dispatch_lag(
     client.zadd("storywatch:workers", {"box:1": now_ms(), "box:2": now_ms() - 600_000})  # one gone
     client.lpush("storywatch:latency:poll", 200, 400)
     sched = Scheduler(settings, broker=broker, handle_signals=False)
-    sched._db = db  # what the leader serves from (no dispatch round: "fa" stays due)
-    server = sched._start_metrics()
+    server = sched._start_http(db)  # what the leader serves (no dispatch round: "fa" stays due)
     assert server is not None
     try:
         text_ = urllib.request.urlopen(f"http://{sched.metrics_address}/metrics", timeout=10).read().decode()
