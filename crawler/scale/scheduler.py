@@ -172,7 +172,7 @@ class Scheduler:
         store_sources.sync_sources(db, specs)
         now = utcnow()
         bounds = [Bounds.from_spec(s) for s in specs]
-        window = spread_window(bounds) if bounds else 0.0
+        window = spread_window(bounds, settings.daemon.startup_spread) if bounds else 0.0
         due = spread_start([s.id for s in specs], window, now, self.rng)
         planned = dispatch.plan_sources(db, due, [s.id for s in specs])
         log.info(
