@@ -107,7 +107,7 @@ def test_the_config_version_goes_up_only_when_the_files_change(db_url: str) -> N
     db.dispose()
 
 
-def test_migration_0005_adds_the_lease_columns_to_existing_sources(db_url: str) -> None:
+def test_migration_0006_adds_the_lease_columns_to_existing_sources(db_url: str) -> None:
     from alembic import command
 
     from storage.db import alembic_config
@@ -116,7 +116,7 @@ def test_migration_0005_adds_the_lease_columns_to_existing_sources(db_url: str) 
     with db.engine.begin() as conn:
         cfg = alembic_config(db.url)
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0004")
+        command.upgrade(cfg, "0005")
         conn.execute(
             text(
                 "INSERT INTO sources (id, kind, url, health, error_streak, created_at)"

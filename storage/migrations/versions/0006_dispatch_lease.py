@@ -1,7 +1,7 @@
 """dispatch lease and generation on sources; the config version
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-12-07 18:00:00.000000
 
 Why: in scale-out mode (``crawler.scale``) a scheduler claims due sources and hands each poll to a
@@ -18,8 +18,8 @@ and one new table.
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005"
-down_revision = "0004"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
