@@ -26,9 +26,9 @@ async def csrf(request: Request) -> None:
 
 
 async def writable(request: Request) -> None:
-    """Writes (silences, retries) are refused with 403 when ``web.read_only`` is set."""
+    """Writes (silences, retries, sources) are refused with 403 when ``web.read_only`` is set."""
     if context(request).read_only:
-        raise HTTPException(403, "web.read_only is set: silences and retries are turned off here")
+        raise HTTPException(403, "web.read_only is set: silences, retries and sources are turned off here")
 
 
 def csrf_token(request: Request) -> str:

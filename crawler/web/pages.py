@@ -6,7 +6,10 @@ the CSRF token; writes go through the same library functions as the CLI.
 
 from __future__ import annotations
 
+import base64
+from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -14,6 +17,9 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from crawler.alerts import admin
+from crawler.errors import ConfigError, FetchError
+from crawler.fetch import Fetcher, fetch_settings
+from crawler.sources import NewSource, Probe, SourcesFile, probe
 from rules.testing import test_documents
 from storage import sources as source_store
 from storage import stories as story_store
@@ -122,14 +128,152 @@ def story(request: Request, story_id: int) -> HTMLResponse:
 # ----------------------------------------------------------------------------- sources
 
 
+FLASH_COOKIE = "sw_flash"
+KINDS = ("auto", "feed", "page")
+NO_USER_FILE = (
+    "This dashboard runs on the packaged default configuration: there is no config file to add "
+    "sources to. Run `storywatch init` to write one, then start the dashboard with it "
+    "(`storywatch --config FILE web`)."
+)
+
+
 @router.get("/sources", response_class=HTMLResponse)
 def sources(request: Request) -> HTMLResponse:
+    flash = request.cookies.get(FLASH_COOKIE)
+    response = _sources_page(request, flash=_unflash(flash) if flash else None)
+    if flash:
+        response.delete_cookie(FLASH_COOKIE, path="/sources")
+    return response
+
+
+def _sources_page(
+    request: Request,
+    status: int = 200,
+    *,
+    flash: str | None = None,
+    error: str | None = None,
+    form: dict[str, str] | None = None,
+) -> HTMLResponse:
     ctx = context(request)
     now = datetime.now(UTC)
     rows = source_store.list_sources(ctx.db, ctx.settings.source_specs(), now=now)
     per_day = source_store.items_per_day(ctx.db, [r.id for r in rows], now=now, days=14)
     charts = {sid: bars(values) for sid, values in per_day.items()}
-    return _render(request, "sources.html", rows=rows, charts=charts, now=now)
+    return _render(
+        request,
+        "sources.html",
+        status=status,
+        rows=rows,
+        charts=charts,
+        now=now,
+        config_file=ctx.settings.path,
+        no_user_file=NO_USER_FILE,
+        kinds=KINDS,
+        form=form or {"kind": "auto"},
+        flash=flash,
+        error=error,
+    )
+
+
+@router.post("/sources", response_class=HTMLResponse, dependencies=[Depends(csrf), Depends(writable)])
+async def add_source(
+    request: Request,
+    url: Annotated[str, Form()],
+    source_id: Annotated[str, Form(alias="id")] = "",
+    kind: Annotated[str, Form()] = "auto",
+    interval: Annotated[str, Form()] = "",
+    tags: Annotated[str, Form()] = "",
+    selector: Annotated[str, Form()] = "",
+) -> Response:
+    """The add form: the same library as `storywatch sources add --yes` (probe, then a checked edit of
+    the config file the app was started with); a refusal is shown on the page, never a traceback."""
+    form = {
+        "url": url,
+        "id": source_id,
+        "kind": kind,
+        "interval": interval,
+        "tags": tags,
+        "selector": selector,
+    }
+    try:
+        message = await _add_source(context(request).settings.path, form)
+    except (ConfigError, FetchError) as exc:
+        return _sources_page(request, 400, error=f"{type(exc).__name__}: {exc}", form=form)
+    response = RedirectResponse("/sources", status_code=303)
+    response.set_cookie(
+        FLASH_COOKIE, _flash(message), httponly=True, samesite="strict", path="/sources", max_age=300
+    )
+    return response
+
+
+async def _add_source(config_file: str | None, form: dict[str, str]) -> str:
+    """Add the source the form describes to ``config_file``; returns what was done (ConfigError or
+    FetchError when it cannot be added)."""
+    if not config_file:
+        raise ConfigError(NO_USER_FILE)
+    kind = form["kind"] if form["kind"] in KINDS else "auto"
+    sf = SourcesFile(Path(config_file))
+    base = NewSource(
+        url=form["url"].strip(),
+        id=form["id"].strip() or None,
+        interval=form["interval"].strip() or None,
+        tags=tuple(t for t in form["tags"].replace(",", " ").split() if t),
+        selector=form["selector"].strip() or None,
+    )
+    sf.check(base)  # a bad address, one already watched, an id in use: refused before any fetch
+    notes: list[str] = []
+    if kind == "feed":
+        new = replace(base, kind="feed")
+    elif base.selector and kind == "page":
+        new = replace(base, kind="page")
+    elif kind == "page":
+        raise ConfigError("a watched page needs a CSS selector of the region to watch (e.g. main)")
+    else:
+        async with Fetcher(fetch_settings(sf.validate())) as fetcher:
+            new = _from_probe(await probe(fetcher, base.url), base, notes)
+    sid = sf.add(new)
+    settings = sf.save()
+    what = f"page (region `{new.selector}`)" if new.kind == "page" else "feed"
+    reload = (
+        "a running daemon reloads the file by itself"
+        if settings.daemon.watch_files
+        else "a running daemon fetches it after its next reload (SIGHUP)"
+    )
+    return " ".join([f"Added source {sid}: {what} {new.url} to {sf.path}.", *notes, f"({reload})"])
+
+
+def _from_probe(found: Probe, base: NewSource, notes: list[str]) -> NewSource:
+    """What to add for a probed address: the feed, else the first feed found (like ``--yes``), else
+    the page itself when a selector was given."""
+    if found.kind == "feed":
+        return replace(base, kind="feed", title=found.title)
+    if not found.feeds:
+        if base.selector:
+            notes.append(f"No feed found for {found.url}: watching the page itself.")
+            return replace(base, kind="page", title=found.title)
+        hint = f" (this page suggests `{found.selector}`)" if found.selector else ""
+        raise ConfigError(
+            f"no feed found for {found.url}: to watch the page itself, choose kind page and give "
+            f"a CSS selector of the region to watch{hint}"
+        )
+    feed, others = found.feeds[0], found.feeds[1:]
+    notes.append(f"Chose the feed {feed.url} ({feed.title or 'untitled'}).")
+    if others:
+        notes.append(
+            "The page also offers: " + ", ".join(f"{f.url} ({f.title or 'untitled'})" for f in others) + "."
+        )
+    return replace(base, kind="feed", url=feed.url, title=feed.title or found.title)
+
+
+def _flash(message: str) -> str:
+    return base64.urlsafe_b64encode(message[:2000].encode("utf-8")).decode("ascii")
+
+
+def _unflash(value: str) -> str | None:
+    try:
+        return base64.urlsafe_b64decode(value.encode("ascii")).decode("utf-8")
+    except ValueError:
+        return None
 
 
 # ----------------------------------------------------------------------------- rules
