@@ -19,6 +19,7 @@ import os
 import re
 import typing
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -66,6 +67,21 @@ def parse_duration(value: Any) -> float:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+WHEN_HINT = "use a date (2026-11-20), an ISO time or a duration (24h, 7d)"
+
+
+def parse_when(value: str, now: datetime | None = None) -> datetime:
+    """``2026-11-20``, an ISO time, or a duration ago (``24h``, ``7d``) -> an aware datetime.
+
+    ValueError (say ``WHEN_HINT``) when it is none of these; the CLI and the web app word it.
+    """
+    try:
+        dt = datetime.fromisoformat(value)
+        return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+    except ValueError:
+        pass
+    return (now or datetime.now(UTC)) - timedelta(seconds=parse_duration(value))
 
 
 def check_url(

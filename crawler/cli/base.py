@@ -15,7 +15,7 @@ import json
 import sys
 import traceback
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -35,7 +35,13 @@ from crawler.cli.output import (
     short_columns,
     short_error,
 )
-from crawler.config import Settings, load_settings, parse_duration, write_default_config
+from crawler.config import (
+    WHEN_HINT,
+    Settings,
+    load_settings,
+    parse_when,
+    write_default_config,
+)
 from crawler.errors import ConfigError, RuleError, StorageError, StorywatchError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STORAGE = 0, 1, 2, 3
@@ -83,16 +89,9 @@ def parse_since(value: str | None) -> datetime | None:
     if value is None:
         return None
     try:
-        dt = datetime.fromisoformat(value)
-        return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+        return parse_when(value)
     except ValueError:
-        pass
-    try:
-        return datetime.now(UTC) - timedelta(seconds=parse_duration(value))
-    except ValueError:
-        raise click.BadParameter(
-            f"{value!r}: use a date (2026-11-20), an ISO time or a duration (24h, 7d)"
-        ) from None
+        raise click.BadParameter(f"{value!r}: {WHEN_HINT}") from None
 
 
 class Group(click.Group):

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 from fastapi import HTTPException, Request
 
-from crawler.config import parse_duration
+from crawler import config
+from crawler.config import WHEN_HINT
 from crawler.errors import StorywatchError
 
 from .app import context
@@ -41,13 +42,6 @@ def parse_when(value: str | None, name: str = "since") -> datetime | None:
     if not value:
         return None
     try:
-        dt = datetime.fromisoformat(value)
-        return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+        return config.parse_when(value)
     except ValueError:
-        pass
-    try:
-        return datetime.now(UTC) - timedelta(seconds=parse_duration(value))
-    except ValueError:
-        raise StorywatchError(
-            f"{name}={value!r}: use a date (2026-11-20), an ISO time or a duration (24h, 7d)"
-        ) from None
+        raise StorywatchError(f"{name}={value!r}: {WHEN_HINT}") from None
