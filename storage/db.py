@@ -10,6 +10,7 @@ never wait for writers. PostgreSQL uses one engine for both.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from crawler.errors import StorageError
@@ -26,6 +28,7 @@ from .models import Base
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 BUSY_TIMEOUT_MS = 30_000
+_LOCKED_RETRIES = 8  # starts of the migration when SQLite says "database is locked" without waiting
 _MIGRATION_LOCK = 0x5357_4D49_4752  # pg_advisory_xact_lock(bigint) key of the migrations: "SWMIGR"
 # libpq TCP keepalives: a dead server (or a cut network) is noticed in about a minute, not the
 # kernel's two hours. A value given in the URL's query wins.
@@ -108,6 +111,19 @@ class Database:
     def upgrade(self) -> None:
         """Apply Alembic migrations up to head (safe to call on every start, from several processes at
         once: one migrates, the others wait for its commit and find nothing left to do)."""
+        for attempt in range(_LOCKED_RETRIES):
+            try:
+                return self._upgrade_once()
+            except OperationalError as exc:
+                # SQLite may answer "database is locked" at once, without its busy handler, to a
+                # starter whose connection meets another's first migration (a fresh file switching to
+                # WAL): that starter waits and tries again; the migration itself is transactional
+                locked = self.dialect == "sqlite" and "database is locked" in str(exc)
+                if not locked or attempt + 1 == _LOCKED_RETRIES:
+                    raise
+                time.sleep(0.25 * (attempt + 1))
+
+    def _upgrade_once(self) -> None:
         from alembic import command
 
         with self.engine.begin() as conn:
