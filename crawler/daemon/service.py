@@ -156,6 +156,8 @@ class Daemon:
         loop = asyncio.get_running_loop()
         inst = self.instance
         assert inst is not None
+        if self.handle_signals:  # first: a SIGTERM while the rest starts is a clean stop once it has
+            install_signals(loop, stop=self.request_stop, reload=self.request_reload)
         log.info(
             "storywatch daemon started (pid %d on %s), config %s",
             inst.pid,
@@ -176,8 +178,6 @@ class Daemon:
             self._watcher = FileWatcher(self._on_files)
             self._watcher.start(self.settings)
         watchdog = asyncio.create_task(clock_watchdog(self._on_tick, self.tick), name="storywatch-clock")
-        if self.handle_signals:
-            install_signals(loop, stop=self.request_stop, reload=self.request_reload)
         self.loop_lag.start()
         self.state = "running"
         self._refresh_snapshot()

@@ -178,6 +178,25 @@ def test_three_daemons_started_at_once_on_an_empty_postgres_one_runs_two_exit_3(
     finally:
         for p in procs:
             if p.poll() is None:
+                started = _wait_for_line(p, "storywatch daemon started", 60)
                 p.send_signal(signal.SIGTERM)
                 _, err = p.communicate(timeout=20)
-                assert p.returncode == 0 and "Traceback" not in err
+                assert p.returncode == 0 and "Traceback" not in err, started + err
+
+
+def _wait_for_line(proc: subprocess.Popen[str], needle: str, timeout: float) -> str:
+    """What ``proc`` wrote to stderr until a line holding ``needle`` (its signal handlers are in place
+    from then on: a SIGTERM before that ends a starting daemon by the default action)."""
+    import select
+    import time
+
+    assert proc.stderr is not None
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if select.select([proc.stderr], [], [], 0.5)[0]:
+            line = proc.stderr.readline()
+            seen.append(line)
+            if needle in line:
+                break
+    return "".join(seen)
