@@ -1,9 +1,20 @@
-"""A local site for the scale-out tests that logs every request's start and end (monotonic clock
-of this process), answers slowly when asked, and can answer 429 with Retry-After. No tests here."""
+"""A local site for the scale-out tests that logs every request's start and end, answers slowly
+when asked, and can answer 429 with Retry-After. No tests here.
+
+A request's ``start`` is when its first byte reached this machine's TCP stack: the kernel's receive
+timestamp (``SO_TIMESTAMPNS``, wall clock), read with a peek before the request is parsed. A stamp
+taken in the handler thread instead would carry this process's own scheduling delay (thread start,
+the GIL, a loaded machine), and one late stamp followed by a prompt one shows two requests closer
+than the site really saw them. ``end`` is stamped after the answer is flushed (wall clock too): a
+late end only makes requests look more overlapped, never less. Where the kernel gives no timestamp
+(not Linux), ``start`` falls back to the wall clock at the peek."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import socket
+import struct
 import sys
 import threading
 import time
@@ -13,6 +24,8 @@ from typing import Any
 
 from tests.sitekit import article_page, rss
 
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # 35: its value on Linux
+
 
 @dataclass(frozen=True)
 class Request:
@@ -20,6 +33,20 @@ class Request:
     start: float
     end: float
     status: int
+
+
+def arrival(conn: socket.socket) -> float:
+    """Wait for the next request's first byte on ``conn`` (without reading it) and return when the
+    kernel received it (wall clock); the wall clock now if the kernel gives no timestamp."""
+    try:
+        _, ancillary, _, _ = conn.recvmsg(1, socket.CMSG_SPACE(16), socket.MSG_PEEK)
+    except OSError:
+        return time.time()  # the handler's own read reports the broken connection
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
+            sec, nsec = struct.unpack("qq", data[:16])
+            return sec + nsec / 1e9
+    return time.time()
 
 
 @dataclass
@@ -32,6 +59,12 @@ class _Page:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+
+    def server_bind(self) -> None:
+        # accepted connections inherit the option: every request's first byte is timestamped
+        with contextlib.suppress(OSError):
+            self.socket.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        super().server_bind()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         if not isinstance(sys.exc_info()[1], ConnectionError):  # a killed worker hung up: expected
@@ -50,9 +83,14 @@ class LoggingSite:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            arrived = 0.0
+
+            def handle_one_request(self) -> None:
+                self.arrived = arrival(self.connection)  # httpx never pipelines: the buffer is empty
+                super().handle_one_request()
 
             def do_GET(self) -> None:
-                site._serve(self)
+                site._serve(self, self.arrived)
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -97,8 +135,7 @@ class LoggingSite:
         with self.lock:
             return sorted(self.log, key=lambda r: r.start)
 
-    def _serve(self, req: BaseHTTPRequestHandler) -> None:
-        start = time.monotonic()
+    def _serve(self, req: BaseHTTPRequestHandler, start: float) -> None:
         path = req.path.split("?", 1)[0]
         with self.lock:
             page = self.pages.get(path)
@@ -117,7 +154,7 @@ class LoggingSite:
         req.wfile.write(body)
         req.wfile.flush()
         with self.lock:
-            self.log.append(Request(path, start, time.monotonic(), status))
+            self.log.append(Request(path, start, time.time(), status))
 
 
 def max_in_flight(requests: list[Request]) -> int:

@@ -265,12 +265,16 @@ class Fetcher:
             await response.aclose()
 
     def _send_hook(self, host: str) -> Any:
-        """An httpcore trace callback that waits for the host's turn just before the headers go out."""
+        """An httpcore trace callback that waits for the host's turn just before the headers go out,
+        and tells the gate once they are written (or failed), so the gap counts from the real send."""
         gate = self._gate
+        held: list[str | None] = []
 
         async def trace(event: str, _info: Mapping[str, Any]) -> None:
             if event.endswith("send_request_headers.started"):
-                await gate.before_send(host)
+                held.append(await gate.before_send(host))
+            elif event.endswith(("send_request_headers.complete", "send_request_headers.failed")) and held:
+                gate.after_send(host, held.pop())
 
         return trace
 

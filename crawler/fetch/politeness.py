@@ -40,15 +40,18 @@ class Gate(Protocol):
     ``crawler.scale``'s, in Redis) when several processes on several machines must be polite together.
 
     With ``gap_at_send`` set, the Fetcher awaits ``before_send(host)`` at the moment the request's
-    headers go out (after the connection is made), so the minimum gap is kept between the requests
-    as the site sees them, whatever a new connection's set-up costs.
+    headers go out (after the connection is made) and calls ``after_send(host, token)`` with what it
+    returned once they are written (or failed to be), so the minimum gap is kept between the requests
+    as the site sees them, whatever a new connection's set-up or a stalled process costs.
     """
 
     gap_at_send: bool
 
     def slot(self, host: str) -> AbstractAsyncContextManager[None]: ...
 
-    async def before_send(self, host: str) -> None: ...
+    async def before_send(self, host: str) -> str | None: ...
+
+    def after_send(self, host: str, token: str | None) -> None: ...
 
     def pause(self, host: str, seconds: float, status: int) -> None: ...
 
@@ -97,7 +100,10 @@ class HostGate:
         if start > now:
             await asyncio.sleep(start - now)
 
-    async def before_send(self, host: str) -> None:
+    async def before_send(self, host: str) -> str | None:
+        return None
+
+    def after_send(self, host: str, token: str | None) -> None:
         return None
 
     def pause(self, host: str, seconds: float, status: int) -> None:

@@ -7,8 +7,14 @@ Dramatiq's rate limiters keyed by host, Retry-After pauses, robots.txt verdicts,
   slot held by a worker killed -9 never frees while the host stays busy (measured: a kill test
   stalled every worker on the host). The gap, Retry-After and channel limits below are safe with
   Dramatiq's limiter backend, and use it;
-- minimum gap between request starts: the limiters' Redis backend adds a key per host that lives
-  ``per_host_min_gap`` and is never released: it expires, so the next start waits for it;
+- minimum gap between request starts, as the site sees them: a request takes its host's gap key
+  (the limiters' Redis backend ``add``, with a token of its own) just before its headers go out and
+  holds it while they are written (``SEND_HOLD`` at most); once they are written, ``REARM`` makes the
+  key live ``per_host_min_gap`` from then, in Redis's clock. The next start waits for the key to
+  expire, so it comes at least the gap after the previous request's bytes left, however long the
+  process stalled between taking the key and sending (measured under load: a worker stalled ~10 ms
+  after Redis set a key that lived the gap from its set, and two starts came 0.285 s apart at a 0.3 s
+  gap). A worker killed -9 while holding the key leaves it to expire after ``SEND_HOLD``;
 - a 429/503 with Retry-After sets ``storywatch:pause:<host>`` with that TTL: every worker sees it;
 - robots.txt: the text (or the "allow all" / "unavailable" verdict) under ``storywatch:robots:<url>``
   with the fetch settings' TTLs.
@@ -33,6 +39,7 @@ from crawler.fetch.robots import Loader
 from crawler.scale.broker import KEYS
 
 POLL_GAP = 0.02  # seconds between tries for a busy host's slot (plus jitter)
+SEND_HOLD = 5.0  # seconds a host's gap key is held between its reservation and the headers written
 
 # Take one of a host's ``limit`` slots: a sorted set of holders scored by when their hold expires
 # (the Redis server's clock, so machines' clocks need not agree). Expired holders (a worker killed
@@ -49,11 +56,23 @@ end
 return 0
 """
 
+# The headers of the request holding ``KEYS[1]`` with token ``ARGV[1]`` are written: the key lives
+# ``ARGV[2]`` ms from now (the send is over, so the gap counts from after it). Another request's
+# key is never shortened: only lengthened to the gap when it has less left (our hold had lapsed, so
+# someone else took the key meanwhile: the next start still comes a gap after ours).
+REARM = """
+if redis.call('get', KEYS[1]) == ARGV[1] or redis.call('pttl', KEYS[1]) < tonumber(ARGV[2]) then
+  redis.call('set', KEYS[1], ARGV[1], 'px', ARGV[2])
+end
+return 0
+"""
+
 
 class RedisHostGate:
     """``crawler.fetch.politeness.Gate`` shared by every worker through Redis. The gap is taken
-    when the request's headers go out (``before_send``): a request that first opened a connection
-    is not counted from before its connect."""
+    when the request's headers go out (``before_send``) and counted from when they are written
+    (``after_send``): a request that first opened a connection is not counted from before its
+    connect, nor one whose process stalled from before its send."""
 
     gap_at_send = True
 
@@ -65,6 +84,7 @@ class RedisHostGate:
         self._client = client
         self._backend = RedisBackend(client=client)
         self._acquire = client.register_script(ACQUIRE)
+        self._rearm = client.register_script(REARM)
         self._per_host = per_host
         self._gap_ms = round(min_gap * 1000)
         self._hold_ms = int(hold_ttl * 1000)  # a killed worker's slot frees itself after this
@@ -84,9 +104,20 @@ class RedisHostGate:
             finally:
                 self._client.zrem(key, token)
 
-    async def before_send(self, host: str) -> None:
-        if self._gap_ms > 0:
-            await _take_gap(self._backend, self._client, f"{KEYS}:gap:{host}", self._gap_ms)
+    async def before_send(self, host: str) -> str | None:
+        """Wait for the host's gap key and take it, held until ``after_send``; returns the token."""
+        if self._gap_ms <= 0:
+            return None
+        token = uuid.uuid4().hex
+        await _take_gap(
+            self._backend, self._client, f"{KEYS}:gap:{host}", self._gap_ms, token, int(SEND_HOLD * 1000)
+        )
+        return token
+
+    def after_send(self, host: str, token: str | None) -> None:
+        """The headers are written (or failed partway): the next start comes a gap from now."""
+        if token is not None:
+            self._rearm(keys=[f"{KEYS}:gap:{host}"], args=[token, self._gap_ms])
 
     def pause(self, host: str, seconds: float, status: int) -> None:
         key = f"{KEYS}:pause:{host}"
@@ -103,12 +134,16 @@ class RedisHostGate:
         return left / 1000, int(status)
 
 
-async def _take_gap(backend: Any, client: Any, key: str, gap_ms: int) -> None:
+async def _take_gap(
+    backend: Any, client: Any, key: str, gap_ms: int, token: str = "1", hold_ms: int | None = None
+) -> None:
     """Wait for the turn of ``key``: the rate-limiter backend's atomic add of a key that lives
-    ``gap_ms`` and is never released, so two starts are at least ``gap_ms`` apart."""
-    while not backend.add(key, 1, ttl=gap_ms):
+    ``hold_ms`` (default ``gap_ms``) and is never released, so two takes are at least ``gap_ms``
+    apart. A key held for a send (longer than the gap) is looked at again a gap later: the earliest
+    the next turn can come, once it is re-armed."""
+    while not backend.add(key, token, ttl=hold_ms or gap_ms):
         left = client.pttl(key)
-        await asyncio.sleep(max(left, 1) / 1000 + random.random() * POLL_GAP)
+        await asyncio.sleep(min(max(left, 1), gap_ms) / 1000 + random.random() * POLL_GAP)
 
 
 class RedisRobotsCache:
