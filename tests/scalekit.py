@@ -13,15 +13,29 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
+import signal
 import socket
 import struct
+import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
+from sqlalchemy import func, select
+
+from crawler.config import load_settings
+from storage import dispatch
+from storage import sources as store_sources
+from storage.db import Database, open_database
+from storage.models import DocumentRow, SourceRow
+from tests.alertkit import Receiver
 from tests.sitekit import article_page, rss
 
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # 35: its value on Linux
@@ -157,6 +171,11 @@ class LoggingSite:
             self.log.append(Request(path, start, time.time(), status))
 
 
+def received_keys(receiver: Receiver) -> list[str]:
+    """The idempotency key of every POST a ``tests.alertkit.Receiver`` got, in order."""
+    return [seen.headers.get("idempotency-key", "") for seen in list(receiver.requests)]
+
+
 def max_in_flight(requests: list[Request]) -> int:
     """The most requests running at once (from their starts and ends)."""
     events = sorted([(r.start, 1) for r in requests] + [(r.end, -1) for r in requests])
@@ -170,3 +189,155 @@ def max_in_flight(requests: list[Request]) -> int:
 def min_gap(requests: list[Request]) -> float:
     starts = sorted(r.start for r in requests)
     return min((b - a for a, b in itertools.pairwise(starts)), default=float("inf"))
+
+
+# --- the scale-out roles as real processes ------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+RULES = (
+    "version: 1\nrules:\n  - id: test.cluster\n    title: Cluster details\n    severity: medium\n"
+    "    query: '\"computing cluster\"'\n"
+)
+
+
+def write_config(
+    tmp: Path,
+    pg_url: str,
+    redis_url: str,
+    feeds: dict[str, str],
+    fetch: str,
+    scale: str,
+    timing: str = "interval: 60s",
+    rules: bool = False,
+    alerts: str = "{channels: {ops: {type: console}}}",
+) -> Path:
+    """The scale-out config: these feeds on PostgreSQL + Redis, the given fetch/scale/alerts keys."""
+    sources = "".join(
+        f'  - {{id: {sid}, kind: feed, url: "{url}", {timing}}}\n' for sid, url in feeds.items()
+    )
+    path = tmp / "scale.yaml"
+    rule_line = ""
+    if rules:
+        (tmp / "rules.yaml").write_text(RULES, "utf-8")
+        rule_line = f'rules: {{paths: ["{tmp / "rules.yaml"}"]}}\n'
+    path.write_text(
+        f'database: "{pg_url}"\nbroker: "{redis_url}"\n{rule_line}'
+        f'fetch: {{allow_private_networks: ["127.0.0.1/32"], respect_robots: false, {fetch}}}\n'
+        f"alerts: {alerts}\n"
+        "daemon: {watch_files: false, log_level: debug}\n"
+        f"scale: {{{scale}}}\nsources:\n{sources}",
+        "utf-8",
+    )
+    return path
+
+
+def start(tmp: Path, config: Path, *args: str, log: str) -> subprocess.Popen[str]:
+    """A storywatch role in its own process group (so kill -9 reaches Dramatiq's children too)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("STORYWATCH_CONFIG", None)
+    return subprocess.Popen(
+        [sys.executable, "-c", "from crawler.cli import main; main()", "--config", str(config), *args],
+        cwd=REPO,
+        env=env,
+        text=True,
+        stdout=open(tmp / f"{log}.out", "w"),
+        stderr=open(tmp / f"{log}.err", "w"),
+        start_new_session=True,
+    )
+
+
+def stop(proc: subprocess.Popen[str], sig: int = signal.SIGTERM) -> None:
+    """``sig`` to the role's main process (SIGKILL: to its whole group, Dramatiq's children too),
+    then SIGKILL to whatever is left of the group: no test leaves a process behind. Dramatiq's
+    worker processes must get SIGTERM once, from their parent (a second one makes them exit
+    uncleanly), as systemd's KillMode=mixed does."""
+    try:
+        if sig == signal.SIGKILL:
+            os.killpg(proc.pid, signal.SIGKILL)
+        elif proc.poll() is None:
+            proc.send_signal(sig)
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        pass
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+
+def wait_for(pred: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def plan_now(config: Path) -> Database:
+    """Every configured source due now (the scheduler would spread new ones over a minute)."""
+    settings = load_settings(config)
+    db = open_database(settings.database_url)
+    specs = settings.source_specs()
+    store_sources.sync_sources(db, specs)
+    dispatch.plan_sources(db, {}, [s.id for s in specs])
+    with db.write() as s:  # due now, whether or not a scheduler planned them already
+        s.execute(SourceRow.__table__.update().values(next_due_at=datetime.now(UTC)))
+    return db
+
+
+def documents(db: Database) -> int:
+    with db.read() as s:
+        return int(s.scalar(select(func.count()).select_from(DocumentRow)) or 0)
+
+
+def sources(db: Database) -> list[SourceRow]:
+    with db.read() as s:
+        return list(s.scalars(select(SourceRow).order_by(SourceRow.id)).all())
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a cold pass left in PostgreSQL (the kill -9 acceptance's conditions, as counts)."""
+
+    documents: int
+    sources: int
+    future_due: int  # sources whose next_due is after `now`
+    leases: int  # sources still holding a dispatch lease
+    stale_leases: int  # dispatch leases past their end, and outbox rows still "sending" past theirs
+    alerts: int
+    alerts_sent: int  # alerts whose every delivery row is "sent"
+    unsent: int  # delivery rows of any kind not "sent"
+    keys: frozenset[str]  # every delivery row's idempotency key
+
+
+def outcome(db: Database, now: datetime) -> Outcome:
+    from storage.models import AlertRow, DeliveryRow
+
+    rows = sources(db)
+    with db.read() as s:
+        alerts = int(s.scalar(select(func.count()).select_from(AlertRow)) or 0)
+        deliveries = s.execute(
+            select(DeliveryRow.alert_id, DeliveryRow.kind, DeliveryRow.state, DeliveryRow.lease_until)
+        ).all()
+        keys = frozenset(s.execute(select(DeliveryRow.idempotency_key)).scalars().all())
+    unsent_alerts = {a for a, kind, state, _ in deliveries if kind == "alert" and state != "sent"}
+    delivered = {a for a, kind, _, _ in deliveries if kind == "alert"} - unsent_alerts
+    stale_outbox = sum(1 for *_, state, until in deliveries if state == "sending" and until and until < now)
+    return Outcome(
+        documents=documents(db),
+        sources=len(rows),
+        future_due=sum(1 for r in rows if r.next_due_at is not None and _aware(r.next_due_at) > now),
+        leases=sum(1 for r in rows if r.dispatch_until is not None),
+        stale_leases=stale_outbox
+        + sum(1 for r in rows if r.dispatch_until is not None and _aware(r.dispatch_until) < now),
+        alerts=alerts,
+        alerts_sent=len(delivered),
+        unsent=sum(1 for *_, state, _ in deliveries if state != "sent"),
+        keys=keys,
+    )
+
+
+def _aware(when: datetime) -> datetime:
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)

@@ -1,134 +1,37 @@
 """Scale-out mode with real processes (`storywatch scheduler`, `worker`, Redis, PostgreSQL):
-politeness across 4 worker processes, kill -9 of a worker during a cold pass, and scheduler
+politeness across 4 worker processes, kill -9 of workers and a relay during a cold pass, and scheduler
 failover (concurrent starters, kill -9 of the leader, Redis FLUSHALL). Sized to a few seconds each."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
-import os
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
-from sqlalchemy import func, select
 
 from crawler.config import load_settings
-from storage import dispatch
-from storage import sources as store_sources
-from storage.db import Database, open_database
-from storage.models import DocumentRow, SourceRow
-from tests.scalekit import LoggingSite, max_in_flight, min_gap
-
-pytestmark = pytest.mark.slow
-
-REPO = Path(__file__).resolve().parents[2]
-RULES = (
-    "version: 1\nrules:\n  - id: test.cluster\n    title: Cluster details\n    severity: medium\n"
-    "    query: '\"computing cluster\"'\n"
+from storage.db import Database
+from tests.alertkit import Receiver
+from tests.scalekit import (
+    LoggingSite,
+    documents,
+    max_in_flight,
+    min_gap,
+    outcome,
+    plan_now,
+    received_keys,
+    sources,
+    start,
+    stop,
+    wait_for,
+    write_config,
 )
 
-
-def write_config(
-    tmp: Path,
-    pg_url: str,
-    redis_url: str,
-    feeds: dict[str, str],
-    fetch: str,
-    scale: str,
-    timing: str = "interval: 60s",
-    rules: bool = False,
-) -> Path:
-    sources = "".join(
-        f'  - {{id: {sid}, kind: feed, url: "{url}", {timing}}}\n' for sid, url in feeds.items()
-    )
-    path = tmp / "scale.yaml"
-    rule_line = ""
-    if rules:
-        (tmp / "rules.yaml").write_text(RULES, "utf-8")
-        rule_line = f'rules: {{paths: ["{tmp / "rules.yaml"}"]}}\n'
-    path.write_text(
-        f'database: "{pg_url}"\nbroker: "{redis_url}"\n{rule_line}'
-        f'fetch: {{allow_private_networks: ["127.0.0.1/32"], respect_robots: false, {fetch}}}\n'
-        "alerts: {channels: {ops: {type: console}}}\n"
-        "daemon: {watch_files: false, log_level: debug}\n"
-        f"scale: {{{scale}}}\nsources:\n{sources}",
-        "utf-8",
-    )
-    return path
-
-
-def start(tmp: Path, config: Path, *args: str, log: str) -> subprocess.Popen[str]:
-    """A storywatch role in its own process group (so kill -9 reaches Dramatiq's children too)."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("STORYWATCH_CONFIG", None)
-    return subprocess.Popen(
-        [sys.executable, "-c", "from crawler.cli import main; main()", "--config", str(config), *args],
-        cwd=REPO,
-        env=env,
-        text=True,
-        stdout=open(tmp / f"{log}.out", "w"),
-        stderr=open(tmp / f"{log}.err", "w"),
-        start_new_session=True,
-    )
-
-
-def stop(proc: subprocess.Popen[str], sig: int = signal.SIGTERM) -> None:
-    """``sig`` to the role's main process (SIGKILL: to its whole group, Dramatiq's children too),
-    then SIGKILL to whatever is left of the group: no test leaves a process behind. Dramatiq's
-    worker processes must get SIGTERM once, from their parent (a second one makes them exit
-    uncleanly), as systemd's KillMode=mixed does."""
-    try:
-        if sig == signal.SIGKILL:
-            os.killpg(proc.pid, signal.SIGKILL)
-        elif proc.poll() is None:
-            proc.send_signal(sig)
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        pass
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-
-
-def wait_for(pred: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-def plan_now(config: Path) -> Database:
-    """Every configured source due now (the scheduler would spread new ones over a minute)."""
-    settings = load_settings(config)
-    db = open_database(settings.database_url)
-    specs = settings.source_specs()
-    store_sources.sync_sources(db, specs)
-    dispatch.plan_sources(db, {}, [s.id for s in specs])
-    with db.write() as s:  # due now, whether or not a scheduler planned them already
-        s.execute(SourceRow.__table__.update().values(next_due_at=datetime.now(UTC)))
-    return db
-
-
-def documents(db: Database) -> int:
-    with db.read() as s:
-        return int(s.scalar(select(func.count()).select_from(DocumentRow)) or 0)
-
-
-def sources(db: Database) -> list[SourceRow]:
-    with db.read() as s:
-        return list(s.scalars(select(SourceRow).order_by(SourceRow.id)).all())
+pytestmark = pytest.mark.slow
 
 
 def no_traceback(tmp: Path, *logs: str) -> None:
@@ -215,18 +118,20 @@ def test_a_hosts_gap_counts_from_when_the_headers_were_written_however_long_the_
     assert turn - written >= 0.95 * gap
 
 
-def test_kill_9_of_a_random_worker_every_few_seconds_during_a_cold_pass_loses_nothing(
+def test_kill_9_of_a_random_worker_or_relay_every_few_seconds_during_a_cold_pass_loses_nothing(
     tmp_path: Path, pg_url: str, redis_url: str
 ) -> None:
-    """Two worker groups and a relay; every 3 s one group, at random, is killed -9 (and started
-    again), three times, while a cold pass runs. At the end every document is stored, every source
-    has a future next_due and no lease, and every alert was delivered, with duplicates (the relay is
-    never killed here) none."""
+    """Two worker groups and two relays delivering to a webhook; every 3 s a random worker group,
+    then a random relay, then a random worker group is killed -9 (and started again) while a cold
+    pass runs. At the end every document is stored, every source has a future next_due and no
+    lease, and every alert was delivered, with duplicates (a relay killed between send and mark)
+    no more than the relay kills, each under the same idempotency key. The full-size version (10 s
+    apart, at least 6 kills) is `bench/chaos.py`."""
     import random
 
-    lease, kills = 15.0, 3
+    lease = 15.0
     rng = random.Random(15)
-    with LoggingSite(delay=0.25) as site:  # 120 requests, 2 at a time: a pass of about 15 s
+    with LoggingSite(delay=0.25) as site, Receiver() as hooks:  # 120 requests, 2 at a time: about 15 s
         feeds = {f"f{i:02d}": site.feed(f"f{i:02d}", 4) for i in range(24)}
         config = write_config(
             tmp_path,
@@ -236,62 +141,50 @@ def test_kill_9_of_a_random_worker_every_few_seconds_during_a_cold_pass_loses_no
             "per_host_concurrency: 2, per_host_min_gap: 0s, deadline: 5s",  # a killed hold frees in 10 s
             f"lease: {lease}s, tick: 0.2s",
             rules=True,
+            alerts="{lease: 5s, relay_interval: 0.5s, channels: {hook: {type: webhook, "
+            f'url: "{hooks.url}", rate_per_second: 50}}}}}}',
         )
         db = plan_now(config)
+        worker: tuple[str, ...] = ("worker", "-p", "1", "-t", "2")
+        roles = {"w0": worker, "w1": worker, "r0": ("relay",), "r1": ("relay",)}
         sched = start(tmp_path, config, "scheduler", log="scheduler")
-        relay = start(tmp_path, config, "relay", log="relay")
-        groups = {g: start(tmp_path, config, "worker", "-p", "1", "-t", "2", log=f"w{g}-0") for g in (0, 1)}
+        procs = {name: start(tmp_path, config, *args, log=f"{name}-0") for name, args in roles.items()}
+        killed = []
         try:
             wait_for(lambda: documents(db) >= 4, 60, "the first documents")
-            for k in range(kills):
+            for k, among in enumerate((["w0", "w1"], ["r0", "r1"], ["w0", "w1"])):
                 time.sleep(3.0)
-                g = rng.choice([0, 1])
-                stop(groups[g], signal.SIGKILL)  # its leased polls are never finished
-                groups[g] = start(tmp_path, config, "worker", "-p", "1", "-t", "2", log=f"w{g}-{k + 1}")
+                name = rng.choice(among)
+                stop(procs[name], signal.SIGKILL)  # a worker's leased polls are never finished
+                procs[name] = start(tmp_path, config, *roles[name], log=f"{name}-{k + 1}")
+                killed.append(name)
             assert documents(db) < 96, "the kills happened during the pass"
             wait_for(lambda: documents(db) == 96, lease + 90, "every document")
-            wait_for(lambda: all(r.dispatch_until is None for r in sources(db)), lease + 30, "no lease left")
-            wait_for(lambda: _alerts_sent(db), 60, "every alert delivered")
+            wait_for(lambda: outcome(db, datetime.now(UTC)).leases == 0, lease + 30, "no lease left")
+            wait_for(lambda: delivered(db, hooks), 60, "every delivery sent and received")
         finally:
-            for p in (*groups.values(), relay, sched):
+            for p in (*procs.values(), sched):
                 stop(p)
     now = datetime.now(UTC)
-    rows = sources(db)
-    assert all(r.next_due_at is not None and r.next_due_at > now for r in rows)
-    assert all(r.health == "ok" for r in rows)
-    # the console channel prints each delivery with its idempotency key: every one printed, and
-    # duplicates (a relay killed between send and mark) at most the kills (here the relay lives)
-    out = (tmp_path / "relay.out").read_text("utf-8").splitlines()
-    printed = [line.rsplit("[", 1)[1].rstrip("]") for line in out if line.startswith("--- [storywatch]")]
-    assert set(printed) == _delivery_keys(db) and len(printed) == len(set(printed)) and _alert_count(db) > 0
-    no_traceback(tmp_path, "scheduler", "relay")
+    end = outcome(db, now)
+    assert end.future_due == end.sources == len(feeds) and end.stale_leases == 0
+    assert all(r.health == "ok" for r in sources(db))
+    assert end.alerts > 0 and end.alerts_sent == end.alerts and end.unsent == 0
+    received = received_keys(hooks)
+    assert set(received) == end.keys
+    relay_kills = sum(name.startswith("r") for name in killed)
+    dup = len(received) - len(set(received))
+    print(
+        f"killed {killed}: {end.documents} documents, {end.alerts} alerts, {len(received)} POSTs ({dup} dup)"
+    )
+    assert len(received) - len(set(received)) <= relay_kills, received
+    no_traceback(tmp_path, "scheduler", *(f"{name}-0" for name in roles if name.startswith("r")))
     db.dispose()
 
 
-def _alert_count(db: Database) -> int:
-    from storage.models import AlertRow
-
-    with db.read() as s:
-        return int(s.scalar(select(func.count()).select_from(AlertRow)) or 0)
-
-
-def _delivery_keys(db: Database) -> set[str]:
-    from storage.models import DeliveryRow
-
-    with db.read() as s:
-        return set(s.execute(select(DeliveryRow.idempotency_key)).scalars().all())
-
-
-def _alerts_sent(db: Database) -> bool:
-    from storage.models import DeliveryRow
-
-    with db.read() as s:
-        states = s.execute(select(DeliveryRow.state)).scalars().all()
-    with db.read() as s:
-        alerted = s.scalar(
-            select(func.count(func.distinct(DeliveryRow.alert_id))).where(DeliveryRow.kind == "alert")
-        )
-    return bool(states) and set(states) == {"sent"} and alerted == _alert_count(db)
+def delivered(db: Database, hooks: Receiver) -> bool:
+    end = outcome(db, datetime.now(UTC))
+    return end.alerts > 0 and end.unsent == 0 and end.keys <= set(received_keys(hooks))
 
 
 def test_failover_concurrent_starters_kill_9_of_the_leader_and_a_redis_flushall(
@@ -330,7 +223,9 @@ def test_failover_concurrent_starters_kill_9_of_the_leader_and_a_redis_flushall(
             assert all(p.poll() is None for p in schedulers), "standbys wait, they do not exit"
             plan = plan_now(config)  # every source due now: the leader dispatches all of them
             wait_for(lambda: all(r.generation == 1 for r in sources(plan)), 30, "the first dispatch")
-            redis.Redis.from_url(redis_url).flushall()  # the queued poll messages are lost
+            # the queued poll messages are lost: FLUSHALL as far as storywatch can tell (it uses this
+            # one database), without wiping the other databases of a Redis shared by test runs
+            redis.Redis.from_url(redis_url).flushdb()
             stop(schedulers[leader], signal.SIGKILL)
             killed = time.monotonic()
             worker = start(tmp_path, config, "worker", "-p", "1", "-t", "4", log="worker")
