@@ -8,8 +8,9 @@ The site is tests/scalekit.py's LoggingSite (one host, every answer ``--delay`` 
 most ``--concurrency`` at once: 60 feeds x 9 articles at 4 / 0.5 s is a pass of about 75 s); the
 alerts go to a webhook channel on a local receiver that logs every POST's idempotency key. Two
 worker groups (``storywatch worker -p 1 -t 2``) and two relays run beside one scheduler; from the
-first stored document until the pass is complete, every ``--interval`` seconds one of the four, at
-random (``--seed``), is killed -9 with its process group and started again.
+first stored document until the pass is complete, every ``--interval`` seconds one of them is
+killed -9 with its process group and started again: a worker group at random (``--seed``), and
+every third time a relay at random instead.
 
 At the end (after the leases and the outbox have had time to settle) it prints, and checks:
 
@@ -132,7 +133,8 @@ def run_pass(args: argparse.Namespace, tmp: Path, *, kill: bool) -> Pass:
             while (stored := documents(db)) < run.expected and time.monotonic() - first < args.timeout:
                 if kill and time.monotonic() - next_kill >= args.interval:  # the pass is still on
                     next_kill = time.monotonic()
-                    name = rng.choice(sorted(ROLES))
+                    kind = "r" if len(run.kills) % 3 == 2 else "w"  # every third kill a relay
+                    name = rng.choice([role for role in sorted(ROLES) if role.startswith(kind)])
                     stop(procs[name], signal.SIGKILL)
                     procs[name] = start(tmp, config, *ROLES[name], log=f"{name}-{len(run.kills) + 1}")
                     run.kills.append((next_kill - first, name))
@@ -196,13 +198,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--interval", type=float, default=10.0, help="seconds between kills")
     ap.add_argument("--min-kills", type=int, default=6)
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds the pass may take")
-    ap.add_argument("--seed", type=int, default=15)
+    ap.add_argument("--seed", type=int, help="which processes are killed (default: a new one, printed)")
     ap.add_argument("--no-baseline", action="store_true", help="skip the pass without kills")
     ap.add_argument("--redis", default="redis://127.0.0.1:6379/15", help="a Redis database to flush and use")
     args = ap.parse_args(argv)
+    if args.seed is None:
+        args.seed = random.SystemRandom().randrange(1 << 31)
     print(
         f"{args.feeds} feeds x {args.entries} articles, site {args.delay} s per answer, "
-        f"{args.concurrency} at once; kill -9 every {args.interval:g} s; {os.cpu_count()} cores"
+        f"{args.concurrency} at once; kill -9 every {args.interval:g} s (--seed {args.seed}); "
+        f"{os.cpu_count()} cores"
     )
     print(f"load average before: {os.getloadavg()[0]:.2f}")
     with tempfile.TemporaryDirectory(prefix="swchaos") as tmp:
