@@ -177,7 +177,7 @@ def test_kill_9_of_a_random_worker_or_relay_every_few_seconds_during_a_cold_pass
     print(
         f"killed {killed}: {end.documents} documents, {end.alerts} alerts, {len(received)} POSTs ({dup} dup)"
     )
-    assert len(received) - len(set(received)) <= relay_kills, received
+    assert dup <= relay_kills, received
     no_traceback(tmp_path, "scheduler", *(f"{name}-0" for name in roles if name.startswith("r")))
     db.dispose()
 
