@@ -306,7 +306,7 @@ def _timed(settings: Any, specs: Any, profile: str | None) -> dict[str, Any]:
     prof = cProfile.Profile() if profile else None
 
     async def once() -> dict[str, Any]:
-        from crawler.pipeline import auto_cpu_workers, open_runtime, run_pass
+        from crawler.pipeline import GroupWriter, auto_cpu_workers, open_runtime, run_pass
 
         t0 = time.perf_counter()
         async with open_runtime(settings, cpu_workers=auto_cpu_workers(specs)) as rt:
@@ -320,7 +320,7 @@ def _timed(settings: Any, specs: Any, profile: str | None) -> dict[str, Any]:
             workers_cpu = {_role(p.pid): process_cpu_s(p.pid) for p in mp.active_children()}
             workers_rss = {_role(p.pid): process_peak_rss_mb(p.pid) for p in mp.active_children()}
             group = rt.store_group
-            grouping = (group.items, group.flushes) if group else (0, 0)
+            grouping = (group.items, group.flushes) if isinstance(group, GroupWriter) else (0, 0)
         t3 = time.perf_counter()
         return {
             "outcomes": outcomes,

@@ -22,8 +22,11 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -31,11 +34,176 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench.ingest import process_cpu_s  # noqa: E402
 from bench.ingest_site import feed_path, serve  # noqa: E402
 
 PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 PG_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
 TARGET_2X = 1.6
+APP = "swbench"  # application_name of the bench's PostgreSQL sessions: their backends' CPU is counted
+
+
+# --------------------------------------------------------------------------- CPU per role
+
+Snapshot = dict[int, tuple[int, str]]  # pid -> (parent pid, command line)
+Role = Callable[[Snapshot], list[int]]
+
+
+def snapshot() -> Snapshot:
+    """Every live process's parent and command line (Linux /proc)."""
+    out: Snapshot = {}
+    for d in Path("/proc").glob("[0-9]*"):
+        try:
+            ppid = int((d / "stat").read_text().rpartition(")")[2].split()[1])
+            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, ValueError, IndexError):
+            continue
+        out[int(d.name)] = (ppid, cmd)
+    return out
+
+
+def tree(root: int) -> Role:
+    """``root`` and its descendants."""
+
+    def pids(snap: Snapshot) -> list[int]:
+        found, frontier = [root], {root}
+        while frontier:
+            frontier = {pid for pid, (ppid, _) in snap.items() if ppid in frontier}
+            found.extend(frontier)
+        return found
+
+    return pids
+
+
+def command(prefix: str) -> Role:
+    return lambda snap: [pid for pid, (_, cmd) in snap.items() if cmd.startswith(prefix)]
+
+
+def postgres_aux(snap: Snapshot) -> list[int]:
+    """The postmaster and its background processes (WAL writer, checkpointer...), not client backends."""
+    return [
+        pid
+        for pid, (_, cmd) in snap.items()
+        if cmd.startswith(("postgres: ", "/usr/lib/postgresql")) and "(" not in cmd
+    ]
+
+
+MACHINE = "machine"  # every process's CPU (/proc/stat): what is not ours is other users' load
+
+
+def machine_busy_s() -> float:
+    """CPU seconds the machine's cores spent busy since boot (user, nice, system, irq, softirq, steal)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+class RoleCPU:
+    """CPU seconds per role over time, sampled from /proc in a thread every ``every`` s. A process alive
+    at the first sample (the site, Redis, PostgreSQL's background) counts from that sample; one started
+    later (workers, their database sessions) from its start. Our PostgreSQL sessions are found by their
+    ``application_name`` (``APP``), so other users of the server are left out."""
+
+    def __init__(self, roles: dict[str, Role], every: float = 0.25) -> None:
+        self.roles = {
+            **roles,
+            "postgres": self._backends,
+            "postgres bg": postgres_aux,
+            "redis": command("redis-server"),
+        }
+        self.every = every
+        self.samples: list[tuple[float, dict[str, float]]] = []
+        self._base: dict[int, float] = {}
+        self._last: dict[int, tuple[str, float]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._pg: object = None
+
+    def _backends(self, snap: Snapshot) -> list[int]:
+        import psycopg
+
+        if self._pg is None:
+            self._pg = psycopg.connect(PG_DSN, autocommit=True)
+        rows = self._pg.execute(  # type: ignore[attr-defined]
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (APP,)
+        ).fetchall()
+        return [int(r[0]) for r in rows]
+
+    def __enter__(self) -> RoleCPU:
+        self._sample(first=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+        if self._pg is not None:
+            self._pg.close()  # type: ignore[attr-defined]
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            self._sample()
+
+    def _sample(self, *, first: bool = False) -> None:
+        snap = snapshot()
+        for role, pids in self.roles.items():
+            for pid in pids(snap):
+                cpu = process_cpu_s(pid)
+                if pid not in self._last and first:
+                    self._base[pid] = cpu
+                if cpu:
+                    self._last[pid] = (role, cpu)
+        totals = dict.fromkeys(self.roles, 0.0)
+        for pid, (role, cpu) in self._last.items():
+            totals[role] += cpu - self._base.get(pid, 0.0)
+        totals[MACHINE] = machine_busy_s()
+        self.samples.append((time.time(), totals))
+
+    def between(self, start: float, end: float) -> dict[str, float]:
+        """CPU seconds per role from ``start`` to ``end`` (wall clock), interpolated between samples."""
+        return {role: self._at(end, role) - self._at(start, role) for role in [*self.roles, MACHINE]}
+
+    def _at(self, when: float, role: str) -> float:
+        prev = self.samples[0]
+        for t, totals in self.samples:
+            if t >= when:
+                t0, v0 = prev[0], prev[1][role]
+                return v0 if t == t0 else v0 + (totals[role] - v0) * (when - t0) / (t - t0)
+            prev = (t, totals)
+        return prev[1][role]
+
+
+@dataclass(frozen=True)
+class Pass:
+    """A cold pass: documents, its span (first fetch start to last fetch end), CPU per role in it."""
+
+    documents: int
+    start: float
+    end: float
+    cpu: dict[str, float]
+
+    @property
+    def seconds(self) -> float:
+        return self.end - self.start
+
+    @property
+    def rate(self) -> float:
+        return self.documents / self.seconds if self.seconds > 0 else 0.0
+
+    def lines(self) -> Iterator[str]:
+        cores = os.cpu_count() or 1
+        ours = {r: c for r, c in self.cpu.items() if r != MACHINE}
+        total = sum(ours.values())
+        docs = max(self.documents, 1)
+        per_doc = [f"{r} {1000 * c / docs:.2f}" for r, c in ours.items() if c >= 0.005]
+        yield f"    CPU ms per document: {', '.join(per_doc)}; total {1000 * total / docs:.2f}"
+        span = self.seconds or float("nan")
+        others = max(self.cpu.get(MACHINE, 0.0) - total, 0.0)
+        yield (
+            f"    cores busy: ours {total / span:.2f}, other users' {others / span:.2f}, "
+            f"idle {cores - (total + others) / span:.2f} (of {cores})"
+        )
 
 
 def write_config(tmp: Path, url: str, redis: str | None, base: str, feeds: int, concurrency: int) -> Path:
@@ -64,7 +232,7 @@ def schema() -> tuple[str, str]:
     name = f"swbench_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(PG_DSN, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {name}")
-    return name, f"{PG}?options=-csearch_path%3D{name}"
+    return name, f"{PG}?application_name={APP}&options=-csearch_path%3D{name}"
 
 
 def drop(name: str) -> None:
@@ -74,8 +242,8 @@ def drop(name: str) -> None:
         conn.execute(f"DROP SCHEMA {name} CASCADE")
 
 
-def pass_figures(url: str) -> tuple[int, float]:
-    """(documents, seconds from the first fetch start to the last fetch end)."""
+def pass_figures(url: str) -> tuple[int, float, float]:
+    """(documents, first fetch start, last fetch end), times as POSIX seconds."""
     from sqlalchemy import func, select
 
     from storage.db import open_database
@@ -89,10 +257,19 @@ def pass_figures(url: str) -> tuple[int, float]:
     finally:
         db.dispose()
     if not rows:
-        return docs, 0.0
-    start = min(r.started_at for r in rows)
-    end = max(r.started_at.timestamp() + r.seconds for r in rows)
-    return docs, end - start.timestamp()
+        return docs, 0.0, 0.0
+    start = min(_posix(r.started_at) for r in rows)
+    end = max(_posix(r.started_at) + r.seconds for r in rows)
+    return docs, start, end
+
+
+def _posix(when: datetime) -> float:
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+
+
+def measured(url: str, cpu: RoleCPU) -> Pass:
+    docs, start, end = pass_figures(url)
+    return Pass(docs, start, end, cpu.between(start, end))
 
 
 def storywatch(config: Path, *args: str, log: Path) -> subprocess.Popen[bytes]:
@@ -108,20 +285,29 @@ def storywatch(config: Path, *args: str, log: Path) -> subprocess.Popen[bytes]:
     )
 
 
-def embedded(tmp: Path, base: str, feeds: int, concurrency: int) -> tuple[int, float]:
+def embedded(tmp: Path, base: str, feeds: int, concurrency: int, site: int) -> Pass:
     name, url = schema()
     try:
         config = write_config(tmp, url, None, base, feeds, concurrency)
         proc = storywatch(config, "once", "--no-deliver", log=tmp / "once.err")
-        proc.wait()
-        return pass_figures(url)
+        with RoleCPU({"once": tree(proc.pid), "site": lambda _: [site]}) as cpu:
+            proc.wait()
+        return measured(url, cpu)
     finally:
         drop(name)
 
 
 def scale_out(
-    tmp: Path, base: str, feeds: int, expected: int, workers: int, threads: int, redis: str, concurrency: int
-) -> tuple[int, float]:
+    tmp: Path,
+    base: str,
+    feeds: int,
+    expected: int,
+    workers: int,
+    threads: int,
+    redis: str,
+    concurrency: int,
+    site: int,
+) -> Pass:
     import redis as redis_lib
 
     from crawler.config import load_settings
@@ -143,14 +329,15 @@ def scale_out(
         args = ("worker", "--processes", str(workers), "--threads", str(threads))
         procs.append(storywatch(config, *args, log=tmp / f"worker{workers}.err"))
         procs.append(storywatch(config, "scheduler", log=tmp / f"scheduler{workers}.err"))
-        deadline = time.monotonic() + 1800
-        while time.monotonic() < deadline:
-            docs, _ = pass_figures(url)
-            polled = _polled(url)
-            if polled >= feeds or docs >= expected:
-                break
-            time.sleep(1.0)
-        return pass_figures(url)
+        roles = {"workers": tree(procs[0].pid), "scheduler": tree(procs[1].pid), "site": lambda _: [site]}
+        with RoleCPU(roles) as cpu:
+            deadline = time.monotonic() + 1800
+            while time.monotonic() < deadline:
+                docs = pass_figures(url)[0]
+                if _polled(url) >= feeds or docs >= expected:
+                    break
+                time.sleep(1.0)
+        return measured(url, cpu)
     finally:
         for p in procs:
             if p.poll() is None:
@@ -185,31 +372,53 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--threads", type=int, default=8, help="polls at once per worker process")
     ap.add_argument("--concurrency", type=int, default=64, help="fetch.concurrency and per_host_concurrency")
-    ap.add_argument("--redis", default="redis://127.0.0.1:6379/15", help="a Redis database to flush and use")
+    ap.add_argument(
+        "--redis",
+        default=os.environ.get("STORYWATCH_BENCH_REDIS", "redis://127.0.0.1:6379/15"),
+        help="a Redis database to flush and use (default: $STORYWATCH_BENCH_REDIS, else database 15)",
+    )
+    ap.add_argument("--no-embedded", action="store_true", help="scale-out only (when profiling it)")
     args = ap.parse_args(argv)
     ctx = mp.get_context("spawn")
     recv, send = ctx.Pipe(duplex=False)
     server = ctx.Process(target=serve, args=(args.feeds, args.entries, send), daemon=True)
     server.start()
     port = recv.recv()[0]
+    assert server.pid is not None
     base = f"http://127.0.0.1:{port}"
     expected = args.feeds * args.entries
     print(f"site: {args.feeds} feeds x {args.entries} entries = {expected} articles; {os.cpu_count()} cores")
     print(f"load average before: {os.getloadavg()[0]:.2f}")
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            docs, secs = embedded(Path(tmp), base, args.feeds, args.concurrency)
-            rate = docs / secs if secs else 0.0
-            print(f"embedded (storywatch once, PostgreSQL): {docs} documents in {secs:.1f} s = {rate:.0f}/s")
+            if not args.no_embedded:
+                once = embedded(Path(tmp), base, args.feeds, args.concurrency, server.pid)
+                print(
+                    f"embedded (storywatch once, PostgreSQL): {once.documents} documents in "
+                    f"{once.seconds:.1f} s = {once.rate:.0f}/s"
+                )
+                for line in once.lines():
+                    print(line)
             rates: dict[int, float] = {}
             for n in args.workers:
-                docs, secs = scale_out(
-                    Path(tmp), base, args.feeds, expected, n, args.threads, args.redis, args.concurrency
+                run = scale_out(
+                    Path(tmp),
+                    base,
+                    args.feeds,
+                    expected,
+                    n,
+                    args.threads,
+                    args.redis,
+                    args.concurrency,
+                    server.pid,
                 )
-                rates[n] = docs / secs if secs else 0.0
+                rates[n] = run.rate
                 print(
-                    f"scale-out, {n} worker process(es): {docs} documents in {secs:.1f} s = {rates[n]:.0f}/s"
+                    f"scale-out, {n} worker process(es): {run.documents} documents in {run.seconds:.1f} s "
+                    f"= {run.rate:.0f}/s"
                 )
+                for line in run.lines():
+                    print(line)
             if 1 in rates and 2 in rates and rates[1]:
                 ratio = rates[2] / rates[1]
                 verdict = "meets" if ratio >= TARGET_2X else "misses"

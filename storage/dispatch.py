@@ -20,6 +20,7 @@ from sqlalchemy import and_, func, or_, select, update
 
 from .db import Database
 from .models import ConfigVersionRow, SourceRow
+from .sources import FetchRecord, write_fetch_records
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,20 @@ def poll_ticket(db: Database, source_id: str, generation: int) -> Ticket | None:
     return None if row is None else Ticket(source_id, generation, row.timing)
 
 
+@dataclass(frozen=True)
+class Finish:
+    """A poll's final write: its schedule (saved and its lease freed only if ``generation`` is still
+    the source's current one) and its fetch record (saved in any case, after the documents)."""
+
+    source_id: str
+    generation: int
+    timing: dict[str, Any]
+    health: str
+    next_due: datetime
+    interval: float
+    record: FetchRecord | None = None
+
+
 def finish_poll(
     db: Database,
     source_id: str,
@@ -103,15 +118,36 @@ def finish_poll(
     interval: float,
 ) -> bool:
     """Save the poll's schedule and free the lease, only if ``generation`` still matches (fencing)."""
+    return finish_polls(db, [Finish(source_id, generation, timing, health, next_due, interval)])[0]
+
+
+def finish_polls(db: Database, finishes: Sequence[Finish]) -> list[bool]:
+    """Several polls' final writes in ONE transaction (group commit): their fetch records, then each
+    schedule where the generation still matches (fencing). Returns, per poll, whether it matched."""
+    if not finishes:
+        return []
     with db.write() as s:
-        res = s.execute(
-            update(SourceRow)
-            .where(SourceRow.id == source_id, SourceRow.generation == generation)
-            .values(
-                timing=timing, health=health, next_due_at=next_due, interval=interval, dispatch_until=None
+        write_fetch_records(s, [f.record for f in finishes if f.record is not None])
+        return [
+            bool(
+                getattr(
+                    s.execute(
+                        update(SourceRow)
+                        .where(SourceRow.id == f.source_id, SourceRow.generation == f.generation)
+                        .values(
+                            timing=f.timing,
+                            health=f.health,
+                            next_due_at=f.next_due,
+                            interval=f.interval,
+                            dispatch_until=None,
+                        )
+                    ),
+                    "rowcount",
+                    0,
+                )
             )
-        )
-        return bool(getattr(res, "rowcount", 0))
+            for f in finishes
+        ]
 
 
 def plan_sources(db: Database, due: dict[str, datetime], configured: Sequence[str]) -> int:
@@ -169,11 +205,13 @@ def publish_config(db: Database, digest: str, now: datetime) -> int:
 __all__ = [
     "Dispatch",
     "DispatchStats",
+    "Finish",
     "Ticket",
     "claim_due",
     "config_version",
     "dispatch_stats",
     "finish_poll",
+    "finish_polls",
     "plan_sources",
     "poll_ticket",
     "publish_config",

@@ -9,6 +9,7 @@ from functools import lru_cache
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, case, func, insert, select, update
+from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import Update
 
 from crawler.types import SourceResult, SourceSpec, Validators
@@ -148,14 +149,21 @@ def record_fetches(db: Database, records: Sequence[FetchRecord]) -> None:
     """Log several fetches in ONE write transaction (see :func:`record_fetch`); batched statements."""
     if not records:
         return
+    with db.write() as s:
+        write_fetch_records(s, records)
+
+
+def write_fetch_records(s: Session, records: Sequence[FetchRecord]) -> None:
+    """:func:`record_fetches` inside the caller's write transaction (``storage.dispatch.finish_polls``)."""
+    if not records:
+        return
     groups: dict[tuple[tuple[str, ...], bool], list[dict[str, Any]]] = {}
     for r in records:
         values = _source_values(r)
         groups.setdefault((tuple(values), _failed(r)), []).append({"_id": r.spec.id, **values})
-    with db.write() as s:
-        s.execute(insert(_FETCH_LOG), [_log_values(r) for r in records])
-        for (keys, failed), rows in groups.items():
-            s.execute(_update_sources(keys, failed), rows)
+    s.execute(insert(_FETCH_LOG), [_log_values(r) for r in records])
+    for (keys, failed), rows in groups.items():
+        s.execute(_update_sources(keys, failed), rows)
 
 
 _FETCH_LOG = cast(Table, FetchLogRow.__table__)

@@ -16,6 +16,7 @@ from crawler import lazy_exports
 if TYPE_CHECKING:  # the names, for type checkers; at run time __getattr__ imports them on first use
     from crawler.pipeline.documents import entry_document as entry_document
     from crawler.pipeline.groupwrite import GroupWriter as GroupWriter
+    from crawler.pipeline.groupwrite import Submits as Submits
     from crawler.pipeline.passes import run_pass as run_pass
     from crawler.pipeline.passes import run_source as run_source
     from crawler.pipeline.runner import auto_cpu_workers as auto_cpu_workers
@@ -32,17 +33,18 @@ if TYPE_CHECKING:  # the names, for type checkers; at run time __getattr__ impor
     from crawler.pipeline.store import evaluate as evaluate
     from crawler.pipeline.store import prepare as prepare
     from crawler.pipeline.store import prepare_many as prepare_many
+    from crawler.pipeline.store import store_groups as store_groups
     from crawler.pipeline.store import writer_process as writer_process
     from crawler.pipeline.workers import Offload as Offload
     from crawler.pipeline.workers import settled_heap as settled_heap
 
 _MODULES = {
     "documents": ("entry_document",),
-    "groupwrite": ("GroupWriter",),
+    "groupwrite": ("GroupWriter", "Submits"),
     "passes": ("run_pass", "run_source"),
     "runner": ("auto_cpu_workers", "deliver_outbox", "jsonable", "open_runtime", "run_once"),
     "runtime": ("Runtime", "SourceOutcome", "load_ruleset", "rule_files", "text_params", "utcnow"),
-    "store": ("evaluate", "prepare", "prepare_many", "writer_process"),
+    "store": ("evaluate", "prepare", "prepare_many", "store_groups", "writer_process"),
     "workers": ("Offload", "settled_heap"),
 }
 __all__ = sorted(name for names in _MODULES.values() for name in names)

@@ -19,10 +19,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 A = TypeVar("A")
 R = TypeVar("R")
+A_in = TypeVar("A_in", contravariant=True)
+R_out = TypeVar("R_out", covariant=True)
+
+
+class Submits(Protocol[A_in, R_out]):
+    """What a pass writes through: ``GroupWriter``, or a caller's own (the scale-out workers share
+    one writer thread between the event loops of a process: ``crawler.scale.groupcommit``)."""
+
+    async def submit(self, item: A_in) -> R_out: ...
 
 
 class GroupWriter(Generic[A, R]):

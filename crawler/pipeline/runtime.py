@@ -10,7 +10,7 @@ from pathlib import Path
 
 from crawler.config import Settings
 from crawler.fetch import Fetcher
-from crawler.pipeline.groupwrite import GroupWriter
+from crawler.pipeline.groupwrite import Submits
 from crawler.pipeline.workers import (
     Analysis,
     Offload,
@@ -43,8 +43,9 @@ class Runtime:
     clock: Callable[[], datetime] = utcnow
     origin: str = "live"
     offload: Offload | None = None  # article worker processes + database writer; None = inline
-    # group commit of document writes through ``offload`` (made on first use; ``replace`` resets it)
-    store_group: GroupWriter[Group, list[store_ingest.IngestResult]] | None = field(
+    # group commit of document writes: made on first use with ``offload``, or set by the caller (the
+    # scale-out workers); ``replace`` resets it
+    store_group: Submits[Group, list[store_ingest.IngestResult]] | None = field(
         default=None, init=False, repr=False, compare=False
     )
 

@@ -29,7 +29,7 @@ from storage import sources as store_sources
 log = logging.getLogger("storywatch.pipeline")
 
 
-def _store_groups(
+def store_groups(
     rt: Runtime, groups: Sequence[tuple[Sequence[Prepared], datetime]]
 ) -> list[list[store_ingest.IngestResult]]:
     """Several sources' documents (each batch with its own ``now``): one lookup, ONE transaction."""
@@ -54,18 +54,20 @@ STORE_GROUP_LINGER = 0.25  # seconds a write waits for others to share its trans
 async def write_documents(
     rt: Runtime, docs: list[Prepared], now: datetime
 ) -> list[store_ingest.IngestResult]:
-    """Store one source's documents: inline, or through the writer with group commit (batches that
-    queue up while a write runs go out together as the next one, see ``crawler.pipeline.groupwrite``)."""
-    if rt.offload is None:
-        return _store_groups(rt, [(docs, now)])[0]
+    """Store one source's documents: inline, or with group commit (batches that queue up while a write
+    runs go out together as the next one, see ``crawler.pipeline.groupwrite``) through the writer of
+    ``rt.offload`` or the caller's ``rt.store_group``."""
+    if rt.offload is None and rt.store_group is None:
+        return store_groups(rt, [(docs, now)])[0]
     if not docs:
         return []
     if rt.store_group is None:
         offload = rt.offload
+        assert offload is not None
 
         async def flush(groups: list[Group]) -> list[list[store_ingest.IngestResult]]:
             serves = (rt.settings, rt.rules)  # read at each write: the daemon may swap the rules
-            call = Write(lambda: _store_groups(rt, groups), _writer_store, (groups, rt.origin), serves)
+            call = Write(lambda: store_groups(rt, groups), _writer_store, (groups, rt.origin), serves)
             return await offload.write(call)
 
         rt.store_group = GroupWriter(
@@ -101,7 +103,7 @@ def _writer_start(settings: Settings, database_url: str) -> None:
 
 def _writer_store(groups: list[Group], origin: str) -> list[list[store_ingest.IngestResult]]:
     assert _WRITER is not None, "not in the writer process"
-    return _store_groups(replace(_WRITER, origin=origin), groups)
+    return store_groups(replace(_WRITER, origin=origin), groups)
 
 
 def _writer_record(batch: list[store_sources.FetchRecord]) -> None:
@@ -144,9 +146,7 @@ def _decide(
         return store_ingest.IngestItem(doc, None)  # same text: alias + sighting only
     if known is not None and known.canonical_url == doc.canonical_url:
         # updated in place: the rules read only the sentences the stored version did not have
-        old = {
-            normalize.sentence_key(s) for s in normalize.sentence_texts(stored.get(known.document_id, ""))
-        }
+        old = {normalize.sentence_key(s) for s in normalize.sentence_texts(stored.get(known.document_id, ""))}
         sentences = normalize.sentence_texts(doc.text)
         new_text = "\n\n".join(s for s in sentences if normalize.sentence_key(s) not in old)
         matches = evaluate(rules, doc, new_text) if new_text else ()

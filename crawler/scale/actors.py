@@ -16,13 +16,14 @@ import dramatiq
 
 from crawler.config import load_settings
 from crawler.scale.broker import POLL_ACTOR, POLL_QUEUE, make_broker, require_scale
-from crawler.scale.worker import WorkerHeartbeat
+from crawler.scale.worker import FlushWrites, WorkerHeartbeat
 from crawler.scale.worker import poll as _poll
 
 faulthandler.register(signal.SIGUSR2, all_threads=True)  # kill -USR2 <worker pid>: stacks to stderr
 _settings = load_settings(os.environ.get("STORYWATCH_CONFIG"))
 broker = make_broker(require_scale(_settings))
 broker.add_middleware(WorkerHeartbeat(require_scale(_settings)))
+broker.add_middleware(FlushWrites())
 dramatiq.set_broker(broker)
 logging.getLogger("storywatch").setLevel(_settings.daemon.log_level.upper())
 logging.getLogger("alembic").setLevel(logging.WARNING)  # every process checks the schema at start

@@ -66,6 +66,38 @@ def test_a_due_source_is_leased_once_with_the_next_generation_until_its_lease_ex
     db.dispose()
 
 
+def test_grouped_final_writes_save_every_fetch_record_and_fence_each_schedule_alone(db_url: str) -> None:
+    from crawler.types import SourceResult
+
+    db = open_database(db_url)
+    ids = _sources(db, 3)
+    claimed = {d.source_id: d.generation for d in dispatch.claim_due(db, now=T0, lease=60, limit=10)}
+    with db.write() as s:  # s1's lease expired and it was dispatched again meanwhile
+        s.execute(SourceRow.__table__.update().where(SourceRow.id == "s1").values(generation=9))
+    due = T0 + timedelta(hours=1)
+    finishes = [
+        dispatch.Finish(
+            sid,
+            claimed[sid],
+            timing={"n": i},
+            health="ok",
+            next_due=due,
+            interval=60.0,
+            record=store_sources.FetchRecord(
+                SourceSpec(sid, "feed", f"https://example.org/{sid}"), SourceResult(sid, "ok"), T0
+            ),
+        )
+        for i, sid in enumerate(ids)
+    ]
+    assert dispatch.finish_polls(db, finishes) == [True, False, True]
+    with db.read() as s:
+        rows = {r.id: r for r in s.scalars(select(SourceRow))}
+    assert {sid for sid, r in rows.items() if r.last_fetch_at is not None} == set(ids)  # every record
+    assert rows["s1"].timing is None and rows["s1"].dispatch_until is not None  # fenced: lease kept
+    assert all(rows[sid].dispatch_until is None and rows[sid].timing for sid in ("s0", "s2"))
+    db.dispose()
+
+
 def test_sources_not_configured_any_more_are_never_dispatched(db_url: str) -> None:
     db = open_database(db_url)
     _sources(db, 3)
@@ -233,6 +265,55 @@ def test_the_scheduler_enqueues_each_due_source_once_and_a_worker_polls_it(
     now = datetime.now(UTC)
     assert all(r.dispatch_until is None and r.next_due_at and r.next_due_at > now for r in rows)
     assert {r.health for r in rows} == {"ok"}
+    db.dispose()
+
+
+def test_the_threads_of_a_worker_process_share_one_writer_that_groups_their_polls(
+    tmp_path: Path, pg_url: str, redis_url: str, site: Site
+) -> None:
+    """Four threads, each with its own loop, poll at once; their documents and final writes go
+    through the process's one writer thread, several polls per transaction."""
+    from crawler.scale.worker import Shared
+
+    feeds = [f"g{i}" for i in range(8)]
+    for f in feeds:
+        publish(site, f, 3)
+    settings = load_settings(scale_config(tmp_path, pg_url, redis_url, feeds, site.base))
+    db = open_database(pg_url)
+    store_sources.sync_sources(db, settings.source_specs())
+    dispatch.plan_sources(db, dict.fromkeys(feeds, datetime.now(UTC) - timedelta(seconds=1)), feeds)
+    claimed = dispatch.claim_due(db, now=datetime.now(UTC), lease=30, limit=20)
+    shared = Shared(settings, group_commit=True)
+    assert shared.writer is not None
+    results: list[str] = []
+    barrier = threading.Barrier(4)
+
+    def thread(mine: list[dispatch.Dispatch]) -> None:
+        async def work() -> list[str]:
+            state = WorkerState(settings, shared=shared)
+            barrier.wait()
+            try:
+                return list(await asyncio.gather(*(state.poll(d.source_id, d.generation) for d in mine)))
+            finally:
+                await state.rt.fetcher.aclose()
+
+        results.extend(asyncio.run(work()))
+
+    threads = [threading.Thread(target=thread, args=(claimed[i::4],)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    shared.close()
+    assert sorted(results) == ["done"] * 8
+    docs, ends = shared.writer.documents.group, shared.writer.finishes.group
+    assert (docs.items, ends.items) == (8, 8)
+    assert docs.flushes < docs.items and ends.flushes < ends.items  # grouped
+    with db.read() as s:
+        assert s.scalar(select(func.count()).select_from(DocumentRow)) == 24
+        rows = s.scalars(select(SourceRow)).all()
+    assert all(r.dispatch_until is None and r.timing and r.last_fetch_at for r in rows)
+    shared.db.dispose()
     db.dispose()
 
 
