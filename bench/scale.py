@@ -10,6 +10,12 @@ writer process and group commit); scale-out is `storywatch scheduler` plus `stor
 as the fetch log records it (first fetch start to last fetch end), so process start-up is not
 counted in either mode. Target: 2 worker processes >= 1.6x one (on 2 cores shared with the site
 server, PostgreSQL and Redis, that is a lot to ask: the figures say how far it gets).
+
+Beside each pass: CPU per document per role, sampled from /proc over the pass (the workers or
+`once` with their children, the scheduler, the site server, our PostgreSQL sessions (found by
+their application_name), PostgreSQL's background processes, Redis), and the cores that were ours,
+other users' (the machine's busy time from /proc/stat minus ours) and idle. On 2 cores, 2 worker
+processes can reach 1.6x one only if the other roles' CPU stays under ~25% of the workers'.
 """
 
 from __future__ import annotations

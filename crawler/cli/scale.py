@@ -81,8 +81,9 @@ def worker(obj: Ctx, processes: int | None, threads: int | None, queues: tuple[s
     """Scale-out: run polls from the Redis queue (Dramatiq worker processes).
 
     Each poll fetches with the guarded client (per-host politeness, Retry-After pauses and
-    robots.txt shared through Redis), parses and extracts, stores with the usual ingest
-    transaction, and saves the source's next due time if its generation still matches. Start as
+    robots.txt shared through Redis), parses and extracts, and stores with the usual ingest
+    transaction, one writer thread per process grouping the polls that finish together (group
+    commit); the source's next due time is saved only if its generation still matches. Start as
     many as you like, on as many machines as you like, with the same config and rule files.
 
     \b
