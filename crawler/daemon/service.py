@@ -5,8 +5,9 @@ Its life, step by step:
 1. Take the instance lock (``storage.daemon_store``): a second daemon on the same database
    refuses to start and names the first (pid, host, start time) -> ``DaemonLocked``, exit code 3.
 2. Open the runtime (``crawler.pipeline.runner.open_runtime``): database, rules, worker processes
-   for parsing and extraction (under ``fetch.cpu_budget``; nothing CPU-heavy on the loop) and ONE
-   shared Fetcher, so its global and per-host limits span every source.
+   for parsing and extraction (under ``fetch.cpu_budget``; nothing CPU-heavy on the loop), the
+   database writer process (rules and ingest transactions, group commit, as for `storywatch once`)
+   and ONE shared Fetcher, so its global and per-host limits span every source.
 3. Start the jobs (``crawler.daemon.jobs.SourceScheduler``): stored timings resume after a
    restart, new and overdue sources are spread over a short window; each poll feeds the adaptive
    policy (``crawler.daemon.schedule``) and moves its job to the next due time. Health changes are logged
@@ -15,7 +16,8 @@ Its life, step by step:
    watchdog with the heartbeat, SIGHUP reloads, and the optional /healthz + /metrics endpoint.
 5. Reload (SIGHUP or a changed file): the new config and rules are loaded and validated first;
    a broken file is logged (file:line) and the last good version keeps running. New, removed and
-   changed sources are picked up; fetch and alert settings swap in without a restart.
+   changed sources are picked up; fetch and alert settings swap in without a restart, and the
+   writer process gets the new settings and rules in line with its writes (``Offload.serve_writer``).
 6. SIGTERM/SIGINT: stop scheduling, let running polls finish (or cancel them at a network await)
    within ``daemon.shutdown_deadline``, flush due deliveries once, release the lock. Each ingest is
    one transaction, so nothing is half-written. A second signal skips the wait.
@@ -28,6 +30,7 @@ import contextlib
 import logging
 import os
 import random
+import time
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -60,6 +63,7 @@ from storage.db import Database, open_database
 log = logging.getLogger(f"{LOGGER}.daemon")
 
 PAUSE_NOTICE = 3.0  # a pause (suspend, SIGSTOP, blocked loop) longer than this is logged
+SNAPSHOT_EVERY = 0.25  # seconds: the /healthz document is rebuilt after a poll at most this often
 
 
 def daemon_cpu_workers() -> int:
@@ -103,6 +107,7 @@ class Daemon:
         self._relay: RelayRunner | None = None
         self._watcher: FileWatcher | None = None
         self._snapshot: dict[str, Any] = {"status": "starting"}
+        self._snapshot_at = 0.0  # time.monotonic() of its last refresh
         self._db: Database | None = None
         self.metrics_address: str | None = None  # host:port of daemon.http (the web app), once serving
 
@@ -135,14 +140,12 @@ class Daemon:
             db = self._db = open_database(self.settings.database_url)
             try:
                 daemon_store.register_instance(db, self.instance)
-                # the writer is a thread: a process would take seconds to start and could not serve the
-                # rule set a reload swaps in (see Offload.writer_process_for)
-                opened = open_runtime(
-                    self.settings, db=db, cpu_workers=daemon_cpu_workers(), writer_process=False
-                )
+                # documents are written by the writer process (as in `storywatch once`); a reload moves
+                # it to the new settings and rules (``_apply``)
+                opened = open_runtime(self.settings, db=db, cpu_workers=daemon_cpu_workers())
                 async with opened as rt:
                     if rt.offload is not None:
-                        await rt.offload.warm()
+                        await rt.offload.warm(writer=True)
                     await self._serve(rt)
             finally:
                 with contextlib.suppress(SQLAlchemyError, StorageError):
@@ -170,7 +173,7 @@ class Daemon:
             knobs.setdefault("backoff_cap", self.settings.daemon.backoff_cap)
         server = self._start_metrics(rt.db)  # first: a refused or busy address stops the start cleanly
         self.jobs = SourceScheduler(rt, metrics=self.metrics, knobs=knobs, rng=self.rng)
-        self.jobs.on_poll = lambda _o: self._refresh_snapshot()
+        self.jobs.on_poll = lambda _o: self._refresh_snapshot(after_poll=True)
         self.jobs.start(self.settings.source_specs())
         self._relay = RelayRunner(rt.db, self.settings, self.metrics)
         self._relay.start()
@@ -272,6 +275,9 @@ class Daemon:
         rt.settings, rt.rules = settings, rules
         if rt.offload is not None:
             rt.offload.budget = settings.fetch.cpu_budget
+            # no await since the swap above: every write submitted from now on runs the new rules in
+            # the writer process, every one submitted before runs the old ones
+            rt.offload.serve_writer(settings, rules)
         self.settings = settings
         if self.manage_logging and settings.daemon != old.daemon:
             setup_logging(settings.daemon)
@@ -338,8 +344,14 @@ class Daemon:
         self.metrics_address = server.address
         return server
 
-    def _refresh_snapshot(self) -> None:
-        """The /healthz document, rebuilt in the loop (the HTTP thread only reads it)."""
+    def _refresh_snapshot(self, *, after_poll: bool = False) -> None:
+        """The /healthz document, rebuilt in the loop (the HTTP thread only reads it). After a poll, at
+        most every ``SNAPSHOT_EVERY`` seconds: it counts every source's health and sorts the loop-lag
+        window, so once per poll cost O(sources) per poll when thousands are due at once."""
+        now = time.monotonic()
+        if after_poll and now - self._snapshot_at < SNAPSHOT_EVERY:
+            return
+        self._snapshot_at = now
         inst, jobs = self.instance, self.jobs
         self._snapshot = {
             "status": self.state,
@@ -355,6 +367,7 @@ class Daemon:
             "reloads": self.reloads,
             "relay": bool(self._relay and self._relay.relay is not None),
             "event_loop_lag": self.loop_lag.summary().as_json(),
+            "writer": _writer_state(jobs.rt if jobs else None),
         }
 
     def health(self) -> dict[str, Any]:
@@ -363,6 +376,15 @@ class Daemon:
     @property
     def started(self) -> datetime | None:
         return self.instance.started if self.instance else None
+
+
+def _writer_state(rt: Runtime | None) -> dict[str, Any]:
+    """Who writes the documents: the writer process (its pid) and the writes each writer took so far
+    (``thread``: before the process started, or after it died)."""
+    offload = rt.offload if rt else None
+    if offload is None:
+        return {"pid": None, "writes": {}}
+    return {"pid": offload.writer_pid if offload.writer_running else None, "writes": dict(offload.writes)}
 
 
 __all__ = ["Daemon"]

@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # the names, for type checkers; at run time __getattr__ impor
     from crawler.pipeline.store import evaluate as evaluate
     from crawler.pipeline.store import prepare as prepare
     from crawler.pipeline.store import prepare_many as prepare_many
+    from crawler.pipeline.store import storage_write as storage_write
     from crawler.pipeline.store import store_groups as store_groups
     from crawler.pipeline.store import writer_process as writer_process
     from crawler.pipeline.workers import Offload as Offload
@@ -44,7 +45,7 @@ _MODULES = {
     "passes": ("run_pass", "run_source"),
     "runner": ("auto_cpu_workers", "deliver_outbox", "jsonable", "open_runtime", "run_once"),
     "runtime": ("Runtime", "SourceOutcome", "load_ruleset", "rule_files", "text_params", "utcnow"),
-    "store": ("evaluate", "prepare", "prepare_many", "store_groups", "writer_process"),
+    "store": ("evaluate", "prepare", "prepare_many", "storage_write", "store_groups", "writer_process"),
     "workers": ("Offload", "settled_heap"),
 }
 __all__ = sorted(name for names in _MODULES.values() for name in names)

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import functools
+import gc
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
-from typing import cast
+from typing import Any, TypeVar, cast
 
 from crawler.config import Settings
 from crawler.dedup import text as normalize
 from crawler.fetch import Fetcher
 from crawler.pipeline.groupwrite import GroupWriter
-from crawler.pipeline.runtime import Group, Prepared, Runtime, load_ruleset, text_params
+from crawler.pipeline.runtime import Group, Prepared, Runtime, text_params
 from crawler.pipeline.workers import (
     Analysis,
     Write,
@@ -27,6 +28,7 @@ from storage import ingest as store_ingest
 from storage import sources as store_sources
 
 log = logging.getLogger("storywatch.pipeline")
+T = TypeVar("T")
 
 
 def store_groups(
@@ -76,34 +78,57 @@ async def write_documents(
     return await rt.store_group.submit((docs, now))
 
 
+def storage_write(rt: Runtime, fn: Callable[..., T], *args: Any) -> Write[T]:
+    """``fn(db, *args)`` on the runtime's writer (``Offload.write``): a module-level storage function with
+    picklable arguments, run in the writer process on its connection once the process runs, else in
+    the writer thread on ``rt.db``. Small writes that depend on no unfinished document write (the
+    daemon's poll records and schedules): they never start the process."""
+    local = functools.partial(fn, rt.db, *args)
+    return Write(local, _writer_storage, (fn, *args), (rt.settings, rt.rules), start_writer=False)
+
+
 def record_call(rt: Runtime, batch: list[store_sources.FetchRecord]) -> Write[None]:
     serves = (rt.settings, rt.rules)
     local = functools.partial(store_sources.record_fetches, rt.db, batch)
     return Write(local, _writer_record, (batch,), serves, start_writer=False)
 
 
-# The database writer process (``workers.WriterProcess``): its own connection and rule set, loaded
-# from the settings the main process started it with.
+# The database writer process (``workers.WriterProcess``): its own connection, and the settings and
+# rule set of the main process's runtime (sent to it, never re-read from the files: those may have
+# changed since the runtime loaded them).
 _WRITER: Runtime | None = None
 
 
 def writer_process(settings: Settings, rules: RuleSet, database_url: str) -> WriterProcess:
-    """What ``Offload`` needs to start a writer process for a runtime with these settings and rules."""
-    return WriterProcess(_writer_start, (settings, database_url), (settings, rules))
+    """What ``Offload`` needs to start a writer process for a runtime with these settings and rules,
+    and to move it to the runtime's next ones (``Offload.serve_writer(settings, rules)``)."""
+    return WriterProcess(_writer_start, (settings, rules, database_url), (settings, rules), _writer_serve)
 
 
-def _writer_start(settings: Settings, database_url: str) -> None:
+def _writer_start(settings: Settings, rules: RuleSet, database_url: str) -> None:
     global _WRITER
     from storage.db import open_database
 
     db = open_database(database_url, migrate=False)  # the main process migrated it
-    _WRITER = Runtime(settings, db, cast(Fetcher, None), load_ruleset(settings))  # it never fetches
+    _WRITER = Runtime(settings, db, cast(Fetcher, None), rules)  # it never fetches
+    settle_heap()
+
+
+def _writer_serve(settings: Settings, rules: RuleSet) -> None:
+    assert _WRITER is not None, "not in the writer process"
+    _WRITER.settings, _WRITER.rules = settings, rules
+    gc.unfreeze()  # the replaced ones may be freed now
     settle_heap()
 
 
 def _writer_store(groups: list[Group], origin: str) -> list[list[store_ingest.IngestResult]]:
     assert _WRITER is not None, "not in the writer process"
     return store_groups(replace(_WRITER, origin=origin), groups)
+
+
+def _writer_storage(fn: Callable[..., T], *args: Any) -> T:
+    assert _WRITER is not None, "not in the writer process"
+    return fn(_WRITER.db, *args)
 
 
 def _writer_record(batch: list[store_sources.FetchRecord]) -> None:

@@ -25,6 +25,7 @@ import functools
 import gc
 import logging
 import multiprocessing
+import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -222,11 +223,13 @@ def settled_heap() -> Iterator[None]:
 class WriterProcess:
     """How to start a database writer process: ``start(*args)`` runs in it first. ``serves`` are the
     objects it was started for (settings, rules): the pipeline writes through it only while its
-    runtime still uses those very objects."""
+    runtime still uses those very objects. ``serve(*objects)``, run in the process, makes it write for
+    other objects of the same kinds (``Offload.serve_writer``: the daemon's reload)."""
 
     start: Callable[..., None]
     args: tuple[Any, ...]
     serves: tuple[object, ...]
+    serve: Callable[..., None] | None = None
 
 
 DEFAULT_CPU_BUDGET = 5.0  # seconds per document (fetch.cpu_budget)
@@ -250,24 +253,41 @@ class Offload:
         self._pool = ProcessPool(max_workers=workers, context=ctx) if workers > 0 else None
         self._thread: ThreadPoolExecutor | None = ThreadPoolExecutor(1, thread_name_prefix="storywatch-db")
         self._process: ProcessPoolExecutor | None = None
+        self._serve = writer.serve if writer is not None else None
         self._serves: tuple[object, ...] = ()
         self._process_started = False  # it is spawned by the first call that may start it
+        self.writer_pid: int | None = None  # the writer process's, once ``warm(writer=True)`` started it
+        self.writes = {"process": 0, "thread": 0}  # writes submitted to each writer so far
         if writer is not None:
             self._process = ProcessPoolExecutor(
                 1, mp_context=ctx, initializer=writer.start, initargs=writer.args
             )
             self._serves = writer.serves
 
-    async def warm(self) -> None:
-        """Start the worker processes now (a spawn imports the code: ~1-2 s), not at the first poll."""
+    async def warm(self, *, writer: bool = False) -> None:
+        """Start the worker processes now (a spawn imports the code: ~1-2 s), not at the first poll.
+        With ``writer``, start the writer process too (a long-lived runtime: the daemon) without
+        waiting for it: document writes queue for it meanwhile, small writes go to the thread until it
+        runs (``Write.start_writer``); then ``writer_pid`` is set."""
+        if writer and self._process is not None and not self._process_started:
+            self._process.submit(os.getpid).add_done_callback(self._writer_ready)
         if self._pool is not None:
             pool = self._pool
             await asyncio.gather(*(asyncio.wrap_future(pool.schedule(_ready)) for _ in range(self.workers)))
+
+    def _writer_ready(self, started: Future[int]) -> None:
+        if not started.cancelled() and started.exception() is None:
+            self.writer_pid, self._process_started = started.result(), True
 
     @property
     def pooled(self) -> bool:
         """Whether CPU work runs in worker processes (else inline, in the caller's thread)."""
         return self._pool is not None
+
+    @property
+    def writer_running(self) -> bool:
+        """Whether a writer process takes writes (False: none was given, or it died)."""
+        return self._process is not None
 
     def writer_process_for(self, *objects: object) -> bool:
         """Whether writes for a runtime holding ``objects`` may go to the writer process."""
@@ -276,6 +296,23 @@ class Offload:
             and len(objects) == len(self._serves)
             and all(a is b for a, b in zip(objects, self._serves, strict=True))
         )
+
+    def serve_writer(self, *objects: object) -> bool:
+        """From now on the writer process writes for ``objects`` (the daemon's reload: new settings and
+        rules). ``serve(*objects)`` is queued behind the writes already submitted, which run with the
+        objects they were submitted for; every write submitted after this call runs with the new ones
+        (one process, in submission order). False when there is no writer process to move (writes for
+        ``objects`` then go to the thread, see ``writer_process_for``)."""
+        process, serve = self._process, self._serve
+        if process is None or serve is None:
+            return False
+        try:
+            process.submit(serve, *objects)  # spawns the process if no write has yet
+        except BrokenProcessPool:
+            self._writer_died()
+            return False
+        self._serves = objects
+        return True
 
     async def build(self, jobs: Sequence[ArticleJob], params: TextParams) -> list[Built | str]:
         """``build_articles`` in a worker under the batch's budget; past it, each job again alone under
@@ -367,8 +404,10 @@ class Offload:
                 self._writer_died()
             else:
                 self._process_started = True
+                self.writes["process"] += 1
                 return future
         assert self._thread is not None, "Offload used after close()"
+        self.writes["thread"] += 1
         return self._thread.submit(call.local)
 
     def _writer_died(self) -> None:

@@ -8,6 +8,7 @@ import contextlib
 import itertools
 import json
 import logging
+import os
 import random
 import re
 import threading
@@ -32,7 +33,7 @@ from crawler.daemon.schedule import Bounds, SourceTiming
 from crawler.pipeline import SourceOutcome
 from crawler.types import FeedHints, SourceResult, SourceSpec
 from storage.db import open_database
-from storage.models import DeliveryRow, DocumentRow, FetchLogRow
+from storage.models import DeliveryRow, DocumentRow, FetchLogRow, MatchRow
 from tests.sitekit import Site, article_page, rss
 
 T0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
@@ -362,6 +363,43 @@ def test_changed_files_reload_and_broken_files_keep_the_last_good_version(
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert errors and all("last good configuration keeps running" in m for m in errors)
     assert any(re.search(r"storywatch\.yaml:sources\[1\]\.url: line \d+", m) for m in errors), errors
+
+
+def test_documents_are_written_by_the_writer_process_with_the_rules_of_the_last_reload(
+    tmp_path: Path, site: Site
+) -> None:
+    """The daemon writes through a writer process of its own (as `storywatch once` does); a reload
+    moves that process to the new rules: documents written after it match the new rule set only,
+    and still through the process (not the main process's fallback thread)."""
+    feed_with(site, "/one", 1)
+    cfg = write_config(tmp_path, [f"{{id: one, kind: feed, url: '{site.url('/one')}', {FAST}}}"])
+    seen: dict[str, Any] = {}
+
+    def stored() -> int:
+        return len(rows(cfg, DocumentRow))
+
+    async def scenario(d: Daemon) -> None:
+        await wait_until(lambda: stored() == 1, what="the first document")
+        seen["before"] = d.health()["writer"]
+        new_rule = RULES.replace("test.cluster", "test.conference").replace("computing cluster", "conference")
+        (tmp_path / "rules.yaml").write_text(new_rule, "utf-8")
+        assert await d.reload("test")
+        feed_with(site, "/one", 2)  # a second article in the feed
+        await wait_until(lambda: stored() == 2, what="the document written after the reload")
+        written = sum(seen["before"]["writes"].values())
+        await wait_until(lambda: sum(d.health()["writer"]["writes"].values()) > written, what="the snapshot")
+        seen["after"] = d.health()["writer"]
+        os.kill(seen["after"]["pid"], 0)  # a live process (ProcessLookupError otherwise)
+
+    run_daemon(cfg, scenario)
+    before, after = seen["before"], seen["after"]
+    assert isinstance(after["pid"], int) and after["pid"] != os.getpid()
+    assert before["pid"] in (None, after["pid"])  # the same process, moved to the new rules
+    assert before["writes"]["process"] >= 1
+    assert after["writes"]["thread"] == 0  # every write (documents and fetch records) went to the process
+    docs = {doc.id: doc.url for doc in rows(cfg, DocumentRow)}
+    fired = sorted((docs[m.document_id].rsplit("/", 1)[1], m.rule_id) for m in rows(cfg, MatchRow))
+    assert fired == [("one-0", "test.cluster"), ("one-1", "test.conference")]
 
 
 # ----------------------------------------------------------------------------- shutdown
