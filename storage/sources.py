@@ -166,8 +166,53 @@ def write_fetch_records(s: Session, records: Sequence[FetchRecord]) -> None:
         s.execute(_update_sources(keys, failed), rows)
 
 
+@dataclass(frozen=True)
+class TimingSave:
+    """A source's schedule after a poll (the daemon's ``SourceTiming.to_dict()`` and its columns)."""
+
+    source_id: str
+    timing: dict[str, Any]
+    health: str
+    next_due: datetime
+    interval: float
+
+
+def record_polls(db: Database, records: Sequence[FetchRecord], timings: Sequence[TimingSave]) -> None:
+    """The end of several polls in ONE write transaction: their fetch records (see
+    :func:`record_fetches`), then their schedules (see :func:`save_timing`; its health wins)."""
+    if not records and not timings:
+        return
+    with db.write() as s:
+        if records:
+            write_fetch_records(s, records)
+        if timings:
+            s.execute(
+                _SAVE_TIMING,
+                [
+                    {
+                        "_id": t.source_id,
+                        "_timing": t.timing,
+                        "_health": t.health,
+                        "_due": t.next_due,
+                        "_interval": t.interval,
+                    }
+                    for t in timings
+                ],
+            )
+
+
 _FETCH_LOG = cast(Table, FetchLogRow.__table__)
 _SOURCES = cast(Table, SourceRow.__table__)
+_SAVE_TIMING = (
+    update(_SOURCES)
+    .where(_SOURCES.c.id == bindparam("_id"))
+    .values(
+        timing=bindparam("_timing"),
+        health=bindparam("_health"),
+        next_due_at=bindparam("_due"),
+        interval=bindparam("_interval"),
+    )
+)
 _FAILED = {  # SQL expressions: the same for every failed fetch
     "error_streak": _SOURCES.c.error_streak + 1,
     "health": case((_SOURCES.c.error_streak + 1 >= 3, "failing"), else_="degraded"),

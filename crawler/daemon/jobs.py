@@ -2,7 +2,9 @@
 
 ``SourceScheduler`` owns an ``AsyncIOScheduler`` with its own in-memory job store (never shared
 with another scheduler). Each job is ``run_source`` -> :func:`poll_outcome` ->
-``schedule.next_timing`` -> ``save_timing`` -> the job moved to the policy's ``next_due``.
+``schedule.next_timing`` -> the job moved to the policy's ``next_due`` -> the fetch record and the
+timing saved by the database writer. Polls that start together read their sources' states in one
+query, and polls that end while a save runs share the next one (as `storywatch once` batches them).
 ``coalesce``, ``max_instances=1`` and ``misfire_grace_time`` make a paused process or a sleeping
 laptop run each overdue source once; a run later than the grace is re-planned within a short
 spread window instead of being dropped. A health change is logged once and, when a human should
@@ -45,7 +47,7 @@ from crawler.daemon.schedule import (
     spread_start,
 )
 from crawler.errors import ConfigError
-from crawler.pipeline import Runtime, SourceOutcome, run_source
+from crawler.pipeline import GroupWriter, Runtime, SourceOutcome, run_source, storage_write
 from crawler.types import SourceSpec
 from storage import daemon_store
 from storage import sources as store_sources
@@ -53,6 +55,9 @@ from storage import sources as store_sources
 log = logging.getLogger(f"{LOGGER}.daemon")
 
 STARTUP_SPREAD = 60.0  # new and overdue sources start within this many seconds (or one interval)
+STATE_GROUP = 500  # sources' states read in one query, at most
+SAVE_GROUP = 256  # polls' records and timings saved in one transaction, at most
+_Saved = tuple[list[store_sources.FetchRecord], store_sources.TimingSave | None]
 
 
 # ----------------------------------------------------------------------------- pure adapters
@@ -176,6 +181,8 @@ class SourceScheduler:
         self.inflight: set[asyncio.Task[Any]] = set()
         self.polls = 0
         self.on_poll: Callable[[SourceOutcome], None] | None = None
+        self._states = GroupWriter(self._read_states, max_size=STATE_GROUP)
+        self._saves = GroupWriter(self._write_saves, max_size=SAVE_GROUP)
         grace = rt.settings.daemon.misfire_grace
         self.scheduler = AsyncIOScheduler(
             timezone="UTC",
@@ -309,10 +316,12 @@ class SourceScheduler:
         spec = self.specs.get(sid)
         if spec is None:
             return
+        records: list[store_sources.FetchRecord] = []
         try:
-            outcome = await run_source(self.rt, spec)
+            state = await self._states.submit(sid)
+            outcome = await run_source(self.rt, spec, state=state, record=records.append)
             self.polls += 1
-            await self._after_poll(spec, outcome)
+            await self._after_poll(spec, outcome, records)
         except Exception:  # per-source boundary for what run_source cannot record (database down...)
             log.exception("could not record the poll; retrying soon", extra=source_extra(sid))
             self._retry_soon(sid)
@@ -325,15 +334,18 @@ class SourceScheduler:
         if bounds is not None:
             self.reschedule(sid, self.rt.clock() + timedelta(seconds=bounds.min_interval))
 
-    async def _after_poll(self, spec: SourceSpec, outcome: SourceOutcome) -> None:
-        """The next timing, metrics, logs, the job moved to its next due time, then the timing saved (in
-        a thread: the write may wait for the writer's transaction, the event loop must not) and a
-        health notice."""
+    async def _after_poll(
+        self, spec: SourceSpec, outcome: SourceOutcome, records: list[store_sources.FetchRecord]
+    ) -> None:
+        """The next timing, metrics, logs, the job moved to its next due time, then the poll's fetch
+        record and timing saved (``_save``) and a health notice."""
         sid = spec.id
         current, timing, bounds = self.specs.get(sid), self.timings.get(sid), self.bounds.get(sid)
         if current is None or timing is None or bounds is None:
+            await self._save(records, None)
             return  # removed by a reload while it ran
         if (current.url, current.kind) != (spec.url, spec.kind):
+            await self._save(records, None)
             return  # moved by a reload while it ran: the new URL's plan stands
         now = self.rt.clock()
         new, change = next_timing(timing, poll_outcome(outcome), bounds, now, self.rng)
@@ -342,17 +354,31 @@ class SourceScheduler:
         self.metrics.set_health(sid, new.health)
         _log_poll(outcome, new)
         self.reschedule(sid, new.next_due)
-        await asyncio.to_thread(
-            store_sources.save_timing,
-            self.rt.db,
-            sid,
-            timing=new.to_dict(),
-            health=new.health,
-            next_due=new.next_due,
-            interval=new.interval,
-        )
+        saved = store_sources.TimingSave(sid, new.to_dict(), new.health, new.next_due, new.interval)
+        await self._save(records, saved)
         if change is not None:
             await self._announce(change, spec, new)
+
+    async def _save(
+        self, records: list[store_sources.FetchRecord], timing: store_sources.TimingSave | None
+    ) -> None:
+        """Write a poll's fetch record (after its documents) and its new timing, by the writer (never on
+        the event loop); polls that end while a save runs share the next one (one transaction)."""
+        await self._saves.submit((records, timing))
+
+    async def _write_saves(self, items: list[_Saved]) -> list[None]:
+        records, timings = [r for rs, _ in items for r in rs], [t for _, t in items if t is not None]
+        if self.rt.offload is None:
+            await asyncio.to_thread(store_sources.record_polls, self.rt.db, records, timings)
+        else:
+            await self.rt.offload.write(storage_write(self.rt, store_sources.record_polls, records, timings))
+        return [None] * len(items)
+
+    async def _read_states(self, ids: list[str]) -> list[store_sources.SourceState]:
+        """The stored states of the sources about to be polled (validators, body hash, last snapshot):
+        in a thread, one query for the polls that start together (a start or a resume polls many)."""
+        states = await asyncio.to_thread(store_sources.source_states, self.rt.db, ids)
+        return [states[sid] for sid in ids]
 
     async def _announce(self, change: HealthChange, spec: SourceSpec, timing: SourceTiming) -> None:
         """Log the change once; queue one notice when a human should hear about it."""
