@@ -59,7 +59,7 @@ class GroupWriter(Generic[A, R]):
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
         self.items += 1
-        if self._units() >= self._max:
+        if self._linger and self._units() >= self._max:  # only a lingering drain waits for it (O(pending))
             self._full.set()
         if self._drainer is None or self._drainer.done():
             self._drainer = asyncio.create_task(self._drain())
