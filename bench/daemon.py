@@ -23,6 +23,7 @@ Targets (issue 15): the daemon's rate >= 0.9x once's, its CPU per document withi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing as mp
 import os
 import signal
@@ -174,15 +175,27 @@ def measure(what: str, args: list[str], site: Site, timeout: float, profile: Pat
                     break
                 time.sleep(0.1)
         finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=120)
+            _stop(proc, server=args[0] == "run")
             log.close()
         if seen < site.documents:
             tail = (tmp / "output.log").read_text(errors="replace")[-2000:]
             raise SystemExit(f"{what}: {seen} of {site.documents} documents stored; output:\n{tail}")
         assert first is not None and last is not None
         return Run(what, seen, first - t0, last - first, cpu.total, cpu.main)
+
+
+def _stop(proc: subprocess.Popen[bytes], *, server: bool) -> None:
+    """SIGTERM the daemon (it stops its processes itself); let `once` finish (a SIGTERM kills it at once
+    and leaves its writer and worker processes running, orphaned); past 120 s, SIGKILL its tree."""
+    if server and proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        for pid in reversed(_tree(proc.pid)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        proc.wait()
 
 
 def main(argv: list[str] | None = None) -> int:
