@@ -35,8 +35,8 @@ def web_cmd(obj: Ctx, listen: str | None) -> None:
     )
     db = open_database(settings.database_url)
     server = web.WebServer(web.create_app(settings, db), sock)
-    err.print(f"storywatch web: serving http://{server.address}/ (Ctrl-C to stop)", highlight=False)
-    server.serve_forever()
+    ready = f"storywatch web: serving http://{server.address}/ (Ctrl-C to stop)"
+    server.serve_forever(lambda: err.print(ready, highlight=False))
 
 
 def commands() -> list[click.Command]:

@@ -6,8 +6,10 @@ once, and port 0 reports the port it got.
 
 from __future__ import annotations
 
+import signal
 import socket
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
@@ -63,8 +65,19 @@ class WebServer:
         self.thread.join(timeout)
         self.sock.close()
 
-    def serve_forever(self) -> None:
-        """Run in this thread until Ctrl-C / SIGTERM (uvicorn handles the signals here)."""
+    def serve_forever(self, announce: Callable[[], None] | None = None) -> None:
+        """Run in this thread until Ctrl-C / SIGTERM. Our handlers are in place before ``announce``
+        (the "serving" line) runs, so a signal sent as soon as that line is read stops the server,
+        even in a process started with SIGINT ignored (a background job); uvicorn installs its own
+        while it runs and puts ours back after."""
+
+        def stop(_signum: int, _frame: object) -> None:
+            self.server.should_exit = True
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, stop)
+        if announce is not None:
+            announce()
         try:
             self.server.run(sockets=[self.sock])
         finally:

@@ -207,6 +207,9 @@ def test_the_daemon_and_the_web_server_print_no_repr(world: dict[str, object], n
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        # as a background job starts (CI): SIGINT ignored, so the process's own handlers must be in
+        # place before its ready line, or the SIGINT below is lost and the server keeps serving
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     marker = "daemon" if name == "run" else "serving http://127.0.0.1:"
     lines: list[str] = []
