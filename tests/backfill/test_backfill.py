@@ -23,7 +23,14 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import func, select
 
-from crawler.backfill.job import BackfillOptions, BackfillReport, TokenBucket, Window, run_backfill
+from crawler.backfill.job import (
+    BackfillOptions,
+    BackfillReport,
+    TokenBucket,
+    Window,
+    backfill_runtime,
+    run_backfill,
+)
 from crawler.config import Settings, parse_settings
 from crawler.errors import ParseError
 from crawler.feeds import UnsafeXML, parse_sitemap
@@ -434,6 +441,22 @@ def test_token_bucket_spaces_requests_at_the_rate() -> None:
 
     elapsed = asyncio.run(take(6, TokenBucket(25.0)))
     assert elapsed >= 5 / 25 * 0.95  # the first token is free, then one every 1/rate seconds
+
+
+def test_backfill_fetcher_gate_waits_for_the_bucket(tmp_path: Path, site: HistorySite) -> None:
+    """Requests made at once through the backfill's Fetcher still go out one token at a time."""
+    settings = make_settings(tmp_path, site)
+    paths = list(ARTICLES)[:6]
+
+    async def fetch_all() -> float:
+        async with backfill_runtime(settings, rate=25.0) as rt:
+            start = time.monotonic()
+            await asyncio.gather(*(rt.fetcher.fetch(site.base + p) for p in paths))
+            return time.monotonic() - start
+
+    elapsed = asyncio.run(fetch_all())
+    assert elapsed >= 5 / 25 * 0.95
+    assert [site.hits(p) for p in paths] == [1] * 6
 
 
 # ----------------------------------------------------------------------------- acceptance 3: alerts
