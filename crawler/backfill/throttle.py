@@ -51,8 +51,11 @@ class BucketGate:
             await self.bucket.take()
             yield
 
-    async def before_send(self, host: str) -> None:
-        await self.hosts.before_send(host)
+    async def before_send(self, host: str) -> str | None:
+        return await self.hosts.before_send(host)
+
+    def after_send(self, host: str, token: str | None) -> None:
+        self.hosts.after_send(host, token)
 
     def pause(self, host: str, seconds: float, status: int) -> None:
         self.hosts.pause(host, seconds, status)
