@@ -9,7 +9,8 @@ Validation errors name the file, the key path (``sources[3].url``), its line, an
 
 Kept whole past ~450 lines on purpose: it is the one reference of every setting (the schema) and
 the loader that names a bad key's file and line; both share the location helpers, and a reader
-looking up a key should find its type, default and error in one file.
+looking up a key should find its type, default and error in one file. What a URL must be to be
+accepted (and the messages that say so without a secret) is ``crawler.bounds.urls``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-import httpx
 import platformdirs
 import yaml
 from pydantic import (
@@ -43,6 +43,7 @@ from pydantic import (
 from selectolax.lexbor import LexborHTMLParser, SelectolaxError
 
 from crawler.bounds import redact
+from crawler.bounds.urls import check_url, source_url_problem
 from crawler.errors import BlockedURLError, ConfigError
 from crawler.types import SourceSpec
 
@@ -84,50 +85,12 @@ def parse_when(value: str, now: datetime | None = None) -> datetime:
     return (now or datetime.now(UTC)) - timedelta(seconds=parse_duration(value))
 
 
-def check_url(
-    value: str, *, secret: bool = False, schemes: tuple[str, ...] | None = ("http", "https")
-) -> str:
-    """``value`` when the sender will accept it: httpx and urllib parse it the same way, with a host
-    and a port from 1 to 65535; else ValueError saying what to fix, quoting ``value`` only when it is
-    not ``secret`` (its password masked even then). ``schemes=None``: any scheme (apprise URLs)."""
-    problem = _url_problem(value, schemes)
-    if problem is None:
-        return value
-    shown = "" if secret else f"{redact.show_url(value)!r}: "
-    raise ValueError(f"{shown}{problem}")
-
-
 def check_listen(value: str) -> str:
     """``value`` when it is ``host:port`` with a port from 0 (any free one) to 65535, else ValueError."""
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit() or int(port) > 65535 or any(c in host for c in "/@?# "):
         raise ValueError(f"{value!r} is not host:port (e.g. 127.0.0.1:9465; port 0 picks a free one)")
     return value
-
-
-def _url_problem(value: str, schemes: tuple[str, ...] | None) -> str | None:
-    scheme, sep, rest = value.partition("://")
-    if not sep or (schemes is not None and scheme.lower() not in schemes):
-        return "only http:// and https:// URLs can be used" if schemes else "not a URL (scheme://...)"
-    if "@" in rest and any(c in rest.rsplit("@", 1)[0] for c in "/?#"):
-        return "a '/', '?' or '#' in the user name or password must be percent-encoded (%2F, %3F, %23)"
-    try:
-        parts = urlsplit(value)
-        port = parts.port
-    except ValueError as exc:
-        reason = "the port must be a number from 1 to 65535" if "port" in str(exc).lower() else "malformed"
-        return f"not a valid URL: {reason}"
-    if not parts.hostname:
-        return "not a valid URL: it has no host"
-    if port is not None and not 1 <= port <= 65535:
-        return "not a valid URL: the port must be a number from 1 to 65535"
-    if schemes is None:
-        return None
-    try:
-        httpx.URL(value)
-    except (httpx.InvalidURL, ValueError, TypeError):
-        return "not a valid URL (check the host, the port and characters that must be percent-encoded)"
-    return None
 
 
 class _Model(BaseModel):
@@ -157,15 +120,6 @@ def validate_selector(selector: str) -> None:
         LexborHTMLParser("<p></p>").css(selector)
     except SelectolaxError as exc:
         raise ConfigError(f"invalid CSS selector {selector!r}: {exc}", key="selector") from exc
-
-
-def source_url_problem(url: str) -> str | None:
-    """Why ``url`` cannot be a source's address (the loader's own message, the URL's password masked),
-    or None when it can: http(s), and parsed by httpx and urllib alike with a host and a valid port."""
-    if not re.match(r"^https?://[^/\s]+", url, re.I):
-        return f"{redact.show_url(url)!r}: only http:// and https:// URLs can be watched"
-    problem = _url_problem(url, ("http", "https"))
-    return f"{redact.show_url(url)!r}: {problem}" if problem else None
 
 
 class SourceConfig(_Model):

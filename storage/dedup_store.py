@@ -37,18 +37,20 @@ from datetime import datetime
 from functools import lru_cache
 from typing import cast
 
-from sqlalchemy import Table, bindparam, func, literal, select, text, union
+from sqlalchemy import Table, bindparam, func, select, text, union
 from sqlalchemy.orm import Session
 
 from crawler.dedup import Fingerprint, estimate_jaccard_many
 from crawler.errors import StorageError
 
 from .db import Database
-from .models import DocumentRow, MatchRow, SightingRow, StoryRow, UTCDateTime
+from .models import DocumentRow, MatchRow, SightingRow, StoryRow
+from .paging import Newest
 from .rawsql import Raw, raw
 
 MAX_CANDIDATES = 200  # verified per lookup, those sharing the most bands first
 _LOCK_NAMESPACE = 0x5357_4C53  # first key of pg_advisory_xact_lock(int4, int4): "SWLS"
+STORIES = Newest(StoryRow, "updated_at")  # the stories list: most recently updated first
 
 
 class StoryNotFound(StorageError):
@@ -353,12 +355,7 @@ def story_summary(session: Session, story_id: int) -> StorySummary:
 
 def list_stories(session: Session, *, since: datetime, limit: int = 100) -> list[StorySummary]:
     """Stories with activity (``updated_at``) at or after ``since``, most recently updated first."""
-    rows = session.scalars(
-        select(StoryRow)
-        .where(StoryRow.updated_at >= literal(since, UTCDateTime()))
-        .order_by(StoryRow.updated_at.desc(), StoryRow.id.desc())
-        .limit(limit)
-    ).all()
+    rows = session.scalars(STORIES.query(limit=limit, since=since)).all()
     return _summaries(session, list(rows))
 
 

@@ -11,7 +11,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, literal, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from crawler.alerts.base import AlertNotFound
@@ -31,10 +31,11 @@ from crawler.errors import StorywatchError
 
 from . import dedup_store
 from .db import Database
-from .models import AlertRow, DeliveryRow, SilenceRow, UTCDateTime, utcnow
-from .paging import before, next_cursor
+from .models import AlertRow, DeliveryRow, SilenceRow, utcnow
+from .paging import Newest
 
 RETRYABLE = ("failed", "dead", "silenced")
+ALERTS = Newest(AlertRow, "created_at")
 
 
 def _summary(row: AlertRow, deliveries: Mapping[str, str]) -> AlertSummary:
@@ -103,25 +104,15 @@ def alerts_page(
     cursor: str | None = None,
 ) -> Page:
     """One page of alerts, newest first, with their delivery states: two queries, whatever the page."""
-    q = select(AlertRow).order_by(AlertRow.created_at.desc(), AlertRow.id.desc()).limit(limit)
-    if since is not None:
-        q = q.where(AlertRow.created_at >= literal(since, UTCDateTime()))
-    if until is not None:
-        q = q.where(AlertRow.created_at < literal(until, UTCDateTime()))
-    if rule:
-        q = q.where(AlertRow.rule_id == rule)
-    if severity:
-        q = q.where(AlertRow.severity == severity)
-    if story is not None:
-        q = q.where(AlertRow.story_id == story)
-    if cursor:
-        q = q.where(before(AlertRow.created_at, AlertRow.id, cursor))
+    q = ALERTS.query(
+        limit=limit, cursor=cursor, since=since, until=until, rule_id=rule, severity=severity, story_id=story
+    )
     with db.read() as s:
         rows = list(s.scalars(q).all())
         states = _delivery_states(s, [r.id for r in rows])
         reporters = _story_sources(s, sorted({r.story_id for r in rows}))
-        items = tuple(_with_sources(_summary(r, states.get(r.id, {})), reporters) for r in rows)
-    return Page(items, next_cursor(rows, limit))
+        items = [_with_sources(_summary(r, states.get(r.id, {})), reporters) for r in rows]
+    return ALERTS.page(rows, items, limit)
 
 
 def _story_sources(s: Session, story_ids: list[int]) -> dict[int, set[str]]:

@@ -1,15 +1,26 @@
-"""Keyset (cursor) pagination: newest first by (time, id), opaque cursors, no OFFSET scans."""
+"""Keyset (cursor) pagination: newest first by (time, id), opaque cursors, no OFFSET scans.
+
+``Newest(AlertRow, "created_at")`` is one such list: ``query`` its filters, order, limit and cursor,
+``page`` the ``Page`` of what it read (the alerts, stories and documents pages all use it).
+"""
 
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-from sqlalchemy import and_, or_
+from sqlalchemy import Select, and_, literal, or_, select
 from sqlalchemy.sql import ColumnElement
 
+from crawler.alerts.views import Page
 from crawler.errors import StorywatchError
+
+from .models import UTCDateTime
+
+Row = TypeVar("Row")
 
 
 class BadCursor(StorywatchError):
@@ -43,3 +54,42 @@ def next_cursor(rows: list[Any], limit: int, when: str = "created_at") -> str | 
         return None
     last = rows[-1]
     return encode_cursor(getattr(last, when), int(last.id))
+
+
+@dataclass(frozen=True)
+class Newest(Generic[Row]):
+    """The rows of ``model`` newest first by (``when``, id), a page at a time."""
+
+    model: type[Row]
+    when: str  # the time column: the order, ``since``/``until`` and the cursor
+
+    def query(
+        self,
+        *,
+        limit: int,
+        cursor: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        **equal: object,
+    ) -> Select[Row]:
+        """At most ``limit`` rows after ``cursor``, ``since`` <= when < ``until``, and each column of
+        ``equal`` equal to its value (a filter that is None or "" is not applied)."""
+        when, ident = self._column(self.when), self._column("id")
+        q = select(self.model).order_by(when.desc(), ident.desc()).limit(limit)
+        if since is not None:
+            q = q.where(when >= literal(since, UTCDateTime()))
+        if until is not None:
+            q = q.where(when < literal(until, UTCDateTime()))
+        for column, value in equal.items():
+            if value is not None and value != "":
+                q = q.where(self._column(column) == value)
+        if cursor:
+            q = q.where(before(when, ident, cursor))
+        return q
+
+    def _column(self, name: str) -> Any:
+        return getattr(self.model, name)
+
+    def page(self, rows: Sequence[Row], items: Sequence[Any], limit: int) -> Page:
+        """``items`` (made from ``rows``), and the cursor after the last row when the page is full."""
+        return Page(tuple(items), next_cursor(list(rows), limit, self.when))

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import literal, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from crawler.alerts.views import AlertSummary, Page
@@ -19,9 +19,12 @@ from crawler.alerts.views import AlertSummary, Page
 from . import dedup_store
 from .db import Database
 from .dedup_store import StoryNotFound, StorySummary
-from .models import DocumentRow, MatchRow, SightingRow, SnapshotRow, StoryRow, UTCDateTime
+from .models import DocumentRow, MatchRow, SightingRow, SnapshotRow
 from .outbox_admin import alerts_page
-from .paging import before, next_cursor
+from .paging import Newest
+
+STORIES = dedup_store.STORIES
+DOCUMENTS = Newest(DocumentRow, "discovered")
 
 
 @dataclass(frozen=True)
@@ -102,17 +105,12 @@ def stories_page(
     documents: bool = True,
 ) -> Page:
     """Stories updated since ``since``, most recently updated first, each with its documents."""
-    q = select(StoryRow).order_by(StoryRow.updated_at.desc(), StoryRow.id.desc()).limit(limit)
-    if since is not None:
-        q = q.where(StoryRow.updated_at >= literal(since, UTCDateTime()))
-    if cursor:
-        q = q.where(before(StoryRow.updated_at, StoryRow.id, cursor))
+    q = STORIES.query(limit=limit, cursor=cursor, since=since)
     with db.read() as s:
         rows = list(s.scalars(q).all())
         summaries = dedup_store._summaries(s, rows)
         docs = _documents_of(s, [r.id for r in rows]) if documents else {}
-    items = tuple(_entry(sm, docs.get(sm.id, ())) for sm in summaries)
-    return Page(items, next_cursor(rows, limit, "updated_at"))
+    return STORIES.page(rows, [_entry(sm, docs.get(sm.id, ())) for sm in summaries], limit)
 
 
 def story_documents(db: Database, story_id: int) -> list[StoryDocument]:
@@ -145,20 +143,11 @@ def documents_page(
     cursor: str | None = None,
 ) -> Page:
     """Documents newest first (by discovery), filtered like the CLI; sightings loaded in one query."""
-    q = select(DocumentRow).order_by(DocumentRow.discovered.desc(), DocumentRow.id.desc()).limit(limit)
-    if since is not None:
-        q = q.where(DocumentRow.discovered >= literal(since, UTCDateTime()))
-    if source:
-        q = q.where(DocumentRow.source_id == source)
-    if story is not None:
-        q = q.where(DocumentRow.story_id == story)
-    if cursor:
-        q = q.where(before(DocumentRow.discovered, DocumentRow.id, cursor))
+    q = DOCUMENTS.query(limit=limit, cursor=cursor, since=since, source_id=source, story_id=story)
     with db.read() as s:
         rows = list(s.scalars(q).all())
         seen = _sightings(s, [d.id for d in rows])
-    items = tuple(_document(d, seen) for d in rows)
-    return Page(items, next_cursor(rows, limit, "discovered"))
+    return DOCUMENTS.page(rows, [_document(d, seen) for d in rows], limit)
 
 
 # ----------------------------------------------------------------------------- batch loaders

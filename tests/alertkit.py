@@ -7,6 +7,7 @@ headers, delay, or "hold the request open until released"); the SMTP server is a
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import socket
 import threading
@@ -19,10 +20,11 @@ from email import message_from_bytes, policy
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiosmtpd.controller import Controller
 
+from crawler.alerts.console import ConsoleChannel
 from crawler.alerts.relay import Relay
 from crawler.alerts.views import AlertOutcome, RelayReport
 from crawler.config import AlertsConfig
@@ -33,6 +35,7 @@ from storage.outbox import record_alert
 
 T0 = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 EVIDENCE = "Meituan said LongCat-2.0 was trained on Huawei Ascend 910C chips."
+WIRE = ("wire", "https://wire.example/a")
 
 
 def new_db(tmp_path: Path) -> Database:
@@ -104,7 +107,7 @@ def record(
     doc_id: int,
     m: Match | None = None,
     *,
-    sources: Sequence[tuple[str, str | None]] = (("wire", "https://wire.example/a"),),
+    sources: Sequence[tuple[str, str | None]] = (WIRE,),
     now: datetime = T0,
     **kw: Any,
 ) -> AlertOutcome:
@@ -129,6 +132,51 @@ def alerts_cfg(channels: Mapping[str, Mapping[str, Any]], **kw: Any) -> AlertsCo
 
 def run(relay: Relay, now: datetime) -> RelayReport:
     return asyncio.run(relay.run_once(now))
+
+
+def consoles(db: Database, cfg: AlertsConfig) -> tuple[Relay, dict[str, io.StringIO]]:
+    """A relay whose console channels each write to their own buffer (the others deliver for real)."""
+    names = [n for n, c in cfg.channels.items() if c.type == "console"]
+    bufs = {n: io.StringIO() for n in names}
+    chans = {n: ConsoleChannel(n, cfg.channels[n], stream=bufs[n]) for n in names}
+    return Relay(db, cfg, channels=chans), bufs
+
+
+class Alerted(NamedTuple):
+    db: Database
+    cfg: AlertsConfig
+    story: int
+    alert_id: int
+    relay: Relay
+    bufs: dict[str, io.StringIO]  # console channel -> what it printed
+    document: int  # the alerting document
+
+
+def first_alert(
+    db: Database,
+    channels: Mapping[str, Mapping[str, Any]] | None = None,
+    *,
+    now: datetime = T0,
+    sources: Sequence[tuple[str, str | None]] = (WIRE,),
+    **alerts: Any,
+) -> Alerted:
+    """A new story's first alert, recorded at ``now`` for ``channels`` (default: console channel "a";
+    ``alerts``: more alert settings), with its relay (``consoles``); nothing delivered yet."""
+    cfg = alerts_cfg(channels or {"a": {"type": "console"}}, **alerts)
+    story, docs = add_story(db)
+    alert_id = record(db, cfg, story, docs[0], sources=sources, now=now).alert_id
+    assert alert_id is not None
+    return Alerted(db, cfg, story, alert_id, *consoles(db, cfg), docs[0])
+
+
+def slack_digest(url: str, **kw: Any) -> dict[str, Any]:
+    """An hourly Slack digest channel posting to ``url``."""
+    return {"type": "slack", "url": url, "mode": "digest", "digest": "hourly", "rate_per_second": 100, **kw}
+
+
+def section_text(slack_body: Mapping[str, Any]) -> str:
+    """The text of a Slack message's section blocks, one per line."""
+    return "\n".join(b["text"]["text"] for b in slack_body["blocks"] if b["type"] == "section")
 
 
 # ----------------------------------------------------------------------------- HTTP receiver

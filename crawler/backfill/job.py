@@ -29,9 +29,10 @@ One run, step by step:
    (``storage.backfill_store.apply_policy``); ``digest`` releases the held deliveries once at the
    end (``storage.outbox.release_held``), so the relay sends ONE digest per channel.
 
-Politeness: every request (feed pages, sitemaps, CDX, snapshots, articles) waits for one token
-bucket (``--rate``, default ``backfill.rate`` per second) in front of the same ``Fetcher`` (SSRF
-guard, per-host gap and concurrency, body caps); article pages check robots.txt.
+Politeness: every request (feed pages, sitemaps, CDX, snapshots, articles, robots.txt, redirect
+hops) waits for one token bucket (``--rate``, default ``backfill.rate`` per second), the gate of the
+same ``Fetcher`` (``throttle.BucketGate``: SSRF guard, per-host gap and concurrency, body caps as
+live); article pages check robots.txt.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from crawler.backfill import archives
-from crawler.backfill.throttle import ThrottledFetcher, TokenBucket, backfill_runtime
+from crawler.backfill.throttle import BucketGate, TokenBucket, backfill_runtime
 from crawler.config import BackfillConfig, Settings
 from crawler.dedup import text as normalize
 from crawler.dedup import urls
@@ -410,10 +411,10 @@ __all__ = [
     "AlertPolicy",
     "BackfillOptions",
     "BackfillReport",
+    "BucketGate",
     "Job",
     "MethodReport",
     "ProgressEvent",
-    "ThrottledFetcher",
     "TokenBucket",
     "Window",
     "backfill_runtime",

@@ -1,23 +1,17 @@
-"""The backfill's runtime: the same Fetcher, each request first waiting for the run's token bucket."""
+"""The backfill's runtime: the same Fetcher, its gate making each request wait for the run's token bucket."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Literal
 
 from crawler.config import Settings
 from crawler.errors import ConfigError
-from crawler.fetch import Fetcher, FetchSettings, fetch_settings
+from crawler.fetch import Fetcher, Gate, HostGate, fetch_settings
 from crawler.pipeline import Runtime, load_ruleset, utcnow
-from crawler.types import Fetched, Validators
 from storage.db import Database, open_database
-
-AlertPolicy = Literal["none", "digest", "all"]
-Status = Literal["ok", "error", "skipped"]
-METHODS: tuple[str, ...] = ("archive", "sitemap", "search", "cdx")
 
 
 class TokenBucket:
@@ -42,45 +36,45 @@ class TokenBucket:
                 await asyncio.sleep((1 - self._tokens) / self.rate)
 
 
-class ThrottledFetcher(Fetcher):
-    """The same Fetcher, each ``fetch`` first waiting for the run's token bucket."""
+class BucketGate:
+    """The Fetcher's gate for a backfill: the usual per-host ``HostGate``, and then, holding the host's
+    place, a token from the run's bucket, so every request (feed pages, sitemaps, CDX, snapshots,
+    articles, robots.txt, redirect hops) goes out at most at the run's rate."""
 
-    def __init__(self, settings: FetchSettings, bucket: TokenBucket) -> None:
-        super().__init__(settings)
-        self.bucket = bucket
-        self.requests = 0
+    def __init__(self, hosts: Gate, bucket: TokenBucket) -> None:
+        self.hosts, self.bucket = hosts, bucket
+        self.gap_at_send = hosts.gap_at_send
 
-    async def fetch(
-        self,
-        url: str,
-        *,
-        source_id: str | None = None,
-        validators: Validators | None = None,
-        check_robots: bool = False,
-        accept: str | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> Fetched:
-        await self.bucket.take()
-        self.requests += 1
-        return await super().fetch(
-            url,
-            source_id=source_id,
-            validators=validators,
-            check_robots=check_robots,
-            accept=accept,
-            headers=headers,
-        )
+    @asynccontextmanager
+    async def slot(self, host: str) -> AsyncIterator[None]:
+        async with self.hosts.slot(host):
+            await self.bucket.take()
+            yield
+
+    async def before_send(self, host: str) -> str | None:
+        return await self.hosts.before_send(host)
+
+    def after_send(self, host: str, token: str | None) -> None:
+        self.hosts.after_send(host, token)
+
+    def pause(self, host: str, seconds: float, status: int) -> None:
+        self.hosts.pause(host, seconds, status)
+
+    def paused(self, host: str) -> tuple[float, int] | None:
+        return self.hosts.paused(host)
 
 
 @asynccontextmanager
 async def backfill_runtime(
     settings: Settings, *, rate: float, db: Database | None = None
 ) -> AsyncIterator[Runtime]:
-    """Like ``runner.open_runtime(origin="backfill")``, with the rate-capped fetcher."""
+    """Like ``runner.open_runtime(origin="backfill")``, the fetcher's gate capped at ``rate``."""
     database = db or open_database(settings.database_url)
     rules = load_ruleset(settings)
     try:
-        async with ThrottledFetcher(fetch_settings(settings), TokenBucket(rate)) as fetcher:
+        fetch = fetch_settings(settings)
+        gate = BucketGate(HostGate.for_settings(fetch), TokenBucket(rate))
+        async with Fetcher(fetch, gate=gate) as fetcher:
             yield Runtime(settings, database, fetcher, rules, utcnow, "backfill")
     finally:
         if db is None:

@@ -2,7 +2,8 @@
 
 ``markup`` counts how deep HTML or XML nests before a parser sees it (``extract.max_depth``);
 ``redact`` masks every secret of the configuration (and any fragment of one) in messages, logs,
-tracebacks and stored errors. Names are imported on first use: ``redact`` sits below
+tracebacks and stored errors; ``urls`` says which configured URLs a sender will accept, without
+showing a secret. Names are imported on first use: ``redact`` sits below
 ``crawler.errors`` (which masks URLs with it) and ``markup`` above (it raises ``NestingTooDeep``).
 """
 
@@ -19,10 +20,13 @@ if TYPE_CHECKING:  # the names, for type checkers; at run time __getattr__ impor
     from crawler.bounds.markup import xml_depth as xml_depth
     from crawler.bounds.redact import scrub as scrub
     from crawler.bounds.redact import show_url as show_url
+    from crawler.bounds.urls import check_url as check_url
+    from crawler.bounds.urls import source_url_problem as source_url_problem
 
 _MODULES = {
     "markup": ("DEFAULT_MAX_DEPTH", "check_depth", "html_depth", "xml_depth"),
     "redact": ("scrub", "show_url"),
+    "urls": ("check_url", "source_url_problem"),
 }
 __all__ = sorted(name for names in _MODULES.values() for name in names)
 __getattr__ = lazy_exports(__name__, {n: f"{__name__}.{m}" for m, names in _MODULES.items() for n in names})

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from crawler.fetch.client import Fetcher, HostPaused, host_key
 from crawler.fetch.netguard import AddressPolicy, check_url_scheme
-from crawler.fetch.politeness import HostGate, parse_retry_after
+from crawler.fetch.politeness import Gate, HostGate, parse_retry_after
 from crawler.fetch.robots import RobotsCache, RobotsRules, robots_url
 from crawler.fetch.settings import DEFAULT_USER_AGENT, FetchSettings, fetch_settings
 
@@ -18,6 +18,7 @@ __all__ = [
     "AddressPolicy",
     "FetchSettings",
     "Fetcher",
+    "Gate",
     "HostGate",
     "HostPaused",
     "RobotsCache",

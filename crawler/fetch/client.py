@@ -151,7 +151,7 @@ class Fetcher:
         )
         # A host's literal-address verdict never changes for one policy: decided once per host.
         self._literal_block_reason = functools.lru_cache(maxsize=4096)(self._policy.literal_block_reason)
-        self._gate: Gate = gate or HostGate(s.per_host_concurrency, s.per_host_min_gap, s.global_concurrency)
+        self._gate: Gate = gate or HostGate.for_settings(s)
         self._robots: RobotsSource = robots or RobotsCache(s.robots_ttl, s.robots_error_ttl)
 
     async def __aenter__(self) -> Fetcher:

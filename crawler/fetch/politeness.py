@@ -13,7 +13,10 @@ import time
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from crawler.fetch.settings import FetchSettings
 
 
 def parse_retry_after(value: str | None, now: datetime, *, max_seconds: float = 6 * 3600.0) -> float | None:
@@ -70,6 +73,11 @@ class HostGate:
         self._hosts: dict[str, asyncio.Semaphore] = {}
         self._next_start: dict[str, float] = {}
         self._paused: dict[str, tuple[float, int]] = {}
+
+    @classmethod
+    def for_settings(cls, s: FetchSettings) -> HostGate:
+        """The gate the ``fetch`` settings describe (per-host concurrency and gap, global cap)."""
+        return cls(s.per_host_concurrency, s.per_host_min_gap, s.global_concurrency)
 
     def slot(self, host: str) -> _Slot:
         """``async with gate.slot(host):`` waits for the host's turn and holds its place meanwhile."""

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import io
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from crawler.alerts.admin import check_alerts, show_alert
-from crawler.alerts.console import ConsoleChannel
 from crawler.alerts.relay import Relay
 from crawler.alerts.routing import digest_period, quiet_until, schedule
 from crawler.config import ChannelConfig, ConfigError, Settings
@@ -19,25 +17,20 @@ from tests.alertkit import (
     add_document,
     add_story,
     alerts_cfg,
+    first_alert,
     match,
     new_db,
     record,
     run,
+    section_text,
+    slack_digest,
 )
 
 
 def test_digest_channel_gets_one_message_per_period(tmp_path: Path) -> None:
     with Receiver() as rx:
         db = new_db(tmp_path)
-        hook = {
-            "type": "slack",
-            "url": rx.url,
-            "mode": "digest",
-            "digest": "hourly",
-            "timezone": "Europe/Paris",
-            "rate_per_second": 100,
-        }
-        cfg = alerts_cfg({"digest": hook})
+        cfg = alerts_cfg({"digest": slack_digest(rx.url, timezone="Europe/Paris")})
         story, docs = add_story(db)
         ids = [
             record(
@@ -62,7 +55,7 @@ def test_digest_channel_gets_one_message_per_period(tmp_path: Path) -> None:
         assert run(relay, T0 + timedelta(minutes=121)).sent == 1
         assert len(rx.requests) == 2
     first, second = (r.json() for r in rx.requests)
-    text = "\n".join(b["text"]["text"] for b in first["blocks"] if b["type"] == "section")
+    text = section_text(first)
     assert "*3 alerts*" in text and "10:00 to 2026-11-27 11:00 (Europe/Paris)" in text
     assert all(f"Item {i}" in text for i in range(3)) and "Item 3" not in text
     assert "*1 alert*" in second["blocks"][0]["text"]["text"]
@@ -72,32 +65,26 @@ def test_digest_channel_gets_one_message_per_period(tmp_path: Path) -> None:
 
 
 def test_corroboration_while_held_is_folded_into_the_digest(tmp_path: Path) -> None:
-    db = new_db(tmp_path)
-    cfg = alerts_cfg({"d": {"type": "console", "mode": "digest", "digest": "daily", "digest_at": "08:00"}})
-    story, docs = add_story(db)
-    first = record(db, cfg, story, docs[0], now=T0)
+    daily = {"type": "console", "mode": "digest", "digest": "daily", "digest_at": "08:00"}
+    db, cfg, story, first, relay, bufs, _ = first_alert(new_db(tmp_path), {"d": daily})
     with db.write() as s:
         doc2 = add_document(s, story, source="reprint")
     record(db, cfg, story, doc2, sources=[("wire", None), ("reprint", None)], now=T0 + timedelta(hours=1))
-    assert [d.kind for d in show_alert(db, first.alert_id).deliveries] == ["alert"]
-    buf = io.StringIO()
-    relay = Relay(db, cfg, channels={"d": ConsoleChannel("d", cfg.channels["d"], stream=buf)})
+    assert [d.kind for d in show_alert(db, first).deliveries] == ["alert"]
     assert run(relay, T0 + timedelta(days=1)).sent == 1
-    assert "1 alert, daily digest" in buf.getvalue() and "Reported by 2 sources" in buf.getvalue()
+    assert "1 alert, daily digest" in bufs["d"].getvalue() and "Reported by 2 sources" in bufs["d"].getvalue()
 
 
 def test_quiet_hours_hold_immediate_deliveries_until_they_end(tmp_path: Path) -> None:
-    db = new_db(tmp_path)
-    cfg = alerts_cfg({"q": {"type": "console", "quiet_hours": "22:00-07:00", "timezone": "Europe/Paris"}})
+    quiet = {"type": "console", "quiet_hours": "22:00-07:00", "timezone": "Europe/Paris"}
     night = datetime(2026, 11, 27, 22, 30, tzinfo=UTC)  # 23:30 in Paris
-    story, docs = add_story(db)
-    out = record(db, cfg, story, docs[0], now=night)
-    (d,) = show_alert(db, out.alert_id).deliveries
+    db, _, _, alert_id, relay, bufs, _ = first_alert(new_db(tmp_path), {"q": quiet}, now=night)
+    (d,) = show_alert(db, alert_id).deliveries
     assert d.state == "pending" and d.next_attempt_at == datetime(2026, 11, 28, 6, 0, tzinfo=UTC)
-    buf = io.StringIO()
-    relay = Relay(db, cfg, channels={"q": ConsoleChannel("q", cfg.channels["q"], stream=buf)})
     assert run(relay, night + timedelta(hours=2)).attempts == ()
-    assert run(relay, datetime(2026, 11, 28, 6, 1, tzinfo=UTC)).sent == 1 and "Meituan" in buf.getvalue()
+    assert (
+        run(relay, datetime(2026, 11, 28, 6, 1, tzinfo=UTC)).sent == 1 and "Meituan" in bufs["q"].getvalue()
+    )
 
 
 def _ch(**kw: object) -> ChannelConfig:

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import threading
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from click.testing import CliRunner
 
 from crawler.alerts.admin import add_silence, expire_silence, show_alert
-from crawler.alerts.console import ConsoleChannel
 from crawler.alerts.payload import repeat_payload, sample_payload
-from crawler.alerts.relay import Relay
 from crawler.alerts.render import Renderer
 from crawler.alerts.repeats import Notice, RepeatDue, repeat_due
 from crawler.cli import register_all
@@ -26,19 +23,23 @@ from storage import outbox_relay
 from storage.db import Database, open_database
 from tests.alertkit import (
     T0,
+    WIRE,
     Receiver,
     add_document,
     add_story,
     alerts_cfg,
+    consoles,
+    first_alert,
     match,
     new_db,
     record,
     run,
+    section_text,
+    slack_digest,
 )
 
 register_all(cli)
 H = timedelta(hours=1)
-WIRE = ("wire", "https://wire.example/a")
 
 
 def hook(url: str, **kw: Any) -> dict[str, Any]:
@@ -59,40 +60,15 @@ def kinds(db: Database, alert_id: int, channel: str | None = None) -> list[tuple
     return [(d.kind, d.state) for d in show_alert(db, alert_id).deliveries if channel in (None, d.channel)]
 
 
-def consoles(db: Database, cfg: AlertsConfig) -> tuple[Relay, dict[str, io.StringIO]]:
-    bufs = {n: io.StringIO() for n in cfg.channels}
-    chans = {n: ConsoleChannel(n, cfg.channels[n], stream=bufs[n]) for n in cfg.channels}
-    return Relay(db, cfg, channels=chans), bufs
-
-
-class Alerted(NamedTuple):
-    db: Database
-    cfg: AlertsConfig
-    story: int
-    alert_id: int
-    relay: Relay
-    bufs: dict[str, io.StringIO]
-    document: int  # the alerting document
-
-
-def console_alert(tmp_path: Path, **alerts: Any) -> Alerted:
-    """One alert of a new story recorded for console channel "a" (``alerts``: more alert settings),
-    with its relay; nothing delivered yet."""
-    db = new_db(tmp_path)
-    cfg = alerts_cfg({"a": {"type": "console"}}, **alerts)
-    story, docs = add_story(db)
-    alert_id = record(db, cfg, story, docs[0]).alert_id
-    assert alert_id is not None
-    return Alerted(db, cfg, story, alert_id, *consoles(db, cfg), docs[0])
-
-
 def test_repeat_is_sent_after_the_interval_while_the_story_keeps_growing(tmp_path: Path) -> None:
     with Receiver() as rx:
-        db = new_db(tmp_path)
-        cfg = alerts_cfg({"hook": hook(rx.url)}, repeat_interval="6h", notify_updates=False)
-        story, docs = add_story(db)
-        alert_id = record(db, cfg, story, docs[0], sources=[WIRE]).alert_id
-        relay = Relay(db, cfg)
+        db, cfg, story, alert_id, relay, _, _ = first_alert(
+            new_db(tmp_path),
+            {"hook": hook(rx.url)},
+            sources=[WIRE],
+            repeat_interval="6h",
+            notify_updates=False,
+        )
         assert run(relay, T0).sent == 1
         srcs: list[tuple[str, str | None]] = [WIRE]
         corroborate(db, cfg, story, "reuters", T0 + H, srcs)
@@ -125,7 +101,7 @@ def test_repeat_is_sent_after_the_interval_while_the_story_keeps_growing(tmp_pat
 
 
 def test_no_repeat_when_nothing_new_arrived(tmp_path: Path) -> None:
-    db, cfg, story, alert_id, relay, bufs, doc = console_alert(tmp_path, repeat_interval="1h")
+    db, cfg, story, alert_id, relay, bufs, doc = first_alert(new_db(tmp_path), repeat_interval="1h")
     assert run(relay, T0).sent == 1
     for hours in (1, 2, 50):
         report = run(relay, T0 + hours * H)
@@ -137,7 +113,7 @@ def test_no_repeat_when_nothing_new_arrived(tmp_path: Path) -> None:
 
 
 def test_default_zero_never_repeats(tmp_path: Path) -> None:
-    db, cfg, story, alert_id, relay, _, _ = console_alert(tmp_path, notify_updates=False)
+    db, cfg, story, alert_id, relay, _, _ = first_alert(new_db(tmp_path), notify_updates=False)
     run(relay, T0)
     corroborate(db, cfg, story, "reuters", T0 + H, [WIRE])
     assert run(relay, T0 + 1000 * H).attempts == ()
@@ -147,11 +123,9 @@ def test_default_zero_never_repeats(tmp_path: Path) -> None:
 def test_repeats_cover_what_updates_did_not(tmp_path: Path) -> None:
     """notify_updates on: a new source is an immediate update, so no repeat for it; another report
     from a known source is no update, and the repeat tells it once the interval has passed."""
-    db = new_db(tmp_path)
-    cfg = alerts_cfg({"a": {"type": "console"}}, repeat_interval="2h")
-    story, docs = add_story(db)
-    alert_id = record(db, cfg, story, docs[0], sources=[WIRE]).alert_id
-    relay, bufs = consoles(db, cfg)
+    db, cfg, story, alert_id, relay, bufs, _ = first_alert(
+        new_db(tmp_path), sources=[WIRE], repeat_interval="2h"
+    )
     run(relay, T0)
     srcs: list[tuple[str, str | None]] = [WIRE]
     corroborate(db, cfg, story, "reuters", T0 + H, srcs)
@@ -171,8 +145,8 @@ def test_repeats_cover_what_updates_did_not(tmp_path: Path) -> None:
 
 
 def test_silence_suppresses_repeats_until_it_ends(tmp_path: Path) -> None:
-    db, cfg, story, alert_id, relay, _, _ = console_alert(
-        tmp_path, repeat_interval="1h", notify_updates=False
+    db, cfg, story, alert_id, relay, _, _ = first_alert(
+        new_db(tmp_path), repeat_interval="1h", notify_updates=False
     )
     run(relay, T0)
     sil = add_silence(db, "longcat.*", duration="12h", now=T0 + H)
@@ -188,8 +162,8 @@ def test_silence_suppresses_repeats_until_it_ends(tmp_path: Path) -> None:
 def test_old_news_is_not_replayed_after_a_long_silence(tmp_path: Path) -> None:
     """A repeat tells what happened in the last two intervals; a silence (or a stopped daemon, or
     repeats just turned on) longer than that does not replay older corroborations."""
-    db, cfg, story, alert_id, relay, _, _ = console_alert(
-        tmp_path, repeat_interval="1h", notify_updates=False
+    db, cfg, story, alert_id, relay, _, _ = first_alert(
+        new_db(tmp_path), repeat_interval="1h", notify_updates=False
     )
     run(relay, T0)
     sil = add_silence(db, "*", duration="12h", now=T0 + H)
@@ -203,16 +177,14 @@ def test_old_news_is_not_replayed_after_a_long_silence(tmp_path: Path) -> None:
 
 
 def test_per_channel_interval_overrides_the_global_one(tmp_path: Path) -> None:
-    db = new_db(tmp_path)
     channels: dict[str, dict[str, Any]] = {
         "inherit": {"type": "console"},
         "fast": {"type": "console", "repeat_interval": "1h"},
         "never": {"type": "console", "repeat_interval": 0},
     }
-    cfg = alerts_cfg(channels, repeat_interval="6h", notify_updates=False)
-    story, docs = add_story(db)
-    alert_id = record(db, cfg, story, docs[0]).alert_id
-    relay, bufs = consoles(db, cfg)
+    db, cfg, story, alert_id, relay, bufs, _ = first_alert(
+        new_db(tmp_path), channels, repeat_interval="6h", notify_updates=False
+    )
     assert run(relay, T0).sent == 3
     corroborate(db, cfg, story, "reuters", T0 + timedelta(minutes=10), [WIRE])
     assert run(relay, T0 + H).sent == 1 and "Still developing" in bufs["fast"].getvalue()
@@ -229,12 +201,9 @@ def test_per_channel_interval_overrides_the_global_one(tmp_path: Path) -> None:
 
 def test_digest_channel_holds_the_repeat_for_its_digest(tmp_path: Path) -> None:
     with Receiver() as rx:
-        db = new_db(tmp_path)
-        slack = {"type": "slack", "url": rx.url, "mode": "digest", "digest": "hourly", "rate_per_second": 100}
-        cfg = alerts_cfg({"d": slack}, repeat_interval="2h", notify_updates=False)
-        story, docs = add_story(db)
-        alert_id = record(db, cfg, story, docs[0]).alert_id
-        relay = Relay(db, cfg)
+        db, cfg, story, alert_id, relay, _, _ = first_alert(
+            new_db(tmp_path), {"d": slack_digest(rx.url)}, repeat_interval="2h", notify_updates=False
+        )
         assert run(relay, T0 + H).sent == 1  # the 09:00-10:00 digest, sent at 10:00
         corroborate(db, cfg, story, "reuters", T0 + 90 * timedelta(minutes=1), [WIRE])
         assert run(relay, T0 + 2 * H).attempts == ()
@@ -244,18 +213,15 @@ def test_digest_channel_holds_the_repeat_for_its_digest(tmp_path: Path) -> None:
         assert run(relay, T0 + 4 * H).sent == 1  # the 12:00-13:00 digest carries it
         assert run(relay, T0 + 20 * H).attempts == ()
     assert len(rx.requests) == 2
-    text = "\n".join(b["text"]["text"] for b in rx.requests[1].json()["blocks"] if b["type"] == "section")
+    text = section_text(rx.requests[1].json())
     assert "*1 alert*" in text and "(still developing, 1 new source since the last notice)" in text
     (_, repeat) = show_alert(db, alert_id).deliveries
     assert repeat.state == "digested" and repeat.detail["digest_state"] == "sent"
 
 
 def test_quiet_hours_delay_a_repeat_and_new_sources_refresh_it(tmp_path: Path) -> None:
-    db = new_db(tmp_path)
-    cfg = alerts_cfg({"q": {"type": "console", "quiet_hours": "22:00-07:00"}}, repeat_interval="4h")
-    story, docs = add_story(db)
-    alert_id = record(db, cfg, story, docs[0]).alert_id
-    relay, bufs = consoles(db, cfg)
+    quiet = {"q": {"type": "console", "quiet_hours": "22:00-07:00"}}
+    db, cfg, story, alert_id, relay, bufs, _ = first_alert(new_db(tmp_path), quiet, repeat_interval="4h")
     run(relay, T0)
     with db.write() as s:
         doc = add_document(s, story, source="wire")
@@ -316,14 +282,13 @@ def test_two_relays_composing_at_once_create_one_repeat(db_url: str) -> None:
     assert all(kinds(db, i) == [("alert", "sent"), ("repeat", "pending")] for i in ids)
     # And two relays running whole passes at the same moment send each repeat once.
     cfg = alerts_cfg({"a": {"type": "console"}}, repeat_interval="1h", notify_updates=False)
-    bufs = [io.StringIO(), io.StringIO()]
-    relays = [Relay(db, cfg, channels={"a": ConsoleChannel("a", cfg.channels["a"], stream=b)}) for b in bufs]
+    relays, bufs = zip(*(consoles(db, cfg) for _ in range(2)), strict=True)
 
     async def both() -> None:
         await asyncio.gather(*(r.run_once(T0 + 2 * H) for r in relays))
 
     asyncio.run(both())
-    out = "".join(b.getvalue() for b in bufs)
+    out = "".join(b["a"].getvalue() for b in bufs)
     assert out.count("--- [storywatch] Still developing") == 6  # one message (subject line) each
     assert all(kinds(db, i) == [("alert", "sent"), ("repeat", "sent")] for i in ids)
     db.dispose()
@@ -333,11 +298,12 @@ def test_alerts_show_lists_repeats(tmp_path: Path) -> None:
     db_path = tmp_path / "sw.db"
     conf = tmp_path / "storywatch.yaml"
     conf.write_text(f'database: "sqlite:///{db_path}"\nalerts: {{repeat_interval: 1h}}\n', "utf-8")
-    db = open_database(f"sqlite:///{db_path}")
-    cfg = alerts_cfg({"console": {"type": "console"}}, repeat_interval="1h", notify_updates=False)
-    story, docs = add_story(db)
-    alert_id = record(db, cfg, story, docs[0]).alert_id
-    relay, _ = consoles(db, cfg)
+    db, cfg, story, alert_id, relay, _, _ = first_alert(
+        open_database(f"sqlite:///{db_path}"),
+        {"console": {"type": "console"}},
+        repeat_interval="1h",
+        notify_updates=False,
+    )
     run(relay, T0)
     corroborate(db, cfg, story, "reuters", T0 + H, [WIRE])
     run(relay, T0 + 2 * H)

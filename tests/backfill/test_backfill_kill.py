@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from storage.db import open_database
 from storage.models import AlertRow, CheckpointRow, DeliveryRow, DocumentRow, MatchRow
-from tests.backfill.test_backfill import (
+from tests.backfillkit import (
     STANDARD_SOURCES,
     HistorySite,
     backfill,

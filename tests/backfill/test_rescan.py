@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
@@ -19,14 +17,7 @@ from crawler.types import Match
 from storage import backfill_store
 from storage.db import open_database
 from storage.models import AlertRow, DeliveryRow, DocumentRow, MatchRow
-from tests.backfill.test_backfill import (
-    RULES,
-    HistorySite,
-    backfill,
-    config_text,
-    history_site,
-    make_settings,
-)
+from tests.backfillkit import RULES, HistorySite, backfill, config_text, make_settings, rows
 
 SOURCES = """
   - {{id: gsearch, kind: feed, url: "{base}/search?q=longcat",
@@ -41,15 +32,6 @@ NEW_RULES = (
     query: '"open weights"'
 """
 )
-
-
-@pytest.fixture
-def site() -> Iterator[HistorySite]:
-    s = history_site()
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 def _table(settings: Settings, model: Any) -> list[tuple[Any, ...]]:
@@ -83,7 +65,7 @@ def test_rescan_reports_what_a_new_rule_would_have_caught(tmp_path: Path, site: 
     found = new[0]
     assert found.evidence == "Update one: open weights were released today."
     assert found.url == f"{site.base}/watch"
-    docs = {d.id: d for d in _rows(settings, DocumentRow)}
+    docs = {d.id: d for d in rows(settings, DocumentRow)}
     assert (
         docs[found.document_id].story_id == found.story_id and "open weights" in docs[found.document_id].text
     )
@@ -91,7 +73,7 @@ def test_rescan_reports_what_a_new_rule_would_have_caught(tmp_path: Path, site: 
     assert sorted((f.rule_id, f.outcome) for f in report.findings if not f.new) == [("t.ascend", "known")] * 2
     # --alerts none: the match and its alert row are recorded, the outbox is untouched
     assert _table(settings, DeliveryRow) == outbox_before and site.posts == []
-    assert {(a.rule_id, a.origin) for a in _rows(settings, AlertRow)} >= {("t.weights", "rescan")}
+    assert {(a.rule_id, a.origin) for a in rows(settings, AlertRow)} >= {("t.weights", "rescan")}
 
     # a second rescan finds the same matches and changes nothing
     again = asyncio.run(run_rescan(settings, RescanOptions(alerts="digest", rule_ids=("t.weights",))))
@@ -112,7 +94,7 @@ def test_rescan_digest_alerts_once_and_only_for_stories_that_never_alerted(
     site.posts.clear()
 
     # a different sentence for a rule and story that already alerted: recorded, but no alert
-    ascend = next(a for a in _rows(settings, AlertRow) if a.rule_id == "t.ascend")
+    ascend = next(a for a in rows(settings, AlertRow) if a.rule_id == "t.ascend")
     hit = backfill_store.RescanHit(
         ascend.document_id,
         ascend.story_id,
@@ -128,14 +110,14 @@ def test_rescan_digest_alerts_once_and_only_for_stories_that_never_alerted(
     )
     db = open_database(settings.database_url)
     try:
-        alerts_before = len(_rows(settings, AlertRow))
+        alerts_before = len(rows(settings, AlertRow))
         records = backfill_store.record_rescan(
             db, [hit], alerts_cfg=settings.alerts, policy="all", now=ascend.created_at
         )
     finally:
         db.dispose()
     assert [r.outcome for r in records] == ["pair-alerted"]
-    assert len(_rows(settings, AlertRow)) == alerts_before and len(_rows(settings, MatchRow)) == 3
+    assert len(rows(settings, AlertRow)) == alerts_before and len(rows(settings, MatchRow)) == 3
 
     report = asyncio.run(
         run_rescan(settings, RescanOptions(alerts="digest", rule_ids=("t.weights",)), deliver=True)
@@ -182,12 +164,3 @@ def test_cli_rescan_json_with_evidence(tmp_path: Path, site: HistorySite) -> Non
     assert _table(settings, DeliveryRow) == outbox_before
     unknown = CliRunner().invoke(cli, ["--config", str(cfg), "rescan", "--rule", "t.nope"])
     assert unknown.exit_code == 2
-
-
-def _rows(settings: Settings, model: Any) -> list[Any]:
-    db = open_database(settings.database_url)
-    try:
-        with db.read() as s:
-            return list(s.scalars(select(model)))
-    finally:
-        db.dispose()
