@@ -116,14 +116,21 @@ def test_four_concurrent_writers_make_the_same_stories_and_alerts_as_one(tmp_pat
     many_url = _second_schema(request)
     open_database(many_url).dispose()
     run_writers(many_url, str(rules_path), docs, WRITERS)
-    p1, r1, alerts1, _ = outcome(one_url, docs)
-    p4, r4, alerts4, _ = outcome(many_url, docs)
+    p1, r1, alerts1, one = outcome(one_url, docs)
+    p4, r4, alerts4, many = outcome(many_url, docs)
     print(
         f"1 writer: P {p1:.3f} R {r1:.3f}, {alerts1} alerts; {WRITERS} writers: P {p4:.3f} R {r4:.3f}, {alerts4}"
     )
     assert alerts1 > STORIES // 2, "the rule fires on most stories"
     assert (round(p4, 3), round(r4, 3)) == (round(p1, 3), round(r1, 3))
-    assert alerts4 == alerts1
+    # Where dedup misses a pair (recall < 1), WHICH reprints split off depends on arrival order, even
+    # for one writer fed in another order; an alert is per story and evidence sentence, so the counts
+    # may differ only in the stories whose members differ. With the same stories, the same count.
+    differing = partition(one) ^ partition(many)
+    if not differing:
+        assert alerts4 == alerts1
+    else:
+        assert abs(alerts4 - alerts1) <= len(differing), (alerts1, alerts4, sorted(map(sorted, differing)))
     # the relay: exactly one notice per alert and channel
     db = open_database(many_url, migrate=False)
     s = settings(many_url, str(rules_path))
@@ -141,6 +148,14 @@ def test_four_concurrent_writers_make_the_same_stories_and_alerts_as_one(tmp_pat
     assert len(rows) == len(per_alert) == alerts4
     assert {state for _, _, state in rows} == {"sent"}
     db.dispose()
+
+
+def partition(predicted: dict[int, int]) -> set[frozenset[int]]:
+    """The stories as sets of corpus document ids (story ids differ between databases)."""
+    members: dict[int, set[int]] = {}
+    for doc, story in predicted.items():
+        members.setdefault(story, set()).add(doc)
+    return {frozenset(m) for m in members.values()}
 
 
 def _second_schema(request: Any) -> str:
