@@ -20,7 +20,7 @@ from sqlalchemy import and_, func, or_, select, update
 
 from .db import Database
 from .models import ConfigVersionRow, SourceRow
-from .sources import FetchRecord, write_fetch_records
+from .sources import FetchRecord, TimingSave, write_fetch_records
 
 
 @dataclass(frozen=True)
@@ -94,16 +94,11 @@ def poll_ticket(db: Database, source_id: str, generation: int) -> Ticket | None:
 
 
 @dataclass(frozen=True)
-class Finish:
+class Finish(TimingSave):
     """A poll's final write: its schedule (saved and its lease freed only if ``generation`` is still
     the source's current one) and its fetch record (saved in any case, after the documents)."""
 
-    source_id: str
     generation: int
-    timing: dict[str, Any]
-    health: str
-    next_due: datetime
-    interval: float
     record: FetchRecord | None = None
 
 
@@ -118,7 +113,7 @@ def finish_poll(
     interval: float,
 ) -> bool:
     """Save the poll's schedule and free the lease, only if ``generation`` still matches (fencing)."""
-    return finish_polls(db, [Finish(source_id, generation, timing, health, next_due, interval)])[0]
+    return finish_polls(db, [Finish(source_id, timing, health, next_due, interval, generation)])[0]
 
 
 def finish_polls(db: Database, finishes: Sequence[Finish]) -> list[bool]:
@@ -134,13 +129,7 @@ def finish_polls(db: Database, finishes: Sequence[Finish]) -> list[bool]:
                     s.execute(
                         update(SourceRow)
                         .where(SourceRow.id == f.source_id, SourceRow.generation == f.generation)
-                        .values(
-                            timing=f.timing,
-                            health=f.health,
-                            next_due_at=f.next_due,
-                            interval=f.interval,
-                            dispatch_until=None,
-                        )
+                        .values(**f.columns(), dispatch_until=None)
                     ),
                     "rowcount",
                     0,

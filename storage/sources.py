@@ -176,6 +176,15 @@ class TimingSave:
     next_due: datetime
     interval: float
 
+    def columns(self) -> dict[str, Any]:
+        """The ``sources`` columns this schedule sets."""
+        return {
+            "timing": self.timing,
+            "health": self.health,
+            "next_due_at": self.next_due,
+            "interval": self.interval,
+        }
+
 
 def record_polls(db: Database, records: Sequence[FetchRecord], timings: Sequence[TimingSave]) -> None:
     """The end of several polls in ONE write transaction: their fetch records (see

@@ -36,7 +36,7 @@ from storage import sources as store_sources
 from storage.db import Database, open_database
 from storage.models import DocumentRow, SourceRow
 from tests.alertkit import Receiver
-from tests.sitekit import article_page, rss
+from tests.sitekit import Served, article_page, rss
 
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # 35: its value on Linux
 
@@ -85,7 +85,7 @@ class _Server(ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
-class LoggingSite:
+class LoggingSite(Served):
     """``with LoggingSite(delay=0.1) as site: site.feed("f1", 3)``; ``site.log`` lists the requests."""
 
     def __init__(self, delay: float = 0.0) -> None:
@@ -109,21 +109,7 @@ class LoggingSite:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = _Server(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> LoggingSite:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_port}"
+        self._serve_from(_Server(("127.0.0.1", 0), Handler))  # daemon_threads: set on the class
 
     def add(self, path: str, body: str, content_type: str = "text/html; charset=utf-8", **kw: Any) -> None:
         with self.lock:

@@ -9,7 +9,7 @@ import threading
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 
 
 @dataclass
@@ -38,7 +38,28 @@ class Hit:
     headers: dict[str, str]
 
 
-class Site:
+class Served:
+    """A ThreadingHTTPServer on 127.0.0.1 (a free port) served from a daemon thread while the
+    ``with`` block runs; ``Site`` and ``tests.scalekit.LoggingSite`` build on it."""
+
+    def _serve_from(self, server: ThreadingHTTPServer) -> None:
+        self.server = server
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> Self:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_port}"
+
+
+class Site(Served):
     """``with Site() as site: site.add('/feed', xml, 'application/rss+xml'); site.url('/feed')``"""
 
     def __init__(self) -> None:
@@ -56,20 +77,7 @@ class Site:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = _Server(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> Site:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_port}"
+        self._serve_from(_Server(("127.0.0.1", 0), Handler))
 
     def url(self, path: str) -> str:
         return self.base + path

@@ -248,7 +248,7 @@ class WorkerState:
         new, change = next_timing(timing, poll_outcome(outcome), bounds, now, self.rng)
         finish = dispatch.Finish(
             source_id,
-            generation,
+            generation=generation,
             timing=new.to_dict(),
             health=new.health,
             next_due=new.next_due,

@@ -78,7 +78,7 @@ def test_grouped_final_writes_save_every_fetch_record_and_fence_each_schedule_al
     finishes = [
         dispatch.Finish(
             sid,
-            claimed[sid],
+            generation=claimed[sid],
             timing={"n": i},
             health="ok",
             next_due=due,
