@@ -223,10 +223,12 @@ def test_failover_concurrent_starters_kill_9_of_the_leader_and_a_redis_flushall(
             assert all(p.poll() is None for p in schedulers), "standbys wait, they do not exit"
             plan = plan_now(config)  # every source due now: the leader dispatches all of them
             wait_for(lambda: all(r.generation == 1 for r in sources(plan)), 30, "the first dispatch")
+            # kill -9 first: the leader commits a generation before it enqueues the poll, so a flush
+            # between the two would miss a message enqueued just after it
+            stop(schedulers[leader], signal.SIGKILL)
             # the queued poll messages are lost: FLUSHALL as far as storywatch can tell (it uses this
             # one database), without wiping the other databases of a Redis shared by test runs
             redis.Redis.from_url(redis_url).flushdb()
-            stop(schedulers[leader], signal.SIGKILL)
             killed = time.monotonic()
             worker = start(tmp_path, config, "worker", "-p", "1", "-t", "4", log="worker")
             wait_for(
