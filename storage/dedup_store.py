@@ -98,7 +98,8 @@ def find_near_duplicate(
     params["limit"] = MAX_CANDIDATES
     if exclude_document_id is not None:
         params["exclude"] = exclude_document_id
-    rows = raw(session).execute(_candidates_sql(len(fp.bands), exclude_document_id is not None), params)
+    sql = _candidates_sql(len(fp.bands), exclude_document_id is not None)
+    rows = raw(session).execute(sql, params, plan_each_time=True)  # an index probe at any table size
     found = [(int(r[0]), bytes(r[1])) for r in rows]
     if pending is not None:
         found.extend(pending.candidates(fp, exclude_document_id))

@@ -51,10 +51,22 @@ class Raw:
     def _sql(self, sql: str) -> str:
         return _pyformat(sql) if self._pyformat else sql
 
-    def execute(self, sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
-        """Run one statement; its rows (``[]`` for a statement that returns none)."""
+    def execute(
+        self, sql: str, params: Mapping[str, Any], *, plan_each_time: bool = False
+    ) -> list[tuple[Any, ...]]:
+        """Run one statement; its rows (``[]`` for a statement that returns none).
+
+        ``plan_each_time``: never run it as a server-side prepared statement (psycopg prepares a
+        statement on its 5th run, and PostgreSQL then keeps one generic plan for the connection's
+        life). For a join whose best plan depends on a table's size: a plan made while the table
+        was small (a young database, tables not analysed yet) is a sequential scan, and it stays
+        one as the table grows. SQLite: no effect.
+        """
         cur = self._cursor
-        cur.execute(self._sql(sql), params)
+        if plan_each_time and self.name == "postgresql":
+            cur.execute(self._sql(sql), params, prepare=False)  # type: ignore[call-arg]
+        else:
+            cur.execute(self._sql(sql), params)
         return list(cur.fetchall()) if cur.description is not None else []
 
     def executemany(self, sql: str, params: Sequence[Mapping[str, Any]]) -> None:

@@ -291,3 +291,41 @@ def test_lock_fingerprints_is_reentrant_within_a_transaction(db: Database) -> No
         assert dedup_store.find_near_duplicate(s, fingerprint(EN), threshold=0.4) is None
         dedup_store.index_document(s, db, doc, fingerprint(EN))
         assert dedup_store.find_near_duplicate(s, fingerprint(EN), threshold=0.4) == (doc, 1.0)
+
+
+def test_band_lookup_stays_an_index_probe_as_the_index_grows(pg_url: str) -> None:
+    """A young database: the band lookup runs many times while ``minhash_bands`` is tiny (and never
+    analysed), then the table grows. psycopg prepares a statement on its 5th run and PostgreSQL then
+    settles on one generic plan for the connection's life: a plan made for a tiny table is a
+    sequential scan, which every later lookup would repeat over the whole index (seen in
+    bench/scale.py: 82 million band rows read in one 4,000-document pass). The lookup is planned
+    for the table as it is at each run."""
+    db = open_database(pg_url)
+    try:
+        with db.write() as s:
+            fps = [fingerprint(f"{EN} variant {i}") for i in range(3)]
+            for i, fp in enumerate(fps):
+                dedup_store.index_document(s, db, add_document(s, f"young-{i}", text=EN), fp)
+            probe = fingerprint(ZH)
+            for _ in range(20):  # prepared, then a generic plan, on this one connection
+                dedup_store.find_near_duplicate(s, probe, threshold=THRESHOLD, lock=False)
+            s.execute(
+                text(
+                    "INSERT INTO documents (canonical_url, url, source_id, title, text, content_hash, "
+                    "discovered, origin) SELECT 'https://example.com/g' || g, 'u', 'wire', 't', 'x', "
+                    "md5(g::text), now(), 'article' FROM generate_series(1, 5000) AS g"
+                )
+            )
+            s.execute(
+                text(
+                    "INSERT INTO minhash_bands (band, hash, document_id) SELECT b, (d.id * 97 + b), d.id "
+                    "FROM documents d CROSS JOIN generate_series(0, 39) AS b WHERE d.source_id = 'wire'"
+                )
+            )
+            scans = text("SELECT seq_scan FROM pg_stat_xact_user_tables WHERE relname = 'minhash_bands'")
+            before = s.execute(scans).scalar_one()
+            for _ in range(3):
+                dedup_store.find_near_duplicate(s, probe, threshold=THRESHOLD, lock=False)
+            assert s.execute(scans).scalar_one() == before, "the lookup scanned the whole band index"
+    finally:
+        db.dispose()
