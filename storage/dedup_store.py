@@ -31,7 +31,7 @@ transaction find them, and :meth:`PendingIndex.flush` writes them in key order b
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -207,6 +207,28 @@ def lock_fingerprints(session: Session, fps: Iterable[Fingerprint | None]) -> No
             text("SELECT count(pg_advisory_xact_lock(:ns, k)) FROM unnest(CAST(:keys AS integer[])) AS k"),
             {"ns": _LOCK_NAMESPACE, "keys": keys},
         )
+
+
+def try_lock_fingerprints(session: Session, fps: Sequence[Fingerprint | None]) -> list[bool]:
+    """Take, without waiting, every band-key lock of ``fps`` that no other transaction holds; per
+    fingerprint, whether all of its keys are now this transaction's (False: another writer's open
+    transaction holds one, so a document sharing that band may be on its way). PostgreSQL only;
+    SQLite (one writer at a time): all True. Try-locks never wait, so their order cannot deadlock."""
+    if session.get_bind().dialect.name != "postgresql":
+        return [True] * len(fps)
+    keys = sorted({_int4(h) for fp in fps if fp is not None for h in fp.bands})
+    if not keys:
+        return [True] * len(fps)
+    taken = set(
+        session.execute(
+            text(
+                "SELECT k FROM unnest(CAST(:keys AS integer[])) AS k "
+                "WHERE NOT pg_try_advisory_xact_lock(:ns, k)"
+            ),
+            {"ns": _LOCK_NAMESPACE, "keys": keys},
+        ).scalars()
+    )
+    return [fp is None or not any(_int4(h) in taken for h in fp.bands) for fp in fps]
 
 
 def _int4(value: int) -> int:

@@ -151,6 +151,7 @@ def ingest(
         threshold=threshold,
         origin=origin,
         backfill_policy=backfill_policy,
+        atomic=True,
     )[0]
 
 
@@ -162,22 +163,68 @@ def ingest_groups(
     threshold: float,
     origin: str = "live",
     backfill_policy: str = "digest",
+    atomic: bool = False,
 ) -> list[list[IngestResult]]:
-    """:func:`ingest` for several batches (each with its own ``now``) in ONE write transaction (group
-    commit: pages dirtied by one batch are written once for all); results per batch, in order."""
+    """:func:`ingest` for several batches (each with its own ``now``) in one write transaction (group
+    commit: pages dirtied by one batch are written once for all); results per batch, in order.
+
+    Concurrent writers (PostgreSQL): the transaction first takes the band-key advisory locks of every
+    document, without waiting. A document whose keys another writer's open transaction holds (it
+    shares a band with a document being written there: a near-duplicate candidate) is left for a
+    second transaction, which waits for those locks and so sees the other writer's documents. The
+    rest go ahead at once: one writer never idles through another's whole group because one pair of
+    their documents looks alike. ``atomic`` keeps everything in the one transaction (it waits for
+    the locks instead), for callers that promise all-or-nothing.
+    """
     policy = _Policy(alerts_cfg, cast(outbox.Origin, origin), cast(outbox.BackfillPolicy, backfill_policy))
-    out: list[list[IngestResult]] = []
+    places = [(g, i) for g, (items, _) in enumerate(groups) for i in range(len(items))]
+    fps = [groups[g][0][i].fingerprint for g, i in places]
+    out: list[list[IngestResult | None]] = [[None] * len(items) for items, _ in groups]
     with db.write() as s:
-        # lock every band first so two batches with crossing near-duplicates cannot deadlock (PostgreSQL)
-        fps = [i.fingerprint for items, _ in groups for i in items if i.fingerprint is not None]
-        dedup_store.lock_fingerprints(s, fps)
-        index = dedup_store.PendingIndex()  # band rows of the whole transaction, written sorted
-        for items, now in groups:
-            batch = _Batch(s, db, policy, threshold, now, index)
-            out.append([_ingest_one(batch, item) for item in items])
-            batch.flush_aliases()
-        index.flush(s)
-    return out
+        if atomic:
+            # every band at once, sorted: two batches with crossing near-duplicates cannot deadlock
+            dedup_store.lock_fingerprints(s, fps)
+            held = [True] * len(places)
+        else:
+            held = dedup_store.try_lock_fingerprints(s, fps)
+        first = [p for p, ok in zip(places, held, strict=True) if ok]
+        _write(_Txn(s, db, policy, threshold), groups, first, out)
+    later = [p for p, ok in zip(places, held, strict=True) if not ok]
+    if later:
+        with db.write() as s:
+            dedup_store.lock_fingerprints(s, [groups[g][0][i].fingerprint for g, i in later])
+            _write(_Txn(s, db, policy, threshold), groups, later, out)
+    done = [[r for r in results if r is not None] for results in out]
+    assert [len(d) for d in done] == [len(items) for items, _ in groups], "an item was not written"
+    return done
+
+
+@dataclass(frozen=True)
+class _Txn:
+    s: Session
+    db: Database
+    policy: _Policy
+    threshold: float
+
+
+def _write(
+    t: _Txn,
+    groups: Sequence[tuple[Sequence[IngestItem], datetime]],
+    places: Sequence[tuple[int, int]],
+    out: list[list[IngestResult | None]],
+) -> None:
+    """Ingest the items at ``places`` (in batch order) in ``t``'s open transaction."""
+    index = dedup_store.PendingIndex()  # band rows of the whole transaction, written sorted
+    by_group: dict[int, list[int]] = {}
+    for g, i in places:
+        by_group.setdefault(g, []).append(i)
+    for g, positions in by_group.items():
+        items, now = groups[g]
+        batch = _Batch(t.s, t.db, t.policy, t.threshold, now, index)
+        for i in positions:
+            out[g][i] = _ingest_one(batch, items[i])
+        batch.flush_aliases()
+    index.flush(t.s)
 
 
 @dataclass(frozen=True)
