@@ -171,6 +171,8 @@ def ingest_groups(
         # lock every band first so two batches with crossing near-duplicates cannot deadlock (PostgreSQL)
         fps = [i.fingerprint for items, _ in groups for i in items if i.fingerprint is not None]
         dedup_store.lock_fingerprints(s, fps)
+        # and every (rule, evidence) the batches may alert on: reprints in two stories make one alert
+        outbox.lock_matches(s, [m for items, _ in groups for i in items for m in i.matches])
         index = dedup_store.PendingIndex()  # band rows of the whole transaction, written sorted
         for items, now in groups:
             batch = _Batch(s, db, policy, threshold, now, index)
