@@ -215,6 +215,7 @@ def record_rescan(
     """Record ``hits`` (origin ``rescan``) in one transaction; see :class:`RescanRecord` for outcomes."""
     out: list[RescanRecord] = []
     with db.write() as s:
+        outbox.lock_matches(s, [hit.match for hit in hits])  # all at once, sorted: no deadlock
         alerted = {
             (r, int(sid)) for r, sid in s.execute(select(AlertRow.rule_id, AlertRow.story_id).distinct())
         }

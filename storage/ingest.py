@@ -213,7 +213,12 @@ def _write(
     places: Sequence[tuple[int, int]],
     out: list[list[IngestResult | None]],
 ) -> None:
-    """Ingest the items at ``places`` (in batch order) in ``t``'s open transaction."""
+    """Ingest the items at ``places`` (in batch order) in ``t``'s open transaction, its band keys held.
+
+    First the (rule, evidence) keys of every match it may alert on, at once and sorted (reprints in
+    two stories make one alert). Band keys are always taken before these, so two writers cannot
+    each hold what the other waits for."""
+    outbox.lock_matches(t.s, [m for g, i in places for m in groups[g][0][i].matches])
     index = dedup_store.PendingIndex()  # band rows of the whole transaction, written sorted
     by_group: dict[int, list[int]] = {}
     for g, i in places:

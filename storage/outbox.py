@@ -32,18 +32,22 @@ Rules, precisely:
   alert kept being corroborated after its last notice and the repeat interval has passed (see
   :mod:`crawler.alerts.repeats`).
 
+Concurrent writers (PostgreSQL): the lookups of an existing alert or development hold an advisory
+lock on (rule, evidence hash) and (rule, develops_on key) until the transaction ends, so two writers
+recording the same one at once make one alert; a transaction recording many matches takes all
+their locks first, sorted, with :func:`lock_matches`.
+
 The relay's queries (claims, leases, digests, marks) are in :mod:`storage.outbox_relay`.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import select, text, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from crawler.alerts.payload import (
@@ -66,6 +70,7 @@ from crawler.config import AlertsConfig
 from crawler.errors import StorageError
 from crawler.types import Match
 
+from . import locks
 from .db import Database
 from .models import AlertRow, DeliveryRow, DocumentRow, MatchRow, SilenceRow, StoryRow, utcnow
 
@@ -119,8 +124,9 @@ def record_alert(
     now = now or utcnow()
     ev_hash = evidence_hash(match.evidence)
     match_id = insert_match(session, db, match, document_id, story_id, ev_hash, now)
+    locks.lock_keys(session, locks.ALERTS, [_alert_key(match.rule_id, ev_hash)])
     existing = _find_alert(session, match.rule_id, story_id, ev_hash)
-    existing = existing or _find_development(session, db, match, now)
+    existing = existing or _find_development(session, match, now)
     if match_id is None and existing is not None:
         return AlertOutcome("duplicate", existing.id, None, existing.source_count)
     policy = backfill_policy if origin != "live" else "all"
@@ -214,14 +220,40 @@ def _link_match(s: Session, match_id: int | None, alert_id: int) -> None:
         s.execute(update(MatchRow).where(MatchRow.id == match_id).values(alert_id=alert_id))
 
 
+def lock_matches(s: Session, matches: Iterable[Match]) -> None:
+    """Take the locks :func:`record_alert` takes for ``matches``, all at once in sorted order.
+
+    A transaction recording many matches (an ingest group, a rescan batch) calls this first: taken
+    one match at a time, in match order, two such transactions could deadlock (PostgreSQL would
+    abort one). The per-match locks of :func:`record_alert` are then re-entrant no-ops.
+    """
+    ms = list(matches)
+    keys = [_alert_key(m.rule_id, evidence_hash(m.evidence)) for m in ms]
+    keys += [_development_key(m.rule_id, m.development) for m in ms if m.development is not None]
+    locks.lock_keys(s, locks.ALERTS, keys)
+
+
+def _alert_key(rule_id: str, ev_hash: str) -> str:
+    return f"alert|{rule_id}|{ev_hash}"
+
+
+def _development_key(rule_id: str, development: str) -> str:
+    return f"development|{rule_id}|{development}"
+
+
 def _find_alert(s: Session, rule_id: str, story_id: int, ev_hash: str) -> AlertRow | None:
-    """The alert for this rule and evidence: in this story first, else in any story (a reprint)."""
+    """The alert for this rule and evidence: in this story first, else in any story (a reprint).
+
+    Two writers recording the same evidence for two stories at once (reprints that dedup put in
+    different stories) must not both create it: ``FOR UPDATE`` locks nothing while no row exists,
+    so :func:`record_alert` holds the (rule, evidence) advisory lock (:mod:`storage.locks`) first.
+    """
     base = select(AlertRow).where(AlertRow.rule_id == rule_id, AlertRow.evidence_hash == ev_hash)
     order = (AlertRow.story_id != story_id, AlertRow.id)
     return s.scalars(base.order_by(*order).limit(1).with_for_update()).first()
 
 
-def _find_development(s: Session, db: Database, m: Match, now: datetime) -> AlertRow | None:
+def _find_development(s: Session, m: Match, now: datetime) -> AlertRow | None:
     """The latest alert of the match's development (same rule and develops_on key, created within
     the rule's window), in any story; None when the rule declares no ``develops_on``.
 
@@ -232,9 +264,7 @@ def _find_development(s: Session, db: Database, m: Match, now: datetime) -> Aler
     """
     if m.development is None:
         return None
-    if db.dialect == "postgresql":
-        digest = hashlib.blake2b(f"{m.rule_id}|{m.development}".encode(), digest_size=8).digest()
-        s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": int.from_bytes(digest, "big", signed=True)})
+    locks.lock_keys(s, locks.ALERTS, [_development_key(m.rule_id, m.development)])
     since = now - (m.development_window or timedelta(0))
     query = (
         select(AlertRow)
