@@ -11,10 +11,14 @@ to see that the document, its story, its matches and its outbox rows commit toge
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Literal, cast
+from functools import partial
+from typing import Any, Literal, TypeVar, cast
 
 from sqlalchemy import Table, bindparam, or_, select, update
 from sqlalchemy.orm import Session
@@ -28,6 +32,9 @@ from . import dedup_store, outbox
 from .db import Database
 from .models import AlertRow, AliasRow, DocumentRow, SightingRow
 from .rawsql import raw
+
+log = logging.getLogger("storywatch.storage")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -177,26 +184,64 @@ def ingest_groups(
     the locks instead), for callers that promise all-or-nothing.
     """
     policy = _Policy(alerts_cfg, cast(outbox.Origin, origin), cast(outbox.BackfillPolicy, backfill_policy))
-    places = [(g, i) for g, (items, _) in enumerate(groups) for i in range(len(items))]
-    fps = [groups[g][0][i].fingerprint for g, i in places]
+    todo = [(g, i) for g, (items, _) in enumerate(groups) for i in range(len(items))]
     out: list[list[IngestResult | None]] = [[None] * len(items) for items, _ in groups]
-    with db.write() as s:
-        if atomic:
-            # every band at once, sorted: two batches with crossing near-duplicates cannot deadlock
-            dedup_store.lock_fingerprints(s, fps)
-            held = [True] * len(places)
-        else:
-            held = dedup_store.try_lock_fingerprints(s, fps)
-        first = [p for p, ok in zip(places, held, strict=True) if ok]
-        _write(_Txn(s, db, policy, threshold), groups, first, out)
-    later = [p for p, ok in zip(places, held, strict=True) if not ok]
-    if later:
-        with db.write() as s:
-            dedup_store.lock_fingerprints(s, [groups[g][0][i].fingerprint for g, i in later])
-            _write(_Txn(s, db, policy, threshold), groups, later, out)
+    wait = atomic
+    while todo:
+        step = partial(
+            _transaction, db=db, txn=(policy, threshold), groups=groups, places=todo, wait=wait, out=out
+        )
+        todo, wait = retrying(db, step), True
     done = [[r for r in results if r is not None] for results in out]
     assert [len(d) for d in done] == [len(items) for items, _ in groups], "an item was not written"
     return done
+
+
+def _transaction(
+    s: Session,
+    *,
+    db: Database,
+    txn: tuple[_Policy, float],
+    groups: Sequence[tuple[Sequence[IngestItem], datetime]],
+    places: Sequence[tuple[int, int]],
+    wait: bool,
+    out: list[list[IngestResult | None]],
+) -> list[tuple[int, int]]:
+    """Write the items at ``places`` whose band keys this transaction holds: all of them (``wait``:
+    it waits for every key, taken at once and sorted, so two batches with crossing near-duplicates
+    cannot deadlock), or those no other open transaction holds. Returns the places left."""
+    fps = [groups[g][0][i].fingerprint for g, i in places]
+    if wait:
+        dedup_store.lock_fingerprints(s, fps)
+        held = [True] * len(places)
+    else:
+        held = dedup_store.try_lock_fingerprints(s, fps)
+    mine = [p for p, ok in zip(places, held, strict=True) if ok]
+    _write(_Txn(s, db, *txn), groups, mine, out)
+    return [p for p, ok in zip(places, held, strict=True) if not ok]
+
+
+RETRIES = 3  # attempts of a write transaction that PostgreSQL rolled back as a deadlock victim
+_TRANSIENT = frozenset({"40P01", "40001"})  # deadlock detected, serialization failure
+
+
+def retrying(db: Database, work: Callable[[Session], T]) -> T:
+    """``work`` in a write transaction, run again (in a new one, after a short pause) when PostgreSQL
+    rolled it back as a deadlock victim or on a serialization failure: nothing of it was kept, and
+    the other transaction has gone ahead. Any other error, or a third such failure, is raised."""
+    for attempt in range(1, RETRIES + 1):
+        try:
+            with db.write() as s:
+                return work(s)
+        except Exception as exc:
+            state = getattr(getattr(exc, "orig", exc), "sqlstate", None)
+            if state not in _TRANSIENT or attempt == RETRIES:
+                raise
+            log.warning(
+                "write transaction rolled back (%s, attempt %d of %d): trying again", state, attempt, RETRIES
+            )
+            time.sleep(random.uniform(0.02, 0.1) * attempt)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 @dataclass(frozen=True)

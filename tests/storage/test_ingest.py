@@ -115,3 +115,43 @@ def test_atomic_waits_and_writes_everything_in_one_transaction(db: Database) -> 
         assert not wait_for(lambda: stored(db, "solo") is not None, 1.0), "atomic split its batch"
     writer.join(30)
     assert [r.status for r in results[0]] == ["new", "new"]
+
+
+def test_a_deadlock_victim_is_written_again(db: Database, caplog: pytest.LogCaptureFixture) -> None:
+    """Another transaction locks the story row a reprint joins, then waits for a band key the
+    reprint's transaction took: a cycle. PostgreSQL rolls back the reprint's transaction (its wait
+    began last, and the other's deadlock_timeout is long); the ingest runs it again, not losing it."""
+    from sqlalchemy import text
+
+    caplog.set_level("WARNING", logger="storywatch.storage")
+    original = item("original", EN)
+    (first,) = ingest_groups(db, [([original], NOW)], alerts_cfg=AlertsConfig(), threshold=THRESHOLD)
+    reprint = item("reprint", "\n\n".join(["Filed by Tech Ledger", *EN.strip().split("\n\n")[:-1]]))
+    assert reprint.fingerprint is not None
+    band = dedup_store._int4(reprint.fingerprint.bands[0])
+    results: list[list[IngestResult]] = []
+    writer = threading.Thread(
+        target=lambda: results.extend(
+            ingest_groups(db, [([reprint], NOW)], alerts_cfg=AlertsConfig(), threshold=THRESHOLD)
+        )
+    )
+    with db.write() as s:
+        s.execute(text("SET LOCAL deadlock_timeout = '20s'"))
+        s.execute(text("SELECT id FROM stories WHERE id = :id FOR UPDATE"), {"id": first[0].story_id})
+        writer.start()
+        taken = text(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objid = "
+            "CAST(CAST(:k AS bigint) & 4294967295 AS oid) AND pid <> pg_backend_pid()"
+        )
+
+        def held_by_the_writer() -> bool:
+            with db.read() as r:
+                return r.execute(taken, {"k": band}).scalar() == 1
+
+        assert wait_for(held_by_the_writer)
+        s.execute(text("SELECT pg_advisory_xact_lock(:ns, :k)"), {"ns": dedup_store._LOCK_NAMESPACE, "k": band})
+    writer.join(30)
+    assert not writer.is_alive()
+    assert "40P01" in caplog.text, "the reprint's transaction was not the deadlock victim"
+    (batch,) = results
+    assert [(r.status, r.story_id) for r in batch] == [("new", first[0].story_id)]
