@@ -15,6 +15,14 @@ from rules import scoring as rulescore
 from rules import testing as ruletest
 from rules.engine import load_rules
 
+RULES_OPTION = click.option(
+    "--rules",
+    "rule_paths",
+    multiple=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="Rule file or directory (repeatable; default: the configured rules).",
+)
+
 
 @click.group()
 def rules() -> None:
@@ -57,13 +65,7 @@ def lint_cmd(obj: Ctx, paths: tuple[Path, ...]) -> None:
 
 
 @rules.command("test")
-@click.option(
-    "--rules",
-    "rule_paths",
-    multiple=True,
-    type=click.Path(exists=True, path_type=Path),
-    help="Rule file or directory (repeatable; default: the configured rules).",
-)
+@RULES_OPTION
 @click.option(
     "--jsonl",
     "jsonl",
@@ -129,13 +131,7 @@ def test_cmd(
 
 @rules.command("eval")
 @click.argument("cases", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option(
-    "--rules",
-    "rule_paths",
-    multiple=True,
-    type=click.Path(exists=True, path_type=Path),
-    help="Rule file or directory (repeatable; default: the configured rules).",
-)
+@RULES_OPTION
 @click.option("--split", help="Only the cases whose \"split\" field is this value (e.g. check).")
 @click.option("--lang", help='Only the cases in this language (their "lang" field; zh matches zh-CN).')
 @click.option("--min-precision", type=click.FloatRange(0, 1), help="Exit 1 when a rule's precision is lower.")
