@@ -236,3 +236,27 @@ def rdf(items: list[dict[str, str]], *, title: str = "Example RDF") -> str:
         'xmlns="http://purl.org/rss/1.0/"><channel rdf:about="http://example.org/"><title>'
         f"{title}</title><link>http://example.org/</link><description>d</description></channel>{body}</rdf:RDF>"
     )
+
+
+def page_with_feeds(site: Site, path: str = "/") -> str:
+    """A home page announcing three feeds (RSS, Atom, and a comments feed listed first) as
+    alternate links, with the feeds served; its URL."""
+    site.add(
+        "/feed.xml",
+        rss([{"title": "a", "link": site.url("/a"), "guid": "a"}], title="Example RSS"),
+        "application/rss+xml",
+    )
+    site.add(
+        "/atom.xml",
+        atom([{"title": "a", "link": site.url("/a")}], title="Example Atom"),
+        "application/atom+xml",
+    )
+    site.add("/comments.xml", rss([], title="Comments on Example"), "application/rss+xml")
+    return site.add(
+        path,
+        """<!doctype html><html><head><title>Example News</title>
+<link rel="alternate" type="application/rss+xml" title="Comments" href="/comments.xml">
+<link rel="alternate" type="application/rss+xml" title="Example RSS" href="/feed.xml">
+<link rel="alternate" type="application/atom+xml" href="atom.xml">
+<link rel="stylesheet" href="/style.css"></head><body><main><p>Home</p></main></body></html>""",
+    )

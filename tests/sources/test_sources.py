@@ -18,7 +18,7 @@ from crawler.config import Settings, load_settings, parse_settings
 from crawler.daemon import Daemon
 from crawler.errors import ConfigError
 from crawler.sources import NewSource, SourceExists, SourcesFile, read_opml, write_opml
-from tests.sitekit import Site, atom, rss
+from tests.sitekit import Site, page_with_feeds, rss
 
 register_all(cli)
 DATA = Path(__file__).resolve().parents[1] / "data" / "sources"
@@ -41,28 +41,6 @@ sources:
     tags: [daily]
   # --- the end of my list
 """
-
-
-def page_with_feeds(site: Site, path: str = "/") -> str:
-    site.add(
-        "/feed.xml",
-        rss([{"title": "a", "link": site.url("/a"), "guid": "a"}], title="Example RSS"),
-        "application/rss+xml",
-    )
-    site.add(
-        "/atom.xml",
-        atom([{"title": "a", "link": site.url("/a")}], title="Example Atom"),
-        "application/atom+xml",
-    )
-    site.add("/comments.xml", rss([], title="Comments on Example"), "application/rss+xml")
-    return site.add(
-        path,
-        """<!doctype html><html><head><title>Example News</title>
-<link rel="alternate" type="application/rss+xml" title="Comments" href="/comments.xml">
-<link rel="alternate" type="application/rss+xml" title="Example RSS" href="/feed.xml">
-<link rel="alternate" type="application/atom+xml" href="atom.xml">
-<link rel="stylesheet" href="/style.css"></head><body><main><p>Home</p></main></body></html>""",
-    )
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import httpx
 import yaml
 
 from crawler.config import load_settings, parse_settings
-from tests.sitekit import Site, atom, rss
+from tests.sitekit import Site, page_with_feeds
 from tests.web.webkit import serving
 
 CONFIG = """\
@@ -41,30 +41,10 @@ def _csrf_from(html: str) -> str:
     return found.group(1)
 
 
-def _site_with_two_feeds(site: Site) -> str:
-    site.add(
-        "/feed.xml",
-        rss([{"title": "a", "link": site.url("/a"), "guid": "a"}], title="Example RSS"),
-        "application/rss+xml",
-    )
-    site.add(
-        "/atom.xml",
-        atom([{"title": "a", "link": site.url("/a")}], title="Example Atom"),
-        "application/atom+xml",
-    )
-    return site.add(
-        "/",
-        """<!doctype html><html><head><title>Example News</title>
-<link rel="alternate" type="application/rss+xml" title="Example RSS" href="/feed.xml">
-<link rel="alternate" type="application/atom+xml" href="/atom.xml">
-</head><body><main><p>Home</p></main></body></html>""",
-    )
-
-
 def test_the_form_adds_the_first_feed_of_a_page_and_keeps_the_comments(tmp_path: Path) -> None:
     cfg = _config(tmp_path)
     with Site() as site, serving(load_settings(cfg)) as base, httpx.Client(base_url=base) as client:
-        home = _site_with_two_feeds(site)
+        home = page_with_feeds(site)
         page = client.get("/sources")
         assert 'id="add-source"' in page.text
         added = client.post(
