@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -32,15 +31,6 @@ T0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 def reprint(outlet: str) -> str:
     paragraphs = EN.strip().split("\n\n")[:-1]
     return "\n\n".join([f"LongCat-2.0 is here | {outlet}", f"By Staff, {outlet}", *paragraphs, "Read more"])
-
-
-@pytest.fixture
-def db(db_url: str) -> Iterator[Database]:
-    database = open_database(db_url)
-    try:
-        yield database
-    finally:
-        database.dispose()
 
 
 def add_document(s: Session, key: str, source: str = "wire", text: str = "") -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from crawler.config import AlertsConfig
 from crawler.dedup import THRESHOLD, content_hash, fingerprint
 from crawler.types import Document
 from storage import dedup_store
-from storage.db import Database, open_database
+from storage.db import Database
 from storage.ingest import IngestItem, IngestResult, ingest_groups
 from storage.models import DocumentRow
 
@@ -26,12 +25,9 @@ NOW = datetime(2026, 12, 7, 8, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def db(pg_url: str) -> Iterator[Database]:
-    database = open_database(pg_url)
-    try:
-        yield database
-    finally:
-        database.dispose()
+def db(pg_db: Database) -> Database:
+    """Concurrent writers: PostgreSQL only (SQLite serialises its write transactions)."""
+    return pg_db
 
 
 def item(key: str, text: str) -> IngestItem:
