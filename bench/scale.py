@@ -1,6 +1,6 @@
 """Scale-out cold pass on PostgreSQL + Redis with 1, 2, ... worker processes, beside the embedded mode.
 
-    .venv/bin/python bench/scale.py                      # 200 feeds x 20 entries, workers 1 and 2
+    .venv/bin/python bench/scale.py                      # 200 feeds x 20 entries, workers 1 and 2 (4, 8)
     .venv/bin/python bench/scale.py --feeds 2000 --workers 1 2 4 8
 
 The site is bench/ingest_site.py's (its own process). Each run gets a fresh PostgreSQL schema (and a
@@ -421,7 +421,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--feeds", type=int, default=200)
     ap.add_argument("--entries", type=int, default=20)
-    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    cores = os.cpu_count() or 1
+    ap.add_argument(
+        "--workers",
+        type=int,
+        nargs="+",
+        default=[n for n in (1, 2, 4, 8) if n <= max(cores, 2)],
+        help="worker process counts (default: 1 and 2, and 4 and 8 where the machine has the cores)",
+    )
     ap.add_argument("--threads", type=int, default=8, help="polls at once per worker process")
     ap.add_argument("--concurrency", type=int, default=64, help="fetch.concurrency and per_host_concurrency")
     ap.add_argument(
