@@ -9,12 +9,14 @@ never wait for writers. PostgreSQL uses one engine for both.
 
 from __future__ import annotations
 
+import logging
+import random
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
@@ -25,6 +27,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from crawler.errors import StorageError
 
 from .models import Base
+
+log = logging.getLogger("storywatch.storage")
+T = TypeVar("T")
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 BUSY_TIMEOUT_MS = 30_000
@@ -172,4 +177,29 @@ def _masked(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-__all__ = ["PG_KEEPALIVES", "Base", "Database", "alembic_config", "open_database"]
+
+
+RETRIES = 3  # attempts of a write transaction that PostgreSQL rolled back as a deadlock victim
+_TRANSIENT = frozenset({"40P01", "40001"})  # deadlock detected, serialization failure
+
+
+def retrying(db: Database, work: Callable[[Session], T]) -> T:
+    """``work`` in a write transaction, run again (in a new one, after a short pause) when PostgreSQL
+    rolled it back as a deadlock victim or on a serialization failure: nothing of it was kept, and
+    the other transaction has gone ahead. Any other error, or a third such failure, is raised."""
+    for attempt in range(1, RETRIES + 1):
+        try:
+            with db.write() as s:
+                return work(s)
+        except Exception as exc:
+            state = getattr(getattr(exc, "orig", exc), "sqlstate", None)
+            if state not in _TRANSIENT or attempt == RETRIES:
+                raise
+            log.warning(
+                "write transaction rolled back (%s, attempt %d of %d): trying again", state, attempt, RETRIES
+            )
+            time.sleep(random.uniform(0.02, 0.1) * attempt)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+__all__ = ["PG_KEEPALIVES", "Base", "Database", "alembic_config", "open_database", "retrying"]

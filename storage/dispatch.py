@@ -17,8 +17,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.orm import Session
 
-from .db import Database
+from .db import Database, retrying
 from .models import ConfigVersionRow, SourceRow
 from .sources import FetchRecord, TimingSave, write_fetch_records
 
@@ -121,22 +122,23 @@ def finish_polls(db: Database, finishes: Sequence[Finish]) -> list[bool]:
     schedule where the generation still matches (fencing). Returns, per poll, whether it matched."""
     if not finishes:
         return []
-    with db.write() as s:
+
+    def write(s: Session) -> list[bool]:
         write_fetch_records(s, [f.record for f in finishes if f.record is not None])
-        return [
-            bool(
-                getattr(
-                    s.execute(
-                        update(SourceRow)
-                        .where(SourceRow.id == f.source_id, SourceRow.generation == f.generation)
-                        .values(**f.columns(), dispatch_until=None)
-                    ),
-                    "rowcount",
-                    0,
-                )
+        matched = [False] * len(finishes)
+        # source rows in id order: two groups that share a source (a poll dispatched again after its
+        # lease lapsed) lock them in the same order and cannot deadlock
+        for k in sorted(range(len(finishes)), key=lambda k: finishes[k].source_id):
+            f = finishes[k]
+            result = s.execute(
+                update(SourceRow)
+                .where(SourceRow.id == f.source_id, SourceRow.generation == f.generation)
+                .values(**f.columns(), dispatch_until=None)
             )
-            for f in finishes
-        ]
+            matched[k] = bool(getattr(result, "rowcount", 0))
+        return matched
+
+    return retrying(db, write)
 
 
 def plan_sources(db: Database, due: dict[str, datetime], configured: Sequence[str]) -> int:

@@ -11,14 +11,11 @@ to see that the document, its story, its matches and its outbox rows commit toge
 
 from __future__ import annotations
 
-import logging
-import random
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import partial
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, Literal, cast
 
 from sqlalchemy import Table, bindparam, or_, select, update
 from sqlalchemy.orm import Session
@@ -29,12 +26,9 @@ from crawler.dedup import Fingerprint, normalize_text
 from crawler.types import Document, Match
 
 from . import dedup_store, outbox
-from .db import Database
+from .db import Database, retrying
 from .models import AlertRow, AliasRow, DocumentRow, SightingRow
 from .rawsql import raw
-
-log = logging.getLogger("storywatch.storage")
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -219,29 +213,6 @@ def _transaction(
     mine = [p for p, ok in zip(places, held, strict=True) if ok]
     _write(_Txn(s, db, *txn), groups, mine, out)
     return [p for p, ok in zip(places, held, strict=True) if not ok]
-
-
-RETRIES = 3  # attempts of a write transaction that PostgreSQL rolled back as a deadlock victim
-_TRANSIENT = frozenset({"40P01", "40001"})  # deadlock detected, serialization failure
-
-
-def retrying(db: Database, work: Callable[[Session], T]) -> T:
-    """``work`` in a write transaction, run again (in a new one, after a short pause) when PostgreSQL
-    rolled it back as a deadlock victim or on a serialization failure: nothing of it was kept, and
-    the other transaction has gone ahead. Any other error, or a third such failure, is raised."""
-    for attempt in range(1, RETRIES + 1):
-        try:
-            with db.write() as s:
-                return work(s)
-        except Exception as exc:
-            state = getattr(getattr(exc, "orig", exc), "sqlstate", None)
-            if state not in _TRANSIENT or attempt == RETRIES:
-                raise
-            log.warning(
-                "write transaction rolled back (%s, attempt %d of %d): trying again", state, attempt, RETRIES
-            )
-            time.sleep(random.uniform(0.02, 0.1) * attempt)
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
 @dataclass(frozen=True)
