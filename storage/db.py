@@ -177,8 +177,6 @@ def _masked(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-
-
 RETRIES = 3  # attempts of a write transaction that PostgreSQL rolled back as a deadlock victim
 _TRANSIENT = frozenset({"40P01", "40001"})  # deadlock detected, serialization failure
 

@@ -37,12 +37,13 @@ from datetime import datetime
 from functools import lru_cache
 from typing import cast
 
-from sqlalchemy import Table, bindparam, func, select, text, union
+from sqlalchemy import Table, bindparam, func, select, union
 from sqlalchemy.orm import Session
 
 from crawler.dedup import Fingerprint, estimate_jaccard_many
 from crawler.errors import StorageError
 
+from . import locks
 from .db import Database
 from .models import DocumentRow, MatchRow, SightingRow, StoryRow
 from .paging import Newest
@@ -196,39 +197,21 @@ def lock_fingerprints(session: Session, fps: Iterable[Fingerprint | None]) -> No
     """Lock the band keys of every fingerprint of a batch at once, in one sorted statement.
 
     Call it first in a transaction that ingests several documents: locks taken per document, in
-    document order, can deadlock against another batch; one sorted acquisition cannot. Advisory
-    locks are re-entrant, so the per-document locks of :func:`find_near_duplicate` then never wait.
+    document order, can deadlock against another batch; one sorted acquisition cannot. The
+    transaction remembers what it holds (:mod:`storage.locks`), so the per-document locks of
+    :func:`find_near_duplicate` then cost nothing.
     """
-    if session.get_bind().dialect.name != "postgresql":
-        return
-    keys = sorted({_int4(h) for fp in fps if fp is not None for h in fp.bands})
-    if keys:
-        session.execute(
-            text("SELECT count(pg_advisory_xact_lock(:ns, k)) FROM unnest(CAST(:keys AS integer[])) AS k"),
-            {"ns": _LOCK_NAMESPACE, "keys": keys},
-        )
+    locks.lock_ints(session, _LOCK_NAMESPACE, (_int4(h) for fp in fps if fp is not None for h in fp.bands))
 
 
 def try_lock_fingerprints(session: Session, fps: Sequence[Fingerprint | None]) -> list[bool]:
     """Take, without waiting, every band-key lock of ``fps`` that no other transaction holds; per
     fingerprint, whether all of its keys are now this transaction's (False: another writer's open
-    transaction holds one, so a document sharing that band may be on its way). PostgreSQL only;
-    SQLite (one writer at a time): all True. Try-locks never wait, so their order cannot deadlock."""
-    if session.get_bind().dialect.name != "postgresql":
-        return [True] * len(fps)
-    keys = sorted({_int4(h) for fp in fps if fp is not None for h in fp.bands})
-    if not keys:
-        return [True] * len(fps)
-    taken = set(
-        session.execute(
-            text(
-                "SELECT k FROM unnest(CAST(:keys AS integer[])) AS k "
-                "WHERE NOT pg_try_advisory_xact_lock(:ns, k)"
-            ),
-            {"ns": _LOCK_NAMESPACE, "keys": keys},
-        ).scalars()
-    )
-    return [fp is None or not any(_int4(h) in taken for h in fp.bands) for fp in fps]
+    transaction holds one, so a document sharing that band may be on its way). SQLite (one writer
+    at a time): all True."""
+    keys = [[_int4(h) for h in fp.bands] if fp is not None else [] for fp in fps]
+    taken = locks.try_lock_ints(session, _LOCK_NAMESPACE, (k for ks in keys for k in ks))
+    return [taken.isdisjoint(ks) for ks in keys]
 
 
 def _int4(value: int) -> int:

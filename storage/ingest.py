@@ -178,74 +178,61 @@ def ingest_groups(
     the locks instead), for callers that promise all-or-nothing.
     """
     policy = _Policy(alerts_cfg, cast(outbox.Origin, origin), cast(outbox.BackfillPolicy, backfill_policy))
+    job = _Job(db, policy, threshold, groups, [[None] * len(items) for items, _ in groups])
     todo = [(g, i) for g, (items, _) in enumerate(groups) for i in range(len(items))]
-    out: list[list[IngestResult | None]] = [[None] * len(items) for items, _ in groups]
     wait = atomic
     while todo:
-        step = partial(
-            _transaction, db=db, txn=(policy, threshold), groups=groups, places=todo, wait=wait, out=out
-        )
-        todo, wait = retrying(db, step), True
-    done = [[r for r in results if r is not None] for results in out]
+        todo, wait = retrying(db, partial(job.transaction, places=todo, wait=wait)), True
+    done = [[r for r in results if r is not None] for results in job.out]
     assert [len(d) for d in done] == [len(items) for items, _ in groups], "an item was not written"
     return done
 
 
-def _transaction(
-    s: Session,
-    *,
-    db: Database,
-    txn: tuple[_Policy, float],
-    groups: Sequence[tuple[Sequence[IngestItem], datetime]],
-    places: Sequence[tuple[int, int]],
-    wait: bool,
-    out: list[list[IngestResult | None]],
-) -> list[tuple[int, int]]:
-    """Write the items at ``places`` whose band keys this transaction holds: all of them (``wait``:
-    it waits for every key, taken at once and sorted, so two batches with crossing near-duplicates
-    cannot deadlock), or those no other open transaction holds. Returns the places left."""
-    fps = [groups[g][0][i].fingerprint for g, i in places]
-    if wait:
-        dedup_store.lock_fingerprints(s, fps)
-        held = [True] * len(places)
-    else:
-        held = dedup_store.try_lock_fingerprints(s, fps)
-    mine = [p for p, ok in zip(places, held, strict=True) if ok]
-    _write(_Txn(s, db, *txn), groups, mine, out)
-    return [p for p, ok in zip(places, held, strict=True) if not ok]
+Place = tuple[int, int]  # (batch, item) in an ingest_groups call
 
 
 @dataclass(frozen=True)
-class _Txn:
-    s: Session
+class _Job:
+    """One ``ingest_groups`` call: its batches, and their results as the transactions write them."""
+
     db: Database
     policy: _Policy
     threshold: float
+    groups: Sequence[tuple[Sequence[IngestItem], datetime]]
+    out: list[list[IngestResult | None]]
 
+    def transaction(self, s: Session, *, places: Sequence[Place], wait: bool) -> list[Place]:
+        """Write the items at ``places`` whose band keys this transaction holds: all of them
+        (``wait``: it waits for every key, taken at once and sorted, so two batches with crossing
+        near-duplicates cannot deadlock), or those no other open transaction holds. Returns the
+        places left for another transaction."""
+        fps = [self.groups[g][0][i].fingerprint for g, i in places]
+        if wait:
+            dedup_store.lock_fingerprints(s, fps)
+            held = [True] * len(places)
+        else:
+            held = dedup_store.try_lock_fingerprints(s, fps)
+        self._write(s, [p for p, ok in zip(places, held, strict=True) if ok])
+        return [p for p, ok in zip(places, held, strict=True) if not ok]
 
-def _write(
-    t: _Txn,
-    groups: Sequence[tuple[Sequence[IngestItem], datetime]],
-    places: Sequence[tuple[int, int]],
-    out: list[list[IngestResult | None]],
-) -> None:
-    """Ingest the items at ``places`` (in batch order) in ``t``'s open transaction, its band keys held.
+    def _write(self, s: Session, places: Sequence[Place]) -> None:
+        """Ingest the items at ``places`` (in batch order), their band keys held.
 
-    First the (rule, evidence) keys of every match it may alert on, at once and sorted (reprints in
-    two stories make one alert). Band keys are always taken before these, so two writers cannot
-    each hold what the other waits for."""
-    outbox.lock_matches(t.s, [m for g, i in places for m in groups[g][0][i].matches])
-    index = dedup_store.PendingIndex()  # band rows of the whole transaction, written sorted
-    by_group: dict[int, list[int]] = {}
-    for g, i in places:
-        by_group.setdefault(g, []).append(i)
-    for g, positions in by_group.items():
-        items, now = groups[g]
-        batch = _Batch(t.s, t.db, t.policy, t.threshold, now, index)
-        for i in positions:
-            out[g][i] = _ingest_one(batch, items[i])
-        batch.flush_aliases()
-    index.flush(t.s)
+        First the (rule, evidence) keys of every match they may alert on, at once and sorted
+        (reprints in two stories make one alert). Band keys are always taken before these, so two
+        writers cannot each hold what the other waits for."""
+        outbox.lock_matches(s, [m for g, i in places for m in self.groups[g][0][i].matches])
+        index = dedup_store.PendingIndex()  # band rows of the whole transaction, written sorted
+        by_group: dict[int, list[int]] = {}
+        for g, i in places:
+            by_group.setdefault(g, []).append(i)
+        for g, positions in by_group.items():
+            items, now = self.groups[g]
+            batch = _Batch(s, self.db, self.policy, self.threshold, now, index)
+            for i in positions:
+                self.out[g][i] = _ingest_one(batch, items[i])
+            batch.flush_aliases()
+        index.flush(s)
 
 
 @dataclass(frozen=True)
